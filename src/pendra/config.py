@@ -1,0 +1,281 @@
+"""Settings for each role, merged once at start-up: defaults < ``$PENDRA_HOME/config.yaml`` < env.
+
+Every key lives in ``KEYS`` (its environment name, its YAML name, type, default and meaning), so
+loading, ``pendra config set`` and the documentation all read one table. Values are validated here,
+and an invalid one raises ``ConfigError`` naming the key and the layer it came from. Nothing reads
+the environment at import time: callers pass ``environ`` (tests pass their own dict).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from pendra.errors import ConfigError
+from pendra.home import Home, too_open, write_private
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_RANGE = (1, 64)
+DEFAULT_WS_URL = "ws://127.0.0.1:8080"
+# Seconds between discovery passes; short enough that a newly started Ollama is found promptly.
+DEFAULT_REFRESH_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key."""
+
+    yaml_name: str
+    env_name: str
+    kind: str  # str | int | float | models | bool
+    default: Any
+    help: str
+    role: str  # worker | server | both
+
+
+KEYS: tuple[Key, ...] = (
+    Key("app_server_ws_url", "APP_SERVER_WS_URL", "str", DEFAULT_WS_URL,
+        "Base URL of the control plane the worker dials; /ws/gpu is appended.", "worker"),
+    Key("gpu_worker_private_key", "GPU_WORKER_PRIVATE_KEY", "str", "",
+        "Base64 Ed25519 private key from `pendra workers add`; the worker refuses to start without it.",
+        "worker"),
+    Key("worker_id", "WORKER_ID", "str", "",
+        "Stable worker id `wrk-<hex>`; generated and saved on first run.", "worker"),
+    Key("worker_name", "WORKER_NAME", "str", "",
+        "Friendly name shown in the console and in X-Worker-Name (default: the hostname).", "worker"),
+    Key("models", "MODELS", "models", None,
+        "Serve only these models: a JSON list of ids or of {\"id\": ...} objects (default: all).",
+        "worker"),
+    Key("max_concurrent", "MAX_CONCURRENT", "int", 1,
+        "Most inference requests in flight on this worker, clamped to [1, 64].", "worker"),
+    Key("ollama_endpoint", "OLLAMA_ENDPOINT", "str", "",
+        "Ollama base URL; when empty, probe http://localhost:11434 then "
+        "http://host.docker.internal:11434.", "worker"),
+    Key("refresh_interval", "REFRESH_INTERVAL", "float", DEFAULT_REFRESH_INTERVAL_S,
+        "Seconds between backend discovery passes (the refresh tick).", "worker"),
+    Key("ollama_num_ctx_cap", "OLLAMA_NUM_CTX_CAP", "int", 0,
+        "Upper bound on the num_ctx injected into chat requests (0 = no cap).", "worker"),
+    Key("database_url", "DATABASE_URL", "str", "",
+        "SQLAlchemy URL of the store (default: SQLite at $PENDRA_HOME/pendra.db); "
+        "e.g. postgresql+asyncpg://user@host/db.", "server"),
+    Key("host", "PENDRA_HOST", "str", "127.0.0.1",
+        "Address the control plane listens on.", "server"),
+    Key("port", "PENDRA_PORT", "int", 8080, "Port the control plane listens on.", "server"),
+    Key("heartbeat_interval", "HEARTBEAT_INTERVAL", "float", 5.0,
+        "Seconds between heartbeats on /ws/gpu, both ways.", "both"),
+    Key("heartbeat_timeout", "HEARTBEAT_TIMEOUT", "float", 15.0,
+        "Seconds of silence after which a /ws/gpu peer is dropped.", "both"),
+    Key("queue_timeout", "QUEUE_TIMEOUT", "float", 10.0,
+        "Seconds a request waits for a free worker before 503 with Retry-After.", "server"),
+    Key("max_body_bytes", "MAX_BODY_BYTES", "int", 32 * 1024 * 1024,
+        "Largest request body the API accepts; larger ones get 413 before being read whole.",
+        "server"),
+)
+KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
+
+
+def _parse_models(raw: Any) -> tuple[str, ...] | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc.msg}") from exc
+    if not isinstance(raw, list):
+        raise ValueError("must be a JSON list of model ids or {\"id\": ...} objects")
+    ids: list[str] = []
+    for item in raw:
+        if isinstance(item, str) and item:
+            ids.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
+            ids.append(item["id"])
+        else:
+            raise ValueError(f"entry {item!r} is neither an id nor an object with an \"id\"")
+    return tuple(ids)
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "str": lambda v: "" if v is None else str(v),
+    "int": lambda v: int(v),
+    "float": lambda v: float(v),
+    "models": _parse_models,
+    "bool": _parse_bool,
+}
+
+
+def parse_value(key: Key, raw: Any, source: str) -> Any:
+    """Parse one raw value for ``key``; errors name the key and ``source`` (yaml path or env)."""
+    try:
+        return _PARSERS[key.kind](raw)
+    except (TypeError, ValueError) as exc:
+        where = key.env_name if source == "environment" else f"{key.yaml_name} in {source}"
+        raise ConfigError(f"invalid value {raw!r} for {where}: {exc}") from exc
+
+
+def read_file(home: Home) -> dict[str, Any]:
+    """The YAML layer as a dict (empty when there is no file)."""
+    path = home.config_file
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    return data
+
+
+def write_file(home: Home, data: Mapping[str, Any]) -> None:
+    write_private(home.config_file, yaml.safe_dump(dict(data), sort_keys=False))
+
+
+def set_value(home: Home, name: str, value: str) -> Any:
+    """``pendra config set``: validate and store one key in config.yaml (0600)."""
+    key = KEYS_BY_NAME.get(name) or next((k for k in KEYS if k.env_name == name), None)
+    if key is None:
+        raise ConfigError(f"unknown config key {name!r}; known keys: {', '.join(KEYS_BY_NAME)}")
+    parsed = parse_value(key, value, "the command line")
+    data = read_file(home)
+    stored: Any = list(parsed) if isinstance(parsed, tuple) else parsed
+    data[key.yaml_name] = stored
+    write_file(home, data)
+    return parsed
+
+
+def merged(home: Home, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every key's value after the three layers, parsed and validated."""
+    file_layer = read_file(home)
+    unknown = sorted(set(file_layer) - set(KEYS_BY_NAME))
+    if unknown:
+        log.warning("ignoring unknown keys in %s: %s", home.config_file, ", ".join(unknown))
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        value = key.default
+        if key.yaml_name in file_layer:
+            value = parse_value(key, file_layer[key.yaml_name], str(home.config_file))
+        if key.env_name in environ:
+            value = parse_value(key, environ[key.env_name], "environment")
+        values[key.yaml_name] = value
+    return values
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    server_ws_url: str
+    private_key: str
+    worker_id: str
+    worker_name: str
+    models: tuple[str, ...] | None
+    max_concurrent: int
+    ollama_endpoint: str
+    refresh_interval_s: float
+    ollama_num_ctx_cap: int
+    heartbeat_interval_s: float
+    heartbeat_timeout_s: float
+
+    @property
+    def gpu_ws_url(self) -> str:
+        return self.server_ws_url.rstrip("/") + "/ws/gpu"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    home: Home
+    database_url: str
+    host: str
+    port: int
+    heartbeat_interval_s: float
+    heartbeat_timeout_s: float
+    queue_timeout_s: float
+    max_body_bytes: int
+    # Per-start token the local CLI uses to reach the live server (see server/state.py).
+    admin_token: str = ""
+
+
+def clamp_concurrency(value: int) -> int:
+    low, high = MAX_CONCURRENT_RANGE
+    return max(low, min(high, value))
+
+
+def new_worker_id() -> str:
+    return "wrk-" + secrets.token_hex(4)
+
+
+def warn_if_open(home: Home) -> bool:
+    """Warn (once, at start-up) when config.yaml is readable by others; returns True if it was."""
+    if too_open(home.config_file):
+        log.warning("%s holds a private key and is readable by others; run: chmod 600 %s",
+                    home.config_file, home.config_file)
+        return True
+    return False
+
+
+def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
+                require_key: bool = True) -> WorkerSettings:
+    """Build the worker's settings. Generates and persists ``worker_id`` on first run."""
+    env = os.environ if environ is None else environ
+    warn_if_open(home)
+    values = merged(home, env)
+    worker_id = values["worker_id"]
+    if not worker_id:
+        worker_id = new_worker_id()
+        data = read_file(home)
+        data["worker_id"] = worker_id
+        write_file(home, data)
+        log.info("generated worker id %s and saved it to %s", worker_id, home.config_file)
+    if require_key and not values["gpu_worker_private_key"]:
+        raise ConfigError(
+            "no worker private key: set GPU_WORKER_PRIVATE_KEY or gpu_worker_private_key in "
+            f"{home.config_file}. Get one on the control plane with `pendra workers add --name NAME` "
+            "(or Workers → Add worker in the console).")
+    return WorkerSettings(
+        server_ws_url=values["app_server_ws_url"],
+        private_key=values["gpu_worker_private_key"],
+        worker_id=worker_id,
+        worker_name=values["worker_name"] or socket.gethostname(),
+        models=values["models"],
+        max_concurrent=clamp_concurrency(values["max_concurrent"]),
+        ollama_endpoint=values["ollama_endpoint"].rstrip("/"),
+        refresh_interval_s=max(0.1, values["refresh_interval"]),
+        ollama_num_ctx_cap=max(0, values["ollama_num_ctx_cap"]),
+        heartbeat_interval_s=values["heartbeat_interval"],
+        heartbeat_timeout_s=values["heartbeat_timeout"],
+    )
+
+
+def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    env = os.environ if environ is None else environ
+    values = merged(home, env)
+    url = values["database_url"] or f"sqlite+aiosqlite:///{home.database_file}"
+    return ServerSettings(
+        home=home,
+        database_url=url,
+        host=values["host"],
+        port=values["port"],
+        heartbeat_interval_s=values["heartbeat_interval"],
+        heartbeat_timeout_s=values["heartbeat_timeout"],
+        queue_timeout_s=values["queue_timeout"],
+        max_body_bytes=values["max_body_bytes"],
+    )

@@ -1,0 +1,52 @@
+"""The worker-host commands: `pendra models` and `pendra backends` against a real (emulated) Ollama."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pendra.testing.servers import run_emulator
+
+PENDRA = str(Path(sys.executable).with_name("pendra"))
+
+
+def _pendra(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PENDRA, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PENDRA_HOME": str(home), **env})
+
+
+async def test_models_json_lists_metadata(tmp_path: Path) -> None:
+    """`pendra models --json` carries id, backend, context length, capabilities, size and quantisation."""
+    async with run_emulator() as emu:
+        result = _pendra(tmp_path, "models", "--json", OLLAMA_ENDPOINT=emu.base_url)
+    assert result.returncode == 0, result.stderr
+    models = {m["id"]: m for m in json.loads(result.stdout)}
+    llama = models["llama3.2:latest"]
+    assert llama["backend"] == "ollama"
+    assert llama["context_length"] == 131072
+    assert set(llama["capabilities"]) == {"completion", "tools"}
+    assert llama["parameter_size"] == "3.2B" and llama["quantization_level"] == "Q4_K_M"
+    assert llama["size"] > 0
+    assert "embedding" in models["nomic-embed-text:latest"]["capabilities"]
+
+
+async def test_backends_json_says_why_not(tmp_path: Path) -> None:
+    """`pendra backends --json` shows the endpoint tried, verified or not, and the version."""
+    async with run_emulator(version="0.30.1") as emu:
+        ok = _pendra(tmp_path, "backends", "--json", OLLAMA_ENDPOINT=emu.base_url)
+    assert ok.returncode == 0, ok.stderr
+    [ollama] = [b for b in json.loads(ok.stdout) if b["kind"] == "ollama"]
+    assert ollama["verified"] and ollama["version"] == "0.30.1"
+    gone = _pendra(tmp_path, "backends", "--json", OLLAMA_ENDPOINT=emu.base_url)
+    [down] = [b for b in json.loads(gone.stdout) if b["kind"] == "ollama"]
+    assert not down["verified"] and down["reason"]
+
+
+def test_worker_without_key_refuses_with_instructions(tmp_path: Path) -> None:
+    """`pendra worker` with no private key exits 2 and says how to get one."""
+    result = _pendra(tmp_path, "worker")
+    assert result.returncode == 2
+    assert "pendra workers add" in result.stderr

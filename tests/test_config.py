@@ -1,0 +1,132 @@
+"""Layered configuration: defaults < config.yaml < environment, validated once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pendra import config as cfg
+from pendra.errors import ConfigError
+from pendra.home import Home
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_layers_later_wins(tmp_path: Path) -> None:
+    """The environment beats config.yaml, which beats the built-in default."""
+    home = Home(tmp_path)
+    cfg.write_file(home, {"max_concurrent": 4, "worker_name": "from-file", "refresh_interval": 3})
+    s = cfg.load_worker(home, {"MAX_CONCURRENT": "8", "GPU_WORKER_PRIVATE_KEY": "k"})
+    assert s.max_concurrent == 8
+    assert s.worker_name == "from-file"
+    assert s.refresh_interval_s == 3.0
+    assert s.ollama_endpoint == ""  # default
+
+
+def test_max_concurrent_is_clamped(tmp_path: Path) -> None:
+    """MAX_CONCURRENT outside [1, 64] is clamped, not refused."""
+    home = Home(tmp_path)
+    env = {"GPU_WORKER_PRIVATE_KEY": "k"}
+    assert cfg.load_worker(home, env | {"MAX_CONCURRENT": "0"}).max_concurrent == 1
+    assert cfg.load_worker(home, env | {"MAX_CONCURRENT": "1000"}).max_concurrent == 64
+
+
+def test_models_filter_accepts_ids_and_objects(tmp_path: Path) -> None:
+    """MODELS is a JSON list of ids or {"id": ...} objects; YAML lists work in the file."""
+    home = Home(tmp_path)
+    env = {"GPU_WORKER_PRIVATE_KEY": "k", "MODELS": '["a:1", {"id": "b:2"}]'}
+    assert cfg.load_worker(home, env).models == ("a:1", "b:2")
+    cfg.write_file(home, {"models": ["c", {"id": "d"}]})
+    assert cfg.load_worker(home, {"GPU_WORKER_PRIVATE_KEY": "k"}).models == ("c", "d")
+    assert cfg.load_worker(home, {"GPU_WORKER_PRIVATE_KEY": "k", "MODELS": ""}).models is None
+
+
+@pytest.mark.parametrize("raw", ['{"id": "a"}', "[1]", "not json", '[{"name": "x"}]'])
+def test_bad_models_value_names_the_key(tmp_path: Path, raw: str) -> None:
+    """A malformed MODELS value stops start-up with an error naming MODELS."""
+    with pytest.raises(ConfigError, match="MODELS"):
+        cfg.load_worker(Home(tmp_path), {"GPU_WORKER_PRIVATE_KEY": "k", "MODELS": raw})
+
+
+def test_bad_file_value_names_key_and_file(tmp_path: Path) -> None:
+    """An invalid value in config.yaml names the YAML key and the file it came from."""
+    home = Home(tmp_path)
+    cfg.write_file(home, {"max_concurrent": "lots"})
+    with pytest.raises(ConfigError, match=r"max_concurrent in .*config\.yaml"):
+        cfg.load_worker(home, {"GPU_WORKER_PRIVATE_KEY": "k"})
+
+
+def test_worker_id_generated_once_and_persisted(tmp_path: Path) -> None:
+    """The first run generates wrk-<hex> and saves it; later runs reuse it."""
+    home = Home(tmp_path)
+    first = cfg.load_worker(home, {"GPU_WORKER_PRIVATE_KEY": "k"})
+    assert re.fullmatch(r"wrk-[0-9a-f]{8}", first.worker_id)
+    assert yaml.safe_load(home.config_file.read_text())["worker_id"] == first.worker_id
+    assert cfg.load_worker(home, {"GPU_WORKER_PRIVATE_KEY": "k"}).worker_id == first.worker_id
+
+
+def test_worker_refuses_to_start_without_key(tmp_path: Path) -> None:
+    """Without a private key the worker refuses, saying how to get one."""
+    with pytest.raises(ConfigError, match="pendra workers add"):
+        cfg.load_worker(Home(tmp_path), {})
+
+
+def test_config_file_is_private(tmp_path: Path) -> None:
+    """config.yaml is written 0600, and a wider mode is warned about at start-up."""
+    home = Home(tmp_path)
+    cfg.set_value(home, "gpu_worker_private_key", "secret")
+    assert os.stat(home.config_file).st_mode & 0o777 == 0o600
+    os.chmod(home.config_file, 0o644)
+    assert cfg.warn_if_open(home) is True
+    os.chmod(home.config_file, 0o600)
+    assert cfg.warn_if_open(home) is False
+
+
+def test_wide_config_warns_on_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Loading worker settings from a group-readable config.yaml logs a warning naming chmod."""
+    home = Home(tmp_path)
+    cfg.write_file(home, {"gpu_worker_private_key": "k"})
+    os.chmod(home.config_file, 0o640)
+    with caplog.at_level(logging.WARNING):
+        cfg.load_worker(home, {})
+    assert "chmod 600" in caplog.text
+
+
+def test_config_set_validates_and_accepts_env_names(tmp_path: Path) -> None:
+    """`pendra config set` validates the value and accepts YAML or env names; unknown keys fail."""
+    home = Home(tmp_path)
+    assert cfg.set_value(home, "MAX_CONCURRENT", "3") == 3
+    assert cfg.set_value(home, "models", '["a"]') == ("a",)
+    assert cfg.read_file(home) == {"max_concurrent": 3, "models": ["a"]}
+    with pytest.raises(ConfigError, match="unknown config key"):
+        cfg.set_value(home, "nope", "1")
+    with pytest.raises(ConfigError, match="max_concurrent"):
+        cfg.set_value(home, "max_concurrent", "x")
+
+
+def test_ws_url_gets_gpu_path(tmp_path: Path) -> None:
+    """/ws/gpu is appended to APP_SERVER_WS_URL, with or without a trailing slash."""
+    env = {"GPU_WORKER_PRIVATE_KEY": "k", "APP_SERVER_WS_URL": "wss://cp.example:9000/"}
+    assert cfg.load_worker(Home(tmp_path), env).gpu_ws_url == "wss://cp.example:9000/ws/gpu"
+
+
+def test_server_defaults_to_sqlite_in_home(tmp_path: Path) -> None:
+    """Without DATABASE_URL the store is SQLite under PENDRA_HOME."""
+    s = cfg.load_server(Home(tmp_path), {})
+    assert s.database_url == f"sqlite+aiosqlite:///{tmp_path / 'pendra.db'}"
+    pg = cfg.load_server(Home(tmp_path), {"DATABASE_URL": "postgresql+asyncpg://u@h/db"})
+    assert pg.database_url == "postgresql+asyncpg://u@h/db"
+
+
+def test_every_key_is_documented() -> None:
+    """Each config key appears, by YAML and env name, in docs/configuration.md and the README."""
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for key in cfg.KEYS:
+        assert f"`{key.yaml_name}`" in docs and f"`{key.env_name}`" in docs, key.yaml_name
+        assert key.env_name in readme, key.env_name
