@@ -1,0 +1,1 @@
+"""Inference backends a worker can serve through (Ollama first), behind one interface."""

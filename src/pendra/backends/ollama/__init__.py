@@ -1,0 +1,1 @@
+"""Ollama, the first backend: client, discovery, translation."""

@@ -1,0 +1,160 @@
+"""OllamaBackend: the Backend interface over one verified Ollama endpoint.
+
+Chat goes to native ``/api/chat`` with ``options.num_ctx`` injected (see translate.py); embeddings
+to ``/api/embed`` and images to ``/api/generate`` without injection; installs stream ``/api/pull``
+progress as one overall figure; removals use ``DELETE /api/delete``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pendra.backends.base import BackendStatus, ChatResult, InstallProgress, ModelInfo, ProgressCallback, Usage
+from pendra.backends.ollama import discovery, translate
+from pendra.backends.ollama.client import OllamaClient
+from pendra.backends.ollama.version import (IMAGE_GENERATION_SINCE, IMAGE_GENERATION_UNTIL,
+                                            format_version, has_image_generation)
+from pendra.errors import (BackendError, BackendRejected, BackendUnavailable, InstallFailed,
+                           ModelNotFound, UnsupportedOperation)
+
+
+class PullProgress:
+    """Aggregates per-layer pull lines into bytes done / bytes total that never go backwards."""
+
+    def __init__(self) -> None:
+        self._layers: dict[str, tuple[int, int]] = {}
+        self._completed = 0
+
+    def update(self, line: dict[str, Any]) -> InstallProgress:
+        digest = line.get("digest")
+        if digest:
+            total = int(line.get("total") or 0)
+            completed = int(line.get("completed") or 0)
+            old_total, old_completed = self._layers.get(digest, (0, 0))
+            self._layers[digest] = (max(total, old_total), max(completed, old_completed))
+        total = sum(t for t, _ in self._layers.values())
+        self._completed = max(self._completed, sum(c for _, c in self._layers.values()))
+        return InstallProgress(str(line.get("status", "")), self._completed, max(total, self._completed))
+
+
+class OllamaBackend:
+    kind = "ollama"
+
+    def __init__(self, *, num_ctx_cap: int = 0) -> None:
+        self.num_ctx_cap = num_ctx_cap
+        self.client: OllamaClient | None = None
+        self.version = ""
+        self._cache: dict[str, ModelInfo] = {}
+
+    def _require(self) -> OllamaClient:
+        if self.client is None:
+            raise BackendUnavailable("Ollama is not connected on this worker")
+        return self.client
+
+    async def verify(self, endpoint: str) -> BackendStatus:
+        """Verify ``endpoint``; when it verifies it becomes the endpoint this backend serves."""
+        endpoint = endpoint.rstrip("/")
+        active = self.client is not None and self.client.base_url == endpoint
+        client = self.client if active and self.client is not None else OllamaClient(endpoint)
+        status = await discovery.verify(client)
+        if status.verified:
+            if not active:
+                if self.client is not None:
+                    await self.client.aclose()
+                self.client = client
+                self._cache.clear()
+            self.version = status.version
+        elif not active:
+            await client.aclose()
+        return status
+
+    async def list_models(self) -> list[ModelInfo]:
+        return await discovery.list_models(self._require(), self._cache)
+
+    def num_ctx_for(self, model: ModelInfo) -> int | None:
+        """The context to inject: discovery's, capped if configured; stable per model."""
+        if not model.context_length:
+            return None
+        if self.num_ctx_cap:
+            return min(model.context_length, self.num_ctx_cap)
+        return model.context_length
+
+    async def chat(self, model: ModelInfo, body: dict[str, Any]) -> ChatResult:
+        client = self._require()
+        native = translate.chat_request(body, model.id, num_ctx=self.num_ctx_for(model))
+        stream = bool(body.get("stream"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        translator = translate.ChatTranslator(model=str(body.get("model") or model.id),
+                                              stream=stream, include_usage=include_usage)
+        result = ChatResult(chunks=_empty())
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            async for line in client.stream("/api/chat", native):
+                for chunk in translator.feed(line):
+                    yield chunk
+            if translator.finish_reason is None:
+                raise BackendRejected("Ollama closed the stream before it was done", status=502)
+            result.usage = translator.usage
+            result.finish_reason = translator.finish_reason
+            if not stream:
+                yield translator.completion()
+
+        result.chunks = chunks()
+        return result
+
+    async def embed(self, model: ModelInfo, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        native = translate.embed_request(body, model.id)
+        answer = await self._require().request_json("POST", "/api/embed", native)
+        return translate.embed_response(answer, body, str(body.get("model") or model.id))
+
+    async def generate_image(self, model: ModelInfo, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        if "image" not in model.capabilities:
+            raise BackendRejected(f"model '{model.id}' does not generate images", status=400)
+        if not has_image_generation(self.version):
+            raise UnsupportedOperation(
+                f"image generation is not supported by this Ollama version ({self.version}); it "
+                f"exists from {format_version(IMAGE_GENERATION_SINCE)} until "
+                f"{format_version(IMAGE_GENERATION_UNTIL)} (exclusive)")
+        native = translate.image_request(body, model.id)
+        answer = await self._require().request_json("POST", "/api/generate", native)
+        if not isinstance(answer, dict) or not answer.get("image"):
+            raise BackendRejected("Ollama returned no image", status=502)
+        return translate.image_response(answer), Usage()
+
+    async def transcribe(self, model: ModelInfo, body: dict[str, Any]) -> dict[str, Any]:
+        raise UnsupportedOperation("audio transcription is not supported by the Ollama backend")
+
+    async def install(self, model: str, progress: ProgressCallback) -> None:
+        client = self._require()
+        aggregate = PullProgress()
+        succeeded = False
+        try:
+            async for line in client.stream("/api/pull", {"model": model, "stream": True}):
+                update = aggregate.update(line)
+                succeeded = succeeded or update.status == "success"
+                outcome = progress(update)
+                if outcome is not None:
+                    await outcome
+        except BackendUnavailable as exc:
+            raise InstallFailed(f"Ollama went away during the install: {exc.message}") from exc
+        except BackendError as exc:
+            raise InstallFailed(exc.message) from exc
+        if not succeeded:
+            raise InstallFailed("Ollama ended the pull without reporting success")
+
+    async def uninstall(self, model: str) -> None:
+        try:
+            await self._require().request_json("DELETE", "/api/delete", {"model": model})
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"model '{model}' is not installed on this Ollama") from exc
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+
+async def _empty() -> AsyncIterator[dict[str, Any]]:
+    return
+    yield  # pragma: no cover

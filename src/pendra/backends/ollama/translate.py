@@ -1,0 +1,300 @@
+"""OpenAI ⇄ Ollama native translation, both ways, with no I/O.
+
+Requests: an OpenAI chat body becomes an ``/api/chat`` body (Ollama's own ``/v1`` layer would drop
+``options``, so Pendra always speaks native). ``options.num_ctx`` is injected from discovery unless
+the client sent its own (as an extra ``options`` object in the OpenAI body); the client's other
+``options`` keys pass through. Responses: native NDJSON lines become OpenAI
+``chat.completion.chunk`` objects (role only in the first, a separate finish chunk, the usage chunk
+only when asked) or one ``chat.completion``. Thinking is returned as ``reasoning``, the field name
+Ollama's own OpenAI layer uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pendra.backends.base import Usage
+from pendra.errors import InvalidRequest
+
+# reasoning_effort → think (reference §6.2).
+THINK_LEVELS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low",
+                                       "medium": "medium", "high": "high", "max": "max",
+                                       "xhigh": "max", "ultra": "max"}
+DATA_URI_PREFIXES = ("data:image/jpeg;base64,", "data:image/jpg;base64,", "data:image/png;base64,",
+                     "data:image/webp;base64,", "data:image/gif;base64,", "data:;base64,")
+
+
+def _image(url: str) -> str:
+    for prefix in DATA_URI_PREFIXES:
+        if url.startswith(prefix):
+            return url[len(prefix):]
+    if url.startswith(("http://", "https://")):
+        raise InvalidRequest("image URLs are not supported; send the image as a base64 data: URI")
+    raise InvalidRequest("image_url must be a base64 data: URI (data:image/png;base64,...)")
+
+
+def _content(content: Any, where: str) -> tuple[str, list[str]]:
+    """OpenAI message content → (text, raw base64 images)."""
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}.content must be a string or a list of parts")
+    texts: list[str] = []
+    images: list[str] = []
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind == "image_url":
+            ref = part.get("image_url")
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(url, str):
+                raise InvalidRequest(f"{where}.content[{i}].image_url.url is required")
+            images.append(_image(url))
+        else:
+            raise InvalidRequest(f"{where}.content[{i}] has unsupported type {kind!r}")
+    return "\n".join(texts), images
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty list")
+    names_by_call: dict[str, str] = {}
+    native: list[dict[str, Any]] = []
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            raise InvalidRequest(f"{where} needs a role")
+        role = msg["role"].lower()
+        text, images = _content(msg.get("content"), where)
+        out: dict[str, Any] = {"role": role, "content": text}
+        if images:
+            out["images"] = images
+        thinking = msg.get("reasoning") or msg.get("reasoning_content")
+        if thinking:
+            out["thinking"] = thinking
+        calls = []
+        for call in msg.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            raw = fn.get("arguments")
+            try:
+                arguments = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
+            except json.JSONDecodeError as exc:
+                raise InvalidRequest(f"{where}.tool_calls: invalid tool call arguments") from exc
+            native_call: dict[str, Any] = {"function": {"name": fn.get("name", ""), "arguments": arguments}}
+            if call.get("id"):
+                native_call["id"] = call["id"]
+                names_by_call[call["id"]] = fn.get("name", "")
+            calls.append(native_call)
+        if calls:
+            out["tool_calls"] = calls
+        if role == "tool":
+            call_id = msg.get("tool_call_id")
+            name = msg.get("name") or names_by_call.get(call_id or "", "")
+            if name:
+                out["tool_name"] = name
+            if call_id:
+                out["tool_call_id"] = call_id
+        native.append(out)
+    return native
+
+
+def _think(body: dict[str, Any]) -> bool | str | None:
+    effort = body.get("reasoning_effort")
+    reasoning = body.get("reasoning")
+    if effort is None and isinstance(reasoning, dict):
+        effort = reasoning.get("effort")
+    if effort is None:
+        think = body.get("think")
+        return think if isinstance(think, bool | str) else None
+    if effort not in THINK_LEVELS:
+        raise InvalidRequest(f"invalid reasoning_effort {effort!r}: use one of "
+                             + ", ".join(THINK_LEVELS))
+    return THINK_LEVELS[effort]
+
+
+def chat_request(body: dict[str, Any], model: str, *, num_ctx: int | None) -> dict[str, Any]:
+    """The native ``/api/chat`` body for an OpenAI chat ``body`` (always streamed from Ollama)."""
+    client_options = body.get("options") or {}
+    if not isinstance(client_options, dict):
+        raise InvalidRequest("options must be an object")
+    options: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    for key in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty"):
+        if body.get(key) is not None:
+            options[key] = body[key]
+    stop = body.get("stop")
+    if stop is not None:
+        options["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    options.update(client_options)  # the client's own options always win
+    if num_ctx and "num_ctx" not in client_options:
+        options["num_ctx"] = num_ctx
+    native: dict[str, Any] = {"model": model, "messages": _messages(body.get("messages")),
+                              "stream": True}
+    if options:
+        native["options"] = options
+    if body.get("tools"):
+        native["tools"] = body["tools"]
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_object":
+            native["format"] = "json"
+        elif fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise InvalidRequest("response_format.json_schema.schema must be an object")
+            native["format"] = schema
+    think = _think(body)
+    if think is not None:
+        native["think"] = think
+    if body.get("keep_alive") is not None:
+        native["keep_alive"] = body["keep_alive"]
+    return native
+
+
+def _openai_tool_call(call: dict[str, Any], index: int) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    arguments = fn.get("arguments")
+    return {"index": index, "id": call.get("id") or "call_" + secrets.token_hex(4),
+            "type": "function",
+            "function": {"name": fn.get("name", ""),
+                         "arguments": arguments if isinstance(arguments, str)
+                         else json.dumps(arguments or {}, separators=(",", ":"))}}
+
+
+@dataclass
+class ChatTranslator:
+    """Turns native chat lines into OpenAI chunks (stream) or one completion (not stream)."""
+
+    model: str
+    stream: bool
+    include_usage: bool = False
+    id: str = field(default_factory=lambda: "chatcmpl-" + secrets.token_hex(12))
+    created: int = field(default_factory=lambda: int(time.time()))
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    _role_sent: bool = False
+    _content: list[str] = field(default_factory=list)
+    _reasoning: list[str] = field(default_factory=list)
+    _calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        if not self._role_sent:
+            delta = {"role": "assistant", **delta}
+            self._role_sent = True
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def feed(self, line: dict[str, Any]) -> list[dict[str, Any]]:
+        """Chunks for one native line (an ``error`` line is handled by the caller)."""
+        message = line.get("message") or {}
+        out: list[dict[str, Any]] = []
+        thinking = message.get("thinking") or ""
+        content = message.get("content") or ""
+        if thinking:
+            self._reasoning.append(thinking)
+            out.append(self._chunk({"content": "", "reasoning": thinking}))
+        if content:
+            self._content.append(content)
+            out.append(self._chunk({"content": content}))
+        for call in message.get("tool_calls") or []:
+            converted = _openai_tool_call(call, len(self._calls))
+            self._calls.append(converted)
+            out.append(self._chunk({"tool_calls": [converted]}))
+        if line.get("done"):
+            self.usage = Usage(int(line.get("prompt_eval_count") or 0), int(line.get("eval_count") or 0))
+            reason = line.get("done_reason") or "stop"
+            if reason == "stop" and self._calls:
+                reason = "tool_calls"
+            elif reason not in ("stop", "length"):
+                reason = "stop"
+            self.finish_reason = reason
+            out.append(self._chunk({}, reason))
+            if self.include_usage:
+                out.append({"id": self.id, "object": "chat.completion.chunk",
+                            "created": self.created, "model": self.model, "choices": [],
+                            "usage": self.usage.to_dict()})
+        return out if self.stream else []
+
+    def completion(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._content)}
+        if self._reasoning:
+            message["reasoning"] = "".join(self._reasoning)
+        if self._calls:
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in self._calls]
+            if not message["content"]:
+                message["content"] = None
+        return {"id": self.id, "object": "chat.completion", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": self.finish_reason or "stop"}],
+                "usage": self.usage.to_dict()}
+
+
+# --- embeddings ------------------------------------------------------------------------------------------
+
+
+def embed_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    raw = body.get("input")
+    if isinstance(raw, str):
+        inputs: list[str] = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(i, str) for i in raw):
+        inputs = raw
+    else:
+        raise InvalidRequest("input must be a string or a non-empty list of strings")
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise InvalidRequest(f"encoding_format must be 'float' or 'base64', not {fmt!r}")
+    native: dict[str, Any] = {"model": model, "input": inputs}
+    if body.get("dimensions") is not None:
+        native["dimensions"] = body["dimensions"]
+    return native
+
+
+def embed_response(native: dict[str, Any], body: dict[str, Any], model: str) -> tuple[dict[str, Any], Usage]:
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for index, vector in enumerate(native.get("embeddings") or []):
+        value: Any = vector
+        if as_base64:
+            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "embedding": value, "index": index})
+    usage = Usage(int(native.get("prompt_eval_count") or 0), 0)
+    return ({"object": "list", "data": data, "model": model,
+             "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens}},
+            usage)
+
+
+# --- images ----------------------------------------------------------------------------------------------
+
+
+def image_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidRequest("prompt is required")
+    native: dict[str, Any] = {"model": model, "prompt": prompt, "stream": False}
+    size = body.get("size")
+    if size and size != "auto":
+        try:
+            width, height = (int(v) for v in str(size).lower().split("x"))
+        except ValueError as exc:
+            raise InvalidRequest(f"size must look like 1024x1024, not {size!r}") from exc
+        native["width"], native["height"] = width, height
+    if body.get("seed") is not None:
+        native["options"] = {"seed": body["seed"]}
+    return native
+
+
+def image_response(native: dict[str, Any]) -> dict[str, Any]:
+    return {"created": int(time.time()), "data": [{"b64_json": native.get("image", "")}]}

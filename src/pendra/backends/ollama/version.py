@@ -1,0 +1,36 @@
+"""Ollama version strings ("0.32.15", "0.33.0-rc2", "0.0.0") and the features that depend on them.
+
+The adapter reads what the server reports rather than assuming the newest release.
+"""
+
+from __future__ import annotations
+
+import re
+
+Version = tuple[int, int, int]
+
+# /api/generate image generation: added in v0.14.3, removed in v0.32.6 (reference §7, §12).
+IMAGE_GENERATION_SINCE: Version = (0, 14, 3)
+IMAGE_GENERATION_UNTIL: Version = (0, 32, 6)
+# /api/tags gained `capabilities` and details.context_length in v0.30.0.
+TAGS_CAPABILITIES_SINCE: Version = (0, 30, 0)
+
+_PATTERN = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+
+
+def parse_version(text: str) -> Version | None:
+    """(major, minor, patch) of an Ollama version; a pre-release counts as its release."""
+    match = _PATTERN.match(text.strip())
+    if match is None:
+        return None
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def has_image_generation(version: str) -> bool:
+    parsed = parse_version(version)
+    return parsed is not None and IMAGE_GENERATION_SINCE <= parsed < IMAGE_GENERATION_UNTIL
+
+
+def format_version(version: Version) -> str:
+    return ".".join(str(part) for part in version)

@@ -1,0 +1,1 @@
+"""Test infrastructure that ships with Pendra: the Ollama emulator and process helpers."""

@@ -1,0 +1,1 @@
+"""The worker: dials the control plane, runs the requests routed to it on local backends."""

@@ -1,0 +1,171 @@
+"""The worker's side of /ws/gpu: one WebSocket at a time, reconnecting forever.
+
+``decide`` is the one place that says retry or give up: a refused key, an unsupported protocol
+version or a removed worker end ``run()`` with a clear error; anything else reconnects with capped,
+fully jittered exponential backoff that resets after a connection that stayed up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from pendra.config import WorkerSettings
+from pendra.errors import AuthenticationFailed, ProtocolError
+from pendra.protocol.close import CloseReason, close_reason_text, describe, retryable
+from pendra.protocol.frames import MAX_FRAME_BYTES, Frame, Inventory, dump_frame
+from pendra.protocol.session import Close, Output, Ready, Received, WorkerSession
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+# A connection that lived this long counts as good: the next failure starts backoff over.
+STABLE_AFTER_S = 30.0
+
+
+class FrameHandler(Protocol):
+    async def on_frame(self, frame: Frame) -> None: ...
+
+    async def on_disconnect(self) -> None: ...
+
+
+def backoff_s(attempt: int) -> float:
+    """Full jitter: uniform in [0, min(max, initial * 2**attempt)]."""
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** attempt))
+
+
+def decide(code: int | None, detail: str) -> None:
+    """Raise when the close means 'do not come back'; return to retry."""
+    if retryable(code):
+        return
+    message = f"{describe(code)} ({detail})" if detail else describe(code)
+    if code == CloseReason.UNSUPPORTED_VERSION:
+        raise ProtocolError(message)
+    raise AuthenticationFailed(message)
+
+
+class Connection:
+    def __init__(self, settings: WorkerSettings, handler: FrameHandler,
+                 inventory: Callable[[], Inventory], *, software_version: str = "") -> None:
+        self.settings = settings
+        self.handler = handler
+        self.inventory = inventory
+        self.software_version = software_version
+        self._ws: ClientConnection | None = None
+        self._session: WorkerSession | None = None
+        self._send_lock = asyncio.Lock()
+        self._last_error = ""
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self._session is not None and self._session.ready
+
+    async def send(self, frame: Frame) -> bool:
+        ws = self._ws
+        if ws is None or not self.connected:
+            return False
+        try:
+            async with self._send_lock:
+                await ws.send(dump_frame(frame))
+        except ConnectionClosed:
+            return False
+        return True
+
+    async def inventory_changed(self) -> None:
+        await self.send(self.inventory())
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            code, detail = await self._once()
+            decide(code, detail)
+            if time.monotonic() - started >= STABLE_AFTER_S:
+                attempt = 0
+            delay = backoff_s(attempt)
+            attempt += 1
+            message = f"{describe(code)}: {detail}" if detail else describe(code)
+            if message != self._last_error:
+                log.warning("control plane connection: %s; reconnecting (backoff up to %.0fs)",
+                            message, min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** attempt))
+                self._last_error = message
+            await asyncio.sleep(delay)
+
+    async def _once(self) -> tuple[int | None, str]:
+        """One connection from dial to close: (close code or None, detail)."""
+        url = self.settings.gpu_ws_url
+        try:
+            async with connect(url, max_size=MAX_FRAME_BYTES, ping_interval=None,
+                               open_timeout=10, close_timeout=2) as ws:
+                session = WorkerSession(
+                    worker_id=self.settings.worker_id, name=self.settings.worker_name,
+                    private_key=self.settings.private_key,
+                    max_concurrent=self.settings.max_concurrent,
+                    software_version=self.software_version,
+                    heartbeat_interval_s=self.settings.heartbeat_interval_s,
+                    heartbeat_timeout_s=self.settings.heartbeat_timeout_s, now=time.monotonic())
+                self._ws, self._session = ws, session
+                try:
+                    return await self._serve(ws, session)
+                finally:
+                    self._ws, self._session = None, None
+                    await self.handler.on_disconnect()
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            return None, f"cannot reach {url} ({type(exc).__name__}: {exc})"
+
+    async def _serve(self, ws: ClientConnection, session: WorkerSession) -> tuple[int | None, str]:
+        """Drive ``session`` over ``ws`` until it closes: (close code or None, detail)."""
+
+        async def act(outputs: list[Output]) -> tuple[int, str] | None:
+            for output in outputs:
+                if isinstance(output, Close):
+                    await ws.close(int(output.reason), close_reason_text(output.detail))
+                    return int(output.reason), output.detail
+                if isinstance(output, Frame):
+                    async with self._send_lock:
+                        await ws.send(dump_frame(output))
+                elif isinstance(output, Ready):
+                    self._last_error = ""
+                    log.info("connected to %s as %s (%s)", self.settings.gpu_ws_url,
+                             self.settings.worker_name, self.settings.worker_id)
+                    await self.send(self.inventory())
+                elif isinstance(output, Received):
+                    await self.handler.on_frame(output.frame)
+            return None
+
+        async def beat() -> tuple[int, str]:
+            while True:
+                await asyncio.sleep(max(session.next_tick_at() - time.monotonic(), 0))
+                if (ended := await act(session.tick(time.monotonic()))) is not None:
+                    return ended
+
+        async def read() -> tuple[int | None, str]:
+            while True:
+                try:
+                    raw = await ws.recv()
+                except ConnectionClosed as exc:
+                    rcvd = exc.rcvd
+                    return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else "connection lost")
+                if (ended := await act(session.receive_raw(raw, time.monotonic()))) is not None:
+                    return ended
+
+        tasks = [asyncio.create_task(read(), name="ws-worker-read"),
+                 asyncio.create_task(beat(), name="ws-worker-beat")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            return next(iter(done)).result()
+        except ConnectionClosed as exc:  # a send failed: the socket is gone
+            rcvd = exc.rcvd
+            return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else "connection lost")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,114 @@
+"""``pendra worker``: discovery, the control-plane connection and the runner, in one TaskGroup.
+
+Start-up runs one discovery pass before dialling, so the first inventory the server sees is real,
+and logs who this worker is, where it dials and what it found. Then the connection (reconnecting
+forever) and the discovery loop (re-sending the inventory when it changes) run side by side; each
+request runs inside the runner's own group, which outlives both.
+
+Shutdown starts when ``stop`` is set (signals are the caller's business) and has an order:
+1. stop taking work: the runner refuses new requests with 503 and the server is sent an inventory
+   with no models, so it routes elsewhere;
+2. drain: running requests get up to ``DRAIN_S`` to finish over the still-open socket;
+3. cancel whatever is left (requests and installs);
+4. close the socket, then release the backends.
+A refused key or an unsupported protocol version ends ``run_worker`` with that error
+(``AuthenticationFailed`` / ``ProtocolError``); every other failure to connect is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from pendra import __version__
+from pendra.backends.registry import BackendRegistry
+from pendra.config import WorkerSettings
+from pendra.errors import PendraError
+from pendra.protocol.frames import Frame, Inventory
+from pendra.worker.connection import Connection
+from pendra.worker.local import no_ollama_message
+from pendra.worker.runner import Runner
+
+log = logging.getLogger(__name__)
+
+# How long running requests may take to finish once the worker is asked to stop.
+DRAIN_S = 5.0
+
+
+def build_inventory(registry: BackendRegistry, settings: WorkerSettings, *,
+                    serving: bool = True) -> Inventory:
+    """The inventory frame: every backend's status, the models offered (none when not serving)."""
+    return Inventory(backends=[status.to_dict() for status in registry.statuses()],
+                     models=[model.to_dict() for model in registry.models()] if serving else [],
+                     max_concurrent=settings.max_concurrent)
+
+
+def log_start(registry: BackendRegistry, settings: WorkerSettings) -> None:
+    log.info("worker %s (%s) starting; control plane %s", settings.worker_name,
+             settings.worker_id, settings.gpu_ws_url)
+    statuses = registry.statuses()
+    for status in statuses:
+        if status.verified:
+            log.info("backend %s %s at %s", status.kind, status.version, status.endpoint)
+    if not any(status.kind == "ollama" and status.verified for status in statuses):
+        log.warning("%s", no_ollama_message(statuses))
+    models = registry.models()
+    log.info("serving %d model(s)%s, at most %d request(s) at once", len(models),
+             f": {', '.join(m.id for m in models)}" if models else "", settings.max_concurrent)
+
+
+async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = None,
+                     probe_urls: Sequence[str] | None = None,
+                     registry: BackendRegistry | None = None) -> None:
+    """Serve this host's backends to the control plane until ``stop`` is set.
+
+    A ``registry`` passed in stays the caller's to close; one built here is closed here.
+    """
+    stop = stop or asyncio.Event()
+    owned = registry is None
+    registry = registry or BackendRegistry(settings, probe_urls=probe_urls)
+    try:
+        await registry.refresh()
+        log_start(registry, settings)
+        try:
+            await _serve(settings, registry, stop)
+        except* PendraError as errors:
+            raise _first(errors)  # e.g. the key was refused: one clear error, not a group
+        log.info("worker %s stopped", settings.worker_name)
+    finally:
+        if owned:
+            await registry.aclose()
+
+
+async def _serve(settings: WorkerSettings, registry: BackendRegistry, stop: asyncio.Event) -> None:
+    connection: Connection  # the runner and the connection refer to each other
+
+    async def send(frame: Frame) -> bool:
+        return await connection.send(frame)
+
+    async def inventory_changed() -> None:
+        await connection.inventory_changed()
+
+    runner = Runner(registry, send, max_concurrent=settings.max_concurrent,
+                    on_models_changed=inventory_changed)
+    connection = Connection(
+        settings, runner, lambda: build_inventory(registry, settings, serving=runner.accepting),
+        software_version=__version__)
+    async with runner, asyncio.TaskGroup() as group:
+        dial = group.create_task(connection.run(), name="worker-connection")
+        group.create_task(registry.run(stop, inventory_changed), name="worker-discovery")
+        await stop.wait()
+        log.info("worker %s stopping: taking no new work", settings.worker_name)
+        runner.stop_accepting()
+        await connection.inventory_changed()
+        await runner.drain(DRAIN_S)
+        dial.cancel()  # closes the socket; the discovery loop ends on `stop` by itself
+
+
+def _first(errors: BaseExceptionGroup[PendraError]) -> PendraError:
+    first: BaseException = errors
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, PendraError)
+    return first

@@ -1,0 +1,307 @@
+"""The Ollama backend's real code against the emulator running as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pendra.backends.base import InstallProgress
+from pendra.backends.ollama.backend import OllamaBackend
+from pendra.backends.registry import BackendRegistry
+from pendra.config import WorkerSettings
+from pendra.errors import BackendRejected, InstallFailed, ModelNotFound, UnsupportedOperation
+from pendra.testing.servers import free_port, run_emulator
+
+
+def settings(endpoint: str = "", **changes: object) -> WorkerSettings:
+    base = WorkerSettings(server_ws_url="ws://127.0.0.1:9", private_key="", worker_id="wrk-test",
+                          worker_name="test", models=None, max_concurrent=1,
+                          ollama_endpoint=endpoint, refresh_interval_s=0.2, ollama_num_ctx_cap=0,
+                          heartbeat_interval_s=1, heartbeat_timeout_s=3)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def impostor() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers JSON, but not Ollama's."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps({"status": "ok", "service": "something else"}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_probes_in_order_and_falls_back() -> None:
+    """With no explicit endpoint the probe list is tried in order; the first dead one is skipped."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with run_emulator(version="0.30.1") as emu:
+        registry = BackendRegistry(settings(), probe_urls=[dead, emu.base_url])
+        try:
+            assert await registry.refresh() is True
+            [status] = registry.statuses()
+            assert status.verified and status.endpoint == emu.base_url and status.version == "0.30.1"
+            assert status.tried == (dead, emu.base_url)
+        finally:
+            await registry.aclose()
+
+
+async def test_explicit_endpoint_wins_over_probes() -> None:
+    """OLLAMA_ENDPOINT is used alone; the probe list is not consulted."""
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url), probe_urls=["http://127.0.0.1:1"])
+        try:
+            await registry.refresh()
+            assert registry.statuses()[0].tried == (emu.base_url,)
+            assert registry.statuses()[0].verified
+        finally:
+            await registry.aclose()
+
+
+async def test_impostor_is_rejected_and_logged_once(impostor: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A server answering other JSON is not Ollama; the reason is logged once over many ticks."""
+    registry = BackendRegistry(settings(impostor))
+    try:
+        with caplog.at_level(logging.INFO, logger="pendra.backends.registry"):
+            for _ in range(4):
+                await registry.refresh()
+        [status] = registry.statuses()
+        assert not status.verified and "/api/version" in status.reason
+        assert registry.models() == []
+        assert caplog.text.count("not available at") == 1
+    finally:
+        await registry.aclose()
+
+
+async def test_ollama_leaving_and_coming_back() -> None:
+    """When Ollama stops answering its models are withdrawn; on its return they are found again."""
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            assert registry.models()
+            await emu.stop()
+            assert await registry.refresh() is True
+            assert registry.models() == [] and not registry.statuses()[0].verified
+            await emu.start()
+            assert await registry.refresh() is True
+            assert "llama3.2:latest" in {m.id for m in registry.models()}
+        finally:
+            await registry.aclose()
+
+
+async def test_show_concurrency_is_bounded_at_five() -> None:
+    """Discovery of 40 slow models keeps at most 5 /api/show in flight, and does use all 5."""
+    async with run_emulator(models="none", show_delay_s=0.1) as emu:
+        await emu.generate_models(40)
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            assert len(registry.models()) == 40
+            assert (await emu.stats())["show_max_in_flight"] == 5
+        finally:
+            await registry.aclose()
+
+
+async def test_metadata_reused_for_unchanged_digests_and_failing_show() -> None:
+    """A second tick asks /api/show only for what changed; a failing show hides no other model."""
+    async with run_emulator() as emu:
+        await emu.configure(fail_show_for=["llava:7b"])
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            models = {m.id: m for m in registry.models()}
+            assert models["llama3.2:latest"].context_length == 131072
+            assert models["llava:7b"].parameter_size == "7B"  # from /api/tags
+            assert models["nomic-embed-text:latest"].capabilities == ("embedding",)
+            await emu.clear_requests()
+            await registry.refresh()
+            shows = [r["body"]["model"] for r in await emu.requests("/api/show")]
+            assert shows == ["llava:7b"]  # only the one whose show failed is asked again
+        finally:
+            await registry.aclose()
+
+
+async def test_models_filter_applies() -> None:
+    """MODELS restricts what the worker offers (ids with or without :latest)."""
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url, models=("llama3.2", "qwen3:8b")))
+        try:
+            await registry.refresh()
+            assert {m.id for m in registry.models()} == {"llama3.2:latest", "qwen3:8b"}
+            with pytest.raises(ModelNotFound):
+                registry.backend_for("llava:7b")
+        finally:
+            await registry.aclose()
+
+
+async def _chat_options(emu_base: str, cap: int, body: dict[str, object]) -> dict[str, object]:
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url, ollama_num_ctx_cap=cap))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("llama3.2:latest")
+            result = await backend.chat(model, body)
+            async for _ in result.chunks:
+                pass
+            [request] = await emu.requests("/api/chat")
+            options: dict[str, object] = request["body"]["options"]
+            return options
+        finally:
+            await registry.aclose()
+
+
+async def test_num_ctx_injected_capped_and_client_wins() -> None:
+    """num_ctx comes from discovery, is bounded by the cap, and the client's own value wins."""
+    messages = [{"role": "user", "content": "hi"}]
+    assert (await _chat_options("", 0, {"messages": messages}))["num_ctx"] == 131072
+    assert (await _chat_options("", 16384, {"messages": messages}))["num_ctx"] == 16384
+    mine = await _chat_options("", 16384, {"messages": messages, "max_tokens": 5,
+                                           "options": {"num_ctx": 8192, "top_k": 3}})
+    assert mine == {"num_ctx": 8192, "top_k": 3, "num_predict": 5}
+
+
+async def test_images_depend_on_the_ollama_version() -> None:
+    """Ollama 0.14.3–0.32.5 generates a PNG; newer versions get a clear unsupported error."""
+    body = {"model": "x/z-image-turbo:latest", "prompt": "a red square", "size": "16x16"}
+    async with run_emulator(version="0.20.0") as emu:
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("x/z-image-turbo:latest")
+            data, _ = await backend.generate_image(model, body)
+            assert data["data"][0]["b64_json"].startswith("iVBORw0KGgo")
+            [sent] = await emu.requests("/api/generate")
+            assert "options" not in sent["body"] or "num_ctx" not in sent["body"]["options"]
+        finally:
+            await registry.aclose()
+    async with run_emulator(version="0.32.15") as emu:
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("x/z-image-turbo:latest")
+            with pytest.raises(UnsupportedOperation, match=r"0\.32\.15"):
+                await backend.generate_image(model, body)
+            assert await emu.requests("/api/generate") == []
+        finally:
+            await registry.aclose()
+
+
+async def test_pull_progress_is_aggregated_and_monotonic() -> None:
+    """Multi-layer pull progress becomes one figure that never goes backwards, ending in success."""
+    async with run_emulator() as emu:
+        await emu.configure(pull_bytes_per_s=1_000_000_000)
+        backend = OllamaBackend()
+        try:
+            assert (await backend.verify(emu.base_url)).verified
+            seen: list[InstallProgress] = []
+            await backend.install("gemma3:1b", seen.append)
+            completed = [p.completed for p in seen]
+            assert completed == sorted(completed)
+            assert seen[-1].status == "success" and seen[-1].completed == seen[-1].total >= 815_319_791
+            assert "verifying sha256 digest" in {p.status for p in seen}
+            with pytest.raises(InstallFailed, match="pull model manifest: file does not exist"):
+                await backend.install("no-such-model:1b", seen.append)
+            await backend.uninstall("gemma3:1b")
+            with pytest.raises(ModelNotFound, match="not installed"):
+                await backend.uninstall("gemma3:1b")
+        finally:
+            await backend.aclose()
+
+
+async def test_cancelling_a_pull_aborts_it_at_ollama() -> None:
+    """Cancelling the install task closes the pull stream; Ollama sees the pull cancelled."""
+    async with run_emulator() as emu:
+        await emu.configure(pull_bytes_per_s=10_000_000)
+        backend = OllamaBackend()
+        try:
+            await backend.verify(emu.base_url)
+            started = asyncio.Event()
+            task = asyncio.create_task(backend.install("gemma3:1b", lambda p: started.set()))
+            await asyncio.wait_for(started.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with asyncio.timeout(5):
+                while (await emu.stats())["pulls_cancelled"] == 0:
+                    await asyncio.sleep(0.05)
+        finally:
+            await backend.aclose()
+
+
+async def test_chat_translation_streaming_tools_thinking_and_errors() -> None:
+    """Streamed chat yields OpenAI chunks (reasoning, tool calls, finish, usage); errors raise."""
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, qwen = registry.backend_for("qwen3:8b")
+            result = await backend.chat(qwen, {"model": "qwen3:8b", "stream": True,
+                                               "stream_options": {"include_usage": True},
+                                               "messages": [{"role": "user", "content": "hi"}]})
+            chunks = [c async for c in result.chunks]
+            assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+            assert any(c["choices"] and c["choices"][0]["delta"].get("reasoning") for c in chunks)
+            assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+            tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+                "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}]
+            result = await backend.chat(qwen, {"model": "qwen3:8b", "tools": tools, "think": False,
+                                               "messages": [{"role": "user", "content": "find"}]})
+            [completion] = [c async for c in result.chunks]
+            call = completion["choices"][0]["message"]["tool_calls"][0]
+            assert json.loads(call["function"]["arguments"]) == {"q": "test"}
+            assert completion["choices"][0]["finish_reason"] == "tool_calls"
+            backend, llama = registry.backend_for("llama3.2:latest")
+            result = await backend.chat(llama, {"stream": True, "messages": [
+                {"role": "user", "content": "[[tokens=10]] [[error-after=3]]"}]})
+            got = []
+            with pytest.raises(BackendRejected, match="model runner has unexpectedly stopped"):
+                async for chunk in result.chunks:
+                    got.append(chunk)
+            assert len(got) == 3
+            with pytest.raises(BackendRejected, match="does not support thinking"):
+                result = await backend.chat(llama, {"reasoning_effort": "high", "messages": [
+                    {"role": "user", "content": "x"}]})
+                async for _ in result.chunks:
+                    pass
+        finally:
+            await registry.aclose()
+
+
+async def test_embeddings_forwarded_without_injection() -> None:
+    """Embeddings keep input order and carry no num_ctx."""
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("nomic-embed-text:latest")
+            data, usage = await backend.embed(model, {"input": ["a b", "c"]})
+            assert [d["index"] for d in data["data"]] == [0, 1] and usage.prompt_tokens > 0
+            [sent] = await emu.requests("/api/embed")
+            assert "options" not in sent["body"]
+            with pytest.raises(UnsupportedOperation):
+                await backend.transcribe(model, {})
+        finally:
+            await registry.aclose()
