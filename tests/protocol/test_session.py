@@ -1,0 +1,168 @@
+"""The /ws/gpu session state machines, wired together in memory with a fake clock."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from pendra.errors import ProtocolError
+from pendra.protocol import signing
+from pendra.protocol.close import CLOSE_TABLE, CloseReason, retryable
+from pendra.protocol.frames import (FRAME_TYPES, Challenge, End, Frame, Hello, Inventory, Ping,
+                                    Pong, Request, Welcome, dump_frame, parse_frame)
+from pendra.protocol.session import (Authenticated, Close, InventoryUpdated, KeyNeeded, Output,
+                                     Ready, Received, ServerSession, WorkerSession)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pair(private: str, worker_id: str = "wrk-1") -> tuple[ServerSession, WorkerSession]:
+    server = ServerSession(heartbeat_interval_s=1, heartbeat_timeout_s=3, now=0)
+    worker = WorkerSession(worker_id=worker_id, name="w", private_key=private, max_concurrent=2,
+                           software_version="t", heartbeat_interval_s=1, heartbeat_timeout_s=3, now=0)
+    return server, worker
+
+
+def present(server: ServerSession, hello: Frame, public: str | None) -> list[Output]:
+    """The server's loop: hand it the hello and, when it asks for a key, look one up."""
+    outputs = server.receive(hello, 0)
+    if outputs and isinstance(outputs[0], KeyNeeded):
+        assert outputs == [KeyNeeded(hello.worker_id)]  # type: ignore[attr-defined]
+        return server.key_found(public, 0)
+    return outputs
+
+
+def handshake(server: ServerSession, worker: WorkerSession, public: str | None) -> list[Output]:
+    [hello] = worker.receive(server.challenge(), 0)
+    return present(server, hello, public)
+
+
+def closed(outputs: list[Output]) -> Close:
+    """The session's verdict: exactly one output, a Close."""
+    [verdict] = outputs
+    assert isinstance(verdict, Close)
+    return verdict
+
+
+def test_signing_round_trip_and_tampering() -> None:
+    """A signature verifies only for the same key, nonce and worker id."""
+    private, public = signing.generate_keypair()
+    message = signing.handshake_message("nonce", "wrk-1")
+    signature = signing.sign(private, message)
+    assert signing.verify(public, message, signature)
+    assert not signing.verify(public, signing.handshake_message("nonce2", "wrk-1"), signature)
+    assert not signing.verify(public, signing.handshake_message("nonce", "wrk-2"), signature)
+    assert not signing.verify(signing.generate_keypair()[1], message, signature)
+    assert not signing.verify("not base64!", message, signature)
+    assert signing.public_key_of(private) == public
+
+
+def test_happy_handshake_inventory_and_heartbeats() -> None:
+    """Challenge → hello → welcome + Authenticated; the worker is Ready; then an inventory becomes
+    an event, application frames are Received, pings flow and answers keep the peer alive."""
+    private, public = signing.generate_keypair()
+    server, worker = pair(private)
+    welcome, authenticated = handshake(server, worker, public)
+    assert isinstance(welcome, Welcome) and welcome.heartbeat_timeout_s == 3
+    assert isinstance(authenticated, Authenticated) and authenticated.hello.worker_id == "wrk-1"
+    assert server.ready and server.hello == authenticated.hello
+    assert worker.receive(welcome, 0) == [Ready(welcome)] and worker.ready
+    model = {"id": "llama3.2:latest", "backend": "ollama", "context_length": 8192}
+    [updated] = server.receive(Inventory(backends=[], models=[model], max_concurrent=2), 0.1)
+    assert isinstance(updated, InventoryUpdated) and list(updated.models) == ["llama3.2:latest"]
+    assert updated.models["llama3.2:latest"].context_length == 8192
+    end = End(id="req_1", usage={})
+    assert server.receive(end, 0.2) == [Received(end)]
+    assert server.tick(0.5) == []
+    [ping] = server.tick(1.0)
+    assert isinstance(ping, Ping)
+    [pong] = worker.receive(ping, 1.0)
+    assert isinstance(pong, Pong) and server.receive(pong, 1.1) == []
+    assert server.next_tick_at() == 2.0  # the next ping is due before the silence bound (4.1)
+
+
+def test_unknown_worker_wrong_key_and_old_version_are_refused() -> None:
+    """Unknown id and a key that is not enrolled fail auth; another protocol version is 4002."""
+    private, public = signing.generate_keypair()
+    server, worker = pair(private)
+    assert closed(handshake(server, worker, None)).reason is CloseReason.AUTH_FAILED
+    server, worker = pair(private)
+    verdict = closed(handshake(server, worker, signing.generate_keypair()[1]))
+    assert verdict.reason is CloseReason.AUTH_FAILED and "does not match" in verdict.detail
+    server, _ = pair(private)
+    old = Hello(protocol_version=99, worker_id="wrk-1", name="w", nonce=server.nonce,
+                signature="x", max_concurrent=1)
+    verdict = closed(present(server, old, public))
+    assert verdict.reason is CloseReason.UNSUPPORTED_VERSION and not retryable(verdict.reason)
+    assert server.receive(Ping(ts=0), 1) == []  # a closed session ignores everything
+
+
+def test_replayed_hello_is_refused() -> None:
+    """A hello captured on one connection fails on the next: its nonce is not the new challenge."""
+    private, public = signing.generate_keypair()
+    first, worker = pair(private)
+    [captured] = worker.receive(first.challenge(), 0)
+    assert isinstance(present(first, captured, public)[0], Welcome)
+    second = ServerSession(heartbeat_interval_s=1, heartbeat_timeout_s=3, now=0)
+    verdict = closed(present(second, captured, public))
+    assert verdict.reason is CloseReason.AUTH_FAILED and "replay" in verdict.detail
+
+
+def test_out_of_order_and_timeouts() -> None:
+    """A non-hello first frame is a protocol error, so is a frame in the wrong direction and
+    garbage; silence past the bounds closes the session."""
+    private, public = signing.generate_keypair()
+    server, _ = pair(private)
+    assert closed(server.receive(Ping(ts=0), 0)).reason is CloseReason.PROTOCOL_ERROR
+    server, _ = pair(private)
+    assert closed(server.receive_raw("{not json", 0)).reason is CloseReason.PROTOCOL_ERROR
+    server, _ = pair(private)
+    assert server.next_tick_at() == 10.0
+    assert closed(server.tick(11)).reason is CloseReason.HANDSHAKE_TIMEOUT
+    server, worker = pair(private)
+    handshake(server, worker, public)
+    wrong_way = Request(id="req_1", kind="chat", model="m", body={})
+    assert closed(server.receive(wrong_way, 1)).reason is CloseReason.PROTOCOL_ERROR
+    server, worker = pair(private)
+    handshake(server, worker, public)
+    server.tick(1.0)  # the ping goes out, nothing comes back
+    assert closed(server.tick(3.5)).reason is CloseReason.HEARTBEAT_TIMEOUT
+    worker2 = WorkerSession(worker_id="wrk-1", name="w", private_key=private, max_concurrent=1,
+                            software_version="", heartbeat_interval_s=1, heartbeat_timeout_s=3, now=0)
+    assert closed(worker2.receive(Ping(ts=0), 0)).reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_welcome_for_another_worker_and_local_close() -> None:
+    """A worker refuses a welcome naming someone else; ``close`` ends a session once."""
+    private, public = signing.generate_keypair()
+    server, worker = pair(private)
+    worker.receive(server.challenge(), 0)
+    other = Welcome(worker_id="wrk-2", heartbeat_interval_s=1, heartbeat_timeout_s=3)
+    assert closed(worker.receive(other, 0)).reason is CloseReason.PROTOCOL_ERROR
+    server, worker = pair(private)
+    handshake(server, worker, public)
+    assert closed(server.close(CloseReason.GOING_AWAY, "bye")).reason is CloseReason.GOING_AWAY
+    assert server.close(CloseReason.GOING_AWAY, "bye") == [] and server.next_tick_at() == math.inf
+
+
+def test_frames_are_strict() -> None:
+    """Unknown types, unknown fields and bad JSON are refused by the one parser."""
+    frame = Inventory(backends=[], models=[], max_concurrent=2)
+    assert parse_frame(dump_frame(frame)) == frame
+    for raw in ('{"type": "nope"}', '{"type": "ping", "ts": 1, "extra": 1}', "not json", "[]",
+                '{"type": "hello"}'):
+        with pytest.raises(ProtocolError):
+            parse_frame(raw)
+    assert isinstance(parse_frame(dump_frame(Challenge(protocol_version=1, nonce="n"))), Challenge)
+
+
+def test_every_frame_and_close_code_is_documented() -> None:
+    """docs/protocol.md names every frame type and every close code."""
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    for frame_type in FRAME_TYPES:
+        tag = frame_type.model_fields["type"].default
+        assert f"`{tag}`" in doc, tag
+    for code in CLOSE_TABLE.values():
+        assert f"| {int(code.reason)} | `{code.reason.name}` |" in doc, code.reason.name
