@@ -1,0 +1,51 @@
+"""Who may administer the fleet over HTTP (installs, removals, status).
+
+Two credentials are accepted: the per-start admin token that the running server writes to
+``$PENDRA_HOME/server.yaml`` (the local CLI sends it as ``Authorization: Bearer …``), and a signed-in
+console session (its cookie). A request that rides on the session cookie and changes something
+(any method but GET, HEAD, OPTIONS) must also carry the session's CSRF token in ``X-CSRF-Token``, or
+it is refused with 403: a cookie alone proves only that a browser sent it, not that the console did.
+API keys are for inference and read-only listings, not for this.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from pendra.errors import Forbidden, Unauthorized
+from pendra.server.console.auth import CSRF_MESSAGE, csrf_passes, current_session
+
+ADMIN_TOKEN_PREFIX = "pdr_admin_"
+CLI_ADMIN = "admin (cli)"
+CONSOLE_ADMIN = "admin (console)"
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_admin_token(request: Request, token: str) -> bool:
+    expected: str = getattr(request.app.state.settings, "admin_token", "")
+    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+
+
+async def require_admin(request: Request) -> str:
+    """The name of the admin making the request; 401 without a credential, 403 without CSRF."""
+    token = bearer_token(request)
+    if token and is_admin_token(request, token):
+        return CLI_ADMIN
+    session = await current_session(request)
+    if session is not None:
+        if not await csrf_passes(request, session):
+            raise Forbidden(CSRF_MESSAGE)
+        return CONSOLE_ADMIN
+    raise Unauthorized("this endpoint needs the admin token (the `pendra` CLI on the control-plane "
+                       "host sends it from $PENDRA_HOME/server.yaml) or a console session")
+
+
+Admin = Annotated[str, Depends(require_admin)]

@@ -1,0 +1,25 @@
+"""The public HTTP API, one router per resource.
+
+``mount_api(app)`` puts every route at ``/api/v1/...`` (documented in the OpenAPI schema) and again
+at ``/v1/...`` (same handlers, left out of the schema), so SDKs configured with either base URL
+work. The admin-only routes (``installs``) live under ``/api/v1`` only.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from pendra.server.api import (audio, catalogue, chat, embeddings, images, installs, models,
+                               status)
+
+API_PREFIX = "/api/v1"
+ALIAS_PREFIX = "/v1"
+PUBLIC_ROUTERS = (chat.router, embeddings.router, images.router, audio.router, models.router,
+                  catalogue.router, status.router)
+
+
+def mount_api(app: FastAPI) -> None:
+    for prefix, documented in ((API_PREFIX, True), (ALIAS_PREFIX, False)):
+        for router in PUBLIC_ROUTERS:
+            app.include_router(router, prefix=prefix, include_in_schema=documented)
+    app.include_router(installs.router, prefix=API_PREFIX)

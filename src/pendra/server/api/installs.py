@@ -1,0 +1,81 @@
+"""Installs and removals of catalogue models on workers (admin only).
+
+``POST /installs`` starts (or attaches to) an install, ``GET /installs/{id}/events`` streams its
+progress as server-sent events (a snapshot first, then every change, then the final state),
+``POST /installs/{id}/cancel`` stops it, and ``DELETE /workers/{worker}/models/{model}`` removes an
+installed model from that worker's Ollama.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pendra.server.admin_auth import Admin
+from pendra.server.installs import Installs
+
+router = APIRouter(tags=["installs"])
+
+
+def get_installs(request: Request) -> Installs:
+    installs: Installs = request.app.state.installs
+    return installs
+
+
+InstallService = Annotated[Installs, Depends(get_installs)]
+
+
+class InstallCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=200,
+                       description="Catalogue id, `id:variant`, or a variant's Ollama tag")
+    variant: str | None = Field(default=None, max_length=100)
+    worker: str = Field(min_length=1, max_length=200, description="Worker id or name")
+
+
+@router.post("/installs", status_code=202)
+async def create_install(body: InstallCreate, installs: InstallService,
+                         admin: Admin) -> dict[str, Any]:
+    snapshot = await installs.start(body.model, body.variant, body.worker, requested_by=admin)
+    return snapshot.to_dict()
+
+
+@router.get("/installs")
+async def list_installs(installs: InstallService, _: Admin,
+                        worker: str | None = None) -> dict[str, Any]:
+    return {"object": "list", "data": [s.to_dict() for s in await installs.list(worker=worker)]}
+
+
+@router.get("/installs/{op_id}")
+async def get_install(op_id: str, installs: InstallService, _: Admin) -> dict[str, Any]:
+    return (await installs.get(op_id)).to_dict()
+
+
+@router.get("/installs/{op_id}/events")
+async def install_events(op_id: str, installs: InstallService, _: Admin) -> StreamingResponse:
+    first = await installs.get(op_id)  # 404 before the stream starts
+
+    async def events() -> AsyncIterator[bytes]:
+        async for snapshot in installs.watch(first.id):
+            kind = "end" if snapshot.done else "progress"
+            yield f"event: {kind}\ndata: {json.dumps(snapshot.to_dict())}\n\n".encode()
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.post("/installs/{op_id}/cancel")
+async def cancel_install(op_id: str, installs: InstallService, _: Admin) -> dict[str, Any]:
+    return (await installs.cancel(op_id)).to_dict()
+
+
+@router.delete("/workers/{worker}/models/{model:path}", status_code=204)
+async def remove_model(worker: str, model: str, installs: InstallService, _: Admin) -> Response:
+    await installs.remove(worker, model)
+    return Response(status_code=204)

@@ -1,0 +1,113 @@
+"""The control plane's app factory.
+
+Rules:
+- ``create_app(settings)`` builds a new app each call; nothing lives in module globals, so a
+  process (``pendra up``, a test) may run several. What exists for the app's whole life is made by
+  the lifespan and kept on ``app.state``: ``settings`` and ``catalogue`` (at once), then ``store``,
+  ``hub``, ``router``, ``usage`` and ``installs`` while it runs.
+- Start-up order: open (and migrate) the store, make the hub, start the usage writer and the
+  installs service. Shutdown runs it backwards: the hub closes first (workers are told to go away,
+  their open requests end with WorkerGone and are metered), then installs and the usage writer
+  drain into the store, then the store closes. A hub passed in by the caller is the caller's to
+  close.
+- ``/ws/gpu`` is the workers' socket: the enrolled public key comes from the store and every
+  heartbeat stamps the worker's ``last_seen_at`` (a failure to stamp is logged, never fatal to the
+  worker's connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, WebSocket
+from sqlalchemy.exc import SQLAlchemyError
+
+from pendra import __version__
+from pendra.catalogue.loader import load_catalogue
+from pendra.config import ServerSettings
+from pendra.server.api import mount_api
+from pendra.server.errors import install_error_handlers
+from pendra.server.gpu_socket import serve_gpu_socket
+from pendra.server.hub import Hub
+from pendra.server.installs import Installs
+from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from pendra.server.routing import Router
+from pendra.server.store import workers as worker_store
+from pendra.server.store.db import Store
+from pendra.server.usage import UsageWriter
+
+log = logging.getLogger(__name__)
+
+# A store write on the worker's heartbeat path may not hold the heartbeat up for longer than this.
+TOUCH_TIMEOUT_S = 2.0
+DESCRIPTION = ("An OpenAI-compatible API in front of your own fleet of Ollama hosts. Send your "
+               "API key as `Authorization: Bearer pdr_sk_…` (or `x-api-key`). The same routes "
+               "answer under `/v1` for SDKs configured with that base URL.")
+
+
+def create_app(settings: ServerSettings, *, hub: Hub | None = None,
+               console: bool = True) -> FastAPI:
+    """A control-plane app for ``settings``; ``hub`` to share one made elsewhere (tests, ``up``);
+    ``console=False`` for the API alone."""
+    catalogue = load_catalogue()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await Store.open(settings.database_url)
+        try:
+            fleet = hub or Hub(heartbeat_interval_s=settings.heartbeat_interval_s,
+                               heartbeat_timeout_s=settings.heartbeat_timeout_s)
+            async with UsageWriter(store) as usage, Installs(store, fleet, catalogue) as installs:
+                app.state.store, app.state.hub = store, fleet
+                app.state.usage, app.state.installs = usage, installs
+                app.state.router = Router(fleet, catalogue,
+                                          queue_timeout_s=settings.queue_timeout_s)
+                try:
+                    yield
+                finally:
+                    if hub is None:
+                        await fleet.close()
+        finally:
+            await store.close()
+
+    app = FastAPI(title="Pendra", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan, docs_url="/api/v1/docs", redoc_url="/api/v1/redoc",
+                  openapi_url="/api/v1/openapi.json")
+    app.state.settings = settings
+    app.state.catalogue = catalogue
+    install_error_handlers(app)
+    mount_api(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def public_key_of(worker_id: str) -> str | None:
+        async with app.state.store.session() as session:
+            row = await worker_store.get_worker(session, worker_id)
+            return row.public_key if row is not None else None
+
+    async def seen(worker_id: str) -> None:
+        try:
+            async with asyncio.timeout(TOUCH_TIMEOUT_S), app.state.store.session() as session:
+                await worker_store.touch_worker(session, worker_id, datetime.now(UTC))
+                await session.commit()
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            log.warning("could not record that worker %s was seen: %s", worker_id, exc)
+
+    @app.websocket("/ws/gpu")
+    async def gpu_socket(websocket: WebSocket) -> None:
+        await serve_gpu_socket(websocket, app.state.hub, public_key_of, seen)
+
+    if console:
+        from pendra.server.console import install_console  # the pages need Jinja; the API doesn't
+
+        install_console(app)
+    # Added last = outermost: every response, the body limit's 413 included, gets a request id.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

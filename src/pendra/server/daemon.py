@@ -1,0 +1,49 @@
+"""``pendra server``: the control plane alone, serving until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+from pendra import config as cfg
+from pendra.home import Home
+from pendra.server import state
+from pendra.server.app import create_app
+from pendra.server.serve import serving
+from pendra.server.store import admin, keys
+from pendra.server.store.db import Store
+
+
+async def run_server(home: Home, *, host: str | None, port: int | None,
+                     environ: Mapping[str, str] | None = None,
+                     stop: asyncio.Event | None = None,
+                     announce: Callable[[str], None] = print) -> None:
+    env = os.environ if environ is None else environ
+    home.ensure()
+    settings = cfg.load_server(home, env)
+    settings = replace(settings, host=host or settings.host,
+                       port=settings.port if port is None else port,
+                       admin_token=state.new_admin_token())
+    stop = stop or asyncio.Event()
+    store = await Store.open(settings.database_url)
+    try:
+        async with store.session() as session:
+            password = await admin.ensure_admin(session)
+            raw_key = (await keys.create_key(session, "default"))[1] if password else None
+            await session.commit()
+    finally:
+        await store.close()
+    async with serving(create_app(settings), settings.host, settings.port) as running:
+        state.write_server_state(home, running.base_url, settings.admin_token)
+        announce(f"Pendra control plane listening on {running.base_url}")
+        announce(f"  Workers connect to {running.ws_url}/ws/gpu  (enrol one: pendra workers add --name NAME)")
+        if password:
+            announce("First start: save these now, they are shown only once.")
+            announce(f"  Admin password: {password}")
+            announce(f"  API key:        {raw_key}")
+        try:
+            await stop.wait()
+        finally:
+            state.clear_server_state(home)

@@ -1,0 +1,144 @@
+"""The one place where errors become HTTP responses.
+
+Rules:
+- Every ``PendraError`` maps to its own ``.status`` and ``.kind``; FastAPI's validation errors are
+  400 naming the field; Starlette's 404/405 keep their status with a message that says what was
+  asked for; anything else is a 500 that is logged with its traceback and says only "internal
+  error" to the client.
+- The body is OpenAI's error envelope plus Pendra's documented ``detail``::
+
+      {"error": {"message", "type": <kind>, "param": null, "code": null}, "detail": <message>}
+
+- Every error response carries ``X-Request-Id``; a 503 ``NoCapacity`` carries ``Retry-After``; an
+  error that names a worker (``worker_id``/``worker_name`` attributes: ``WorkerFailed``,
+  ``WorkerGone``, a worker's own refusal) carries ``X-Worker-Id``/``X-Worker-Name`` and its message
+  names the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import Scope
+
+from pendra.errors import NoCapacity, PendraError
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_KIND_OF_STATUS = {400: "invalid_request_error", 401: "authentication_error",
+                   403: "permission_error", 404: "not_found_error", 405: "method_not_allowed",
+                   413: "payload_too_large", 429: "rate_limit_error"}
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id the request-id middleware gave this request ("" outside it)."""
+    state = scope.get("state") or {}
+    return str(state.get("request_id", ""))
+
+
+def error_body(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None},
+            "detail": message}
+
+
+def worker_headers(worker_id: str, worker_name: str) -> dict[str, str]:
+    """X-Worker-Id/Name naming the worker that answered (or failed)."""
+    headers = {}
+    if worker_id:
+        headers["X-Worker-Id"] = _header_safe(worker_id)
+    if worker_name:
+        headers["X-Worker-Name"] = _header_safe(worker_name)
+    return headers
+
+
+def _header_safe(value: str) -> str:
+    # Worker names are printable but may be non-ASCII; headers must be latin-1.
+    return value.encode("latin-1", "replace").decode("latin-1")
+
+
+def error_response(status: int, message: str, kind: str, request_id: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(error_body(message, kind), status_code=status, headers=all_headers)
+
+
+def pendra_error_response(exc: PendraError, request_id: str) -> JSONResponse:
+    worker_id = getattr(exc, "worker_id", "") or ""
+    worker_name = getattr(exc, "worker_name", "") or ""
+    headers = worker_headers(worker_id, worker_name)
+    message = exc.message
+    name = worker_name or worker_id
+    if name and name not in message:
+        message = f"{message} (worker '{name}')"
+    if isinstance(exc, NoCapacity):
+        headers["Retry-After"] = str(max(int(exc.retry_after_s), 1))
+    return error_response(exc.status, message, exc.kind, request_id, headers)
+
+
+async def _pendra_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PendraError)
+    if exc.status >= 500:
+        log.warning("request %s failed: %s: %s", request_id_of(request.scope), exc.kind,
+                    exc.message)
+    return pendra_error_response(exc, request_id_of(request.scope))
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where, rest = parts[0], parts[1:]
+        return f"{where} field '{'.'.join(rest)}'" if rest else f"request {where}"
+    return ".".join(parts) or "request"
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        message = f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}"
+    else:
+        message = f"{_field(first.get('loc', ()))}: {first.get('msg', 'invalid')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(400, message, "invalid_request_error", request_id_of(request.scope))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404 and exc.detail in (None, "Not Found"):
+        message = (f"no route {request.method} {request.url.path}; the API lives under /api/v1 "
+                   "(or /v1), see /api/v1/docs")
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    kind = _KIND_OF_STATUS.get(status, "internal_error" if status >= 500 else "invalid_request_error")
+    response = error_response(status, message, kind, request_id_of(request.scope),
+                              dict(exc.headers or {}))
+    return response
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # Starlette's ServerErrorMiddleware calls this (outside our middleware), then re-raises so the
+    # server logs the traceback; the client gets the request id to quote, never internals.
+    request_id = request_id_of(request.scope)
+    return error_response(500, f"internal error; quote request id {request_id} when reporting it",
+                          "internal_error", request_id)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PendraError, _pendra_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,532 @@
+"""The control plane's registry of connected workers and of the requests and operations in flight.
+
+No HTTP and no sockets here: the /ws/gpu endpoint (gpu_socket.py) drives one ``WorkerLink`` per
+authenticated socket — it writes what ``next_outgoing`` gives it, hands every application frame to
+``deliver`` — and the API, the router and the install driver use the ``Hub``.
+
+Rules:
+- A worker is present from its authenticated hello until its socket ends. A second connection with
+  the same id supersedes the first: the old link is dropped at once and its socket is closed with
+  SUPERSEDED.
+- ``open_request`` reserves one of the worker's ``max_concurrent`` slots and queues the request
+  frame, without waiting. The slot is released exactly once: when the worker ends the request
+  (End/Error), or when the handle is closed (``aclose``, which first sends ``cancel`` if the request
+  had not ended), whichever comes first.
+- When a worker goes (its socket ends, it is superseded, removed, or the hub shuts down) every open
+  request and operation of it ends with ``WorkerGone`` — after the frames already received.
+- Everything is bounded. Each request/operation buffers at most ``STREAM_FRAMES`` frames; when full,
+  the worker's read loop waits for the consumer (back-pressure), but at most ``stall_s`` (half the
+  heartbeat timeout, so a stalled HTTP client can't starve the worker's heartbeats): after that the
+  request is cancelled on the worker and its handle ends with ``WorkerGone``. Frames waiting for a
+  worker's socket are at most ``OUTBOX_FRAMES``; liveness frames are dropped rather than queued
+  past that, and ``open_request`` then says ``NoCapacity``.
+- ``version`` bumps on every connect, disconnect and inventory change; ``wait_changed`` waiters wake
+  then, ``wait_for_capacity`` waiters also whenever a slot frees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pendra.backends.base import ModelInfo
+from pendra.errors import NoCapacity, PendraError
+from pendra.protocol.close import CloseReason, describe
+from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Hello, Install,
+                                    OpDone, OpFailed, Progress, Request, Uninstall)
+from pendra.protocol.session import Close, InventoryUpdated
+
+log = logging.getLogger(__name__)
+
+# Frames buffered per request or operation before the worker's read loop waits for the consumer:
+# enough for a burst of tokens, small enough that a stuck consumer holds little memory.
+STREAM_FRAMES = 64
+# Frames waiting for one worker's socket writer. Requests are bounded by the worker's slots
+# (at most 64); reaching this means the worker has stopped reading its socket.
+OUTBOX_FRAMES = 256
+# Seconds ``Hub.close`` waits for the sockets it closed to finish.
+CLOSE_DEADLINE_S = 5.0
+
+
+class WorkerGone(PendraError):
+    """The worker disconnected (or was not connected) while a request or operation was open."""
+
+    status = 502
+    kind = "worker_error"
+
+    def __init__(self, worker_id: str, worker_name: str = "", detail: str = "disconnected") -> None:
+        super().__init__(f"worker '{worker_name or worker_id}' {detail}")
+        self.worker_id = worker_id
+        self.worker_name = worker_name
+
+
+@dataclass
+class WorkerView:
+    """One connected worker as the router and the console see it (live; copy it to snapshot)."""
+
+    id: str
+    name: str
+    connected_at: datetime
+    last_seen: datetime
+    max_concurrent: int
+    in_flight: int = 0
+    backends: list[dict[str, object]] = field(default_factory=list)  # BackendStatus dicts
+    models: dict[str, ModelInfo] = field(default_factory=dict)  # by model id
+    software_version: str = ""
+
+    @property
+    def free(self) -> int:
+        return max(self.max_concurrent - self.in_flight, 0)
+
+
+class _Outbox:
+    """Frames for one worker's socket writer, in order, at most ``limit`` of them."""
+
+    def __init__(self, limit: int) -> None:
+        self._frames: deque[Frame] = deque()
+        self._limit = limit
+        self._nonempty = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.closed = False
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue ``frame`` if there is room now; False (frame dropped) when full or closed."""
+        if self.closed or len(self._frames) >= self._limit:
+            return False
+        self._frames.append(frame)
+        self._nonempty.set()
+        if len(self._frames) >= self._limit:
+            self._room.clear()
+        return True
+
+    async def put(self, frame: Frame) -> bool:
+        """Queue ``frame``, waiting for room; False when the outbox closed first."""
+        while not self.offer(frame):
+            if self.closed:
+                return False
+            await self._room.wait()
+        return True
+
+    async def get(self) -> Frame:
+        while not self._frames:
+            self._nonempty.clear()
+            await self._nonempty.wait()
+        frame = self._frames.popleft()
+        self._room.set()
+        return frame
+
+    def close(self) -> None:
+        """Drop what is queued and release every waiting ``put`` (they return False)."""
+        self.closed = True
+        self._frames.clear()
+        self._room.set()
+
+
+_WAKE = object()  # wakes a consumer blocked on an empty stream so it sees the failure
+
+
+class _Stream:
+    """The frames of one request or operation: bounded, ending after a terminal frame or failure."""
+
+    def __init__(self, terminal: tuple[type[Frame], ...]) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue(STREAM_FRAMES)
+        self._terminal = terminal
+        self.ended = False  # the terminal frame or the failure is queued: nothing more comes
+        self._consumed = False  # the consumer has seen the end
+        self._failure: WorkerGone | None = None
+
+    async def put(self, frame: Frame) -> None:
+        if self.ended:
+            return
+        await self._queue.put(frame)
+        if isinstance(frame, self._terminal):
+            self.ended = True
+
+    def fail(self, error: WorkerGone) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._failure = error
+        try:
+            self._queue.put_nowait(_WAKE)
+        except asyncio.QueueFull:
+            pass  # the consumer is not waiting: it reads what is queued, then sees the failure
+
+    async def next(self) -> Frame:
+        while True:
+            if self._consumed:
+                if self._failure is not None:
+                    raise self._failure
+                raise StopAsyncIteration
+            if self._failure is not None and self._queue.empty():
+                self._consumed = True
+                raise self._failure
+            item = await self._queue.get()
+            if item is _WAKE:
+                continue
+            assert isinstance(item, Frame)
+            if isinstance(item, self._terminal):
+                self._consumed = True
+            return item
+
+
+class RequestHandle:
+    """One request on one worker: iterate for Chunk… then End or Error; always ``aclose``.
+
+    Iterating raises ``WorkerGone`` if the worker goes before End/Error. ``aclose`` is idempotent
+    and releases the slot (sending ``cancel`` first if the request had not ended); it is safe in a
+    ``finally`` of a cancelled task. ``async with`` closes it too.
+    """
+
+    def __init__(self, link: WorkerLink, request_id: str) -> None:
+        self.id = request_id
+        self.worker = link.view
+        self._link = link
+        self._stream = _Stream((End, Error))
+        self._cancel_sent = False
+        self._closed = False
+        self._released = False
+
+    def __aiter__(self) -> RequestHandle:
+        return self
+
+    async def __anext__(self) -> Chunk | End | Error:
+        frame = await self._stream.next()
+        assert isinstance(frame, Chunk | End | Error)
+        return frame
+
+    def __await__(self) -> Generator[None, None, RequestHandle]:
+        # ``await hub.open_request(...)`` also works: the request is already queued.
+        return self
+        yield  # unreachable; makes this a generator
+
+    async def __aenter__(self) -> RequestHandle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def cancel(self) -> None:
+        """Tell the worker to abort (the client went away). Idempotent; no-op once ended."""
+        if self._stream.ended or self._cancel_sent:
+            return
+        self._cancel_sent = True
+        try:
+            await self._link.send(Cancel(id=self.id))
+        except WorkerGone:
+            pass  # the worker is gone and aborts everything it was running
+
+    async def aclose(self) -> None:
+        """Release the slot, exactly once; cancel first if the request has not ended."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.cancel()
+        finally:
+            self._link.forget_request(self)
+
+
+class OpHandle:
+    """One install/uninstall on one worker: iterate for Progress… then OpDone or OpFailed.
+
+    Iterating raises ``WorkerGone`` if the worker goes first. Cancel with ``Hub.cancel_op``.
+    """
+
+    def __init__(self, link: WorkerLink, op_id: str) -> None:
+        self.op_id = op_id
+        self.worker = link.view
+        self._link = link
+        self._stream = _Stream((OpDone, OpFailed))
+
+    def __aiter__(self) -> OpHandle:
+        return self
+
+    async def __anext__(self) -> Progress | OpDone | OpFailed:
+        frame = await self._stream.next()
+        assert isinstance(frame, Progress | OpDone | OpFailed)
+        return frame
+
+    async def aclose(self) -> None:
+        """Stop listening (the operation keeps running on the worker)."""
+        self._link.forget_op(self)
+
+
+class WorkerLink:
+    """One authenticated socket of one worker, as the hub sees it; the socket loop drives it."""
+
+    def __init__(self, hub: Hub, view: WorkerView) -> None:
+        self.view = view
+        self._hub = hub
+        self._outbox = _Outbox(OUTBOX_FRAMES)
+        self._requests: dict[str, RequestHandle] = {}
+        self._ops: dict[str, OpHandle] = {}
+        self._close_wanted = asyncio.Event()
+        self._close: Close | None = None
+        self.closed = False  # dropped from the hub: nothing more is sent or delivered
+        self.finished = asyncio.Event()  # the socket loop is done with it
+
+    # --- for the socket loop ------------------------------------------------------------------------
+
+    async def next_outgoing(self) -> Frame:
+        return await self._outbox.get()
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue a frame that is not worth waiting for (ping, pong); False if dropped."""
+        return self._outbox.offer(frame)
+
+    async def send(self, frame: Frame) -> None:
+        """Queue a frame, waiting for room; ``WorkerGone`` if the link closes first."""
+        if not await self._outbox.put(frame):
+            raise WorkerGone(self.view.id, self.view.name, "disconnected")
+
+    async def close_requested(self) -> Close:
+        """Wait until the hub wants this socket closed (superseded, removed, shutting down)."""
+        await self._close_wanted.wait()
+        assert self._close is not None
+        return self._close
+
+    def request_close(self, close: Close) -> None:
+        if self._close is None:
+            self._close = close
+            self._close_wanted.set()
+
+    def touch(self) -> None:
+        self.view.last_seen = datetime.now(UTC)
+
+    def inventory(self, event: InventoryUpdated) -> None:
+        self.view.backends = list(event.backends)
+        self.view.models = dict(event.models)
+        self.view.max_concurrent = event.max_concurrent
+        self._hub._notify(bump=True)
+
+    async def deliver(self, frame: Frame) -> None:
+        """An application frame from the worker: route it to its request or operation."""
+        if isinstance(frame, Chunk | End | Error):
+            handle = self._requests.get(frame.id)
+            if handle is None:
+                return  # its consumer closed it already
+            if not await self._feed(handle._stream, frame, frame.id):
+                self.offer(Cancel(id=frame.id))
+                self.forget_request(handle)
+            elif isinstance(frame, End | Error):
+                self.forget_request(handle)
+        elif isinstance(frame, Progress | OpDone | OpFailed):
+            op = self._ops.get(frame.op_id)
+            if op is None:
+                return
+            if not await self._feed(op._stream, frame, frame.op_id) or \
+                    isinstance(frame, OpDone | OpFailed):
+                self.forget_op(op)
+
+    async def _feed(self, stream: _Stream, frame: Frame, what: str) -> bool:
+        """Put with back-pressure, bounded by ``stall_s``; on a stall fail the stream instead."""
+        try:
+            async with asyncio.timeout(self._hub.stall_s):
+                await stream.put(frame)
+        except TimeoutError:
+            log.warning("worker %s: abandoned %s, whose reader fell %.1fs behind", self.view.name,
+                        what, self._hub.stall_s)
+            stream.fail(WorkerGone(self.view.id, self.view.name,
+                                   f"stream abandoned: the reader of {what} fell behind"))
+            return False
+        return True
+
+    # --- for the handles -----------------------------------------------------------------------------
+
+    def open_request(self, handle: RequestHandle) -> None:
+        self._requests[handle.id] = handle
+        self.view.in_flight += 1
+
+    def forget_request(self, handle: RequestHandle) -> None:
+        if self._requests.get(handle.id) is handle:
+            del self._requests[handle.id]
+        if not handle._released:
+            handle._released = True
+            self.view.in_flight = max(self.view.in_flight - 1, 0)
+            self._hub._notify(bump=False)
+
+    def forget_op(self, op: OpHandle) -> None:
+        if self._ops.get(op.op_id) is op:
+            del self._ops[op.op_id]
+
+    def _fail_all(self, detail: str) -> None:
+        for handle in self._requests.values():
+            handle._stream.fail(WorkerGone(self.view.id, self.view.name, detail))
+        for op in self._ops.values():
+            op._stream.fail(WorkerGone(self.view.id, self.view.name, detail))
+        self._requests.clear()
+        self._ops.clear()
+
+
+class Hub:
+    """Who is connected, what they serve, and the requests/operations running on them."""
+
+    def __init__(self, *, heartbeat_interval_s: float, heartbeat_timeout_s: float) -> None:
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        # Longest the socket read loop waits for one slow consumer (see the module rules).
+        self.stall_s = heartbeat_timeout_s / 2
+        self._links: dict[str, WorkerLink] = {}
+        self._version = 0
+        self._changed = asyncio.Event()
+        self._closing = False
+
+    # --- views ------------------------------------------------------------------------------------------
+
+    def connected(self) -> list[WorkerView]:
+        return [link.view for link in self._links.values()]
+
+    def get(self, worker_id: str) -> WorkerView | None:
+        link = self._links.get(worker_id)
+        return link.view if link else None
+
+    def serving(self, model_id: str) -> list[WorkerView]:
+        """Connected workers whose latest inventory has ``model_id``."""
+        return [link.view for link in self._links.values() if model_id in link.view.models]
+
+    def models(self) -> dict[str, tuple[ModelInfo, list[WorkerView]]]:
+        """Every model served now, with the workers serving it (metadata from the first)."""
+        found: dict[str, tuple[ModelInfo, list[WorkerView]]] = {}
+        for link in self._links.values():
+            for model_id, info in link.view.models.items():
+                found.setdefault(model_id, (info, []))[1].append(link.view)
+        return found
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def _notify(self, *, bump: bool) -> None:
+        if bump:
+            self._version += 1
+        woken, self._changed = self._changed, asyncio.Event()
+        woken.set()
+
+    async def wait_changed(self, since: int, timeout: float) -> int:
+        """The version once it differs from ``since``, or the current one after ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._version == since:
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        return self._version
+
+    async def wait_for_capacity(self, timeout: float) -> bool:
+        """Wake when a slot frees or the fleet changes; False when ``timeout`` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # --- requests and operations ------------------------------------------------------------------------
+
+    def _link(self, worker_id: str) -> WorkerLink:
+        link = self._links.get(worker_id)
+        if link is None:
+            raise WorkerGone(worker_id, "", "is not connected")
+        return link
+
+    def open_request(self, worker_id: str, kind: str, model: str,
+                     body: dict[str, object]) -> RequestHandle:
+        """Reserve a slot on the worker and queue the request frame (see the module rules)."""
+        link = self._link(worker_id)
+        view = link.view
+        if view.free <= 0:
+            raise NoCapacity(f"worker '{view.name}' has no free slot "
+                             f"({view.in_flight}/{view.max_concurrent} in flight)")
+        handle = RequestHandle(link, "req_" + secrets.token_hex(8))
+        frame = Request(id=handle.id, kind=kind, model=model, body=body)  # type: ignore[arg-type]
+        if not link.offer(frame):
+            raise NoCapacity(f"worker '{view.name}' is not reading its connection")
+        link.open_request(handle)
+        return handle
+
+    async def start_op(self, worker_id: str, frame: Install | Uninstall) -> OpHandle:
+        """Send an install/uninstall to the worker; iterate the handle for its progress."""
+        link = self._link(worker_id)
+        op = OpHandle(link, frame.op_id)
+        link._ops[frame.op_id] = op
+        try:
+            await link.send(frame)
+        except BaseException:
+            link.forget_op(op)
+            raise
+        return op
+
+    async def cancel_op(self, worker_id: str, op_id: str) -> None:
+        await self._link(worker_id).send(CancelOp(op_id=op_id))
+
+    async def disconnect(self, worker_id: str, reason: CloseReason) -> None:
+        """Drop a worker now (e.g. it was removed) and close its socket with ``reason``."""
+        link = self._links.get(worker_id)
+        if link is None:
+            return
+        self._drop(link, f"was disconnected by the control plane ({describe(reason)})")
+        link.request_close(Close(reason, describe(reason)))
+
+    async def close(self) -> None:
+        """Shutdown: refuse new workers, fail what is open, close every socket with GOING_AWAY
+        and wait (at most ``CLOSE_DEADLINE_S``) for the sockets to finish."""
+        self._closing = True
+        links = list(self._links.values())
+        for link in links:
+            self._drop(link, "disconnected: the control plane is shutting down")
+            link.request_close(Close(CloseReason.GOING_AWAY, describe(CloseReason.GOING_AWAY)))
+        try:
+            async with asyncio.timeout(CLOSE_DEADLINE_S):
+                for link in links:
+                    await link.finished.wait()
+        except TimeoutError:
+            log.warning("%d worker socket(s) did not close within %.0fs",
+                        sum(not link.finished.is_set() for link in links), CLOSE_DEADLINE_S)
+
+    # --- connections (called by the socket endpoint) -----------------------------------------------------
+
+    def attach(self, hello: Hello) -> WorkerLink:
+        """Register an authenticated worker; an older connection of the same id is superseded."""
+        now = datetime.now(UTC)
+        view = WorkerView(id=hello.worker_id, name=hello.name, connected_at=now, last_seen=now,
+                          max_concurrent=hello.max_concurrent,
+                          software_version=hello.software_version)
+        link = WorkerLink(self, view)
+        if self._closing:
+            link.closed = True
+            link.request_close(Close(CloseReason.GOING_AWAY, describe(CloseReason.GOING_AWAY)))
+            return link
+        old = self._links.get(view.id)
+        self._links[view.id] = link
+        if old is not None:
+            log.info("worker %s (%s) connected again; closing its older connection", view.name,
+                     view.id)
+            self._drop(old, "was replaced by a newer connection of the same worker")
+            old.request_close(Close(CloseReason.SUPERSEDED, describe(CloseReason.SUPERSEDED)))
+        else:
+            log.info("worker %s (%s) connected", view.name, view.id)
+        self._notify(bump=True)
+        return link
+
+    def detach(self, link: WorkerLink, detail: str) -> None:
+        """The socket loop is done with ``link`` (for any reason); idempotent."""
+        self._drop(link, f"disconnected ({detail})")
+        link.finished.set()
+
+    def _drop(self, link: WorkerLink, detail: str) -> None:
+        if link.closed:
+            return
+        link.closed = True
+        link._outbox.close()
+        link._fail_all(detail)
+        if self._links.get(link.view.id) is link:
+            del self._links[link.view.id]
+            log.info("worker %s (%s) %s", link.view.name, link.view.id, detail)
+            self._notify(bump=True)

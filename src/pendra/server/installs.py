@@ -1,0 +1,316 @@
+"""Model installs and removals on workers: durable operations with live progress.
+
+Rules:
+- An install is a row in the store (``installs``) from the moment it is asked for until it ends in
+  ``succeeded``, ``failed`` or ``cancelled``; it never stays ``running`` after its worker is gone
+  (the op handle raises ``WorkerGone`` and the row fails with that reason), and operations left
+  running by a previous control-plane process are failed at start-up.
+- A second install of the same Ollama tag on the same worker while one runs attaches to the running
+  one (same id, same progress) instead of starting another pull.
+- Progress is fanned out to any number of watchers: each watcher gets the current snapshot first,
+  then every change; ``completed`` never goes backwards. The row is written at most every
+  ``PERSIST_EVERY_S`` while running, and always at the end.
+- Only catalogue entries whose backend is ``ollama`` or ``both`` can be installed into Ollama.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pendra.catalogue.loader import Catalogue, CatalogueEntry, Variant
+from pendra.errors import InvalidRequest, NotFound, PendraError
+from pendra.protocol.frames import Install, OpDone, OpFailed, Progress, Uninstall
+from pendra.server.hub import Hub, WorkerGone
+from pendra.server.store import installs as install_rows
+from pendra.server.store.db import Store
+
+log = logging.getLogger(__name__)
+
+# Write running progress to the store at most this often (the final state is always written).
+PERSIST_EVERY_S = 2.0
+# How long a removal may take on the worker before the client is told it timed out.
+REMOVE_TIMEOUT_S = 60.0
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+INSTALLABLE_BACKENDS = frozenset({"ollama", "both"})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The state of one install as watchers see it."""
+
+    id: str
+    catalogue_id: str
+    variant: str
+    model_tag: str
+    backend: str
+    worker_id: str
+    worker_name: str
+    state: str
+    status_text: str
+    completed: int
+    total: int
+    error: str | None
+    requested_by: str
+    created_at: str
+    finished_at: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["percent"] = round(100 * self.completed / self.total, 1) if self.total else None
+        return data
+
+
+class _Live:
+    """One running install: its latest snapshot and the condition watchers wait on."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.version = 0
+        self.changed = asyncio.Condition()
+        self.task: asyncio.Task[None] | None = None
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        async with self.changed:
+            self.snapshot = snapshot
+            self.version += 1
+            self.changed.notify_all()
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+class Installs:
+    """The install service of one control plane (owned by the app's lifespan)."""
+
+    def __init__(self, store: Store, hub: Hub, catalogue: Catalogue) -> None:
+        self._store = store
+        self._hub = hub
+        self._catalogue = catalogue
+        self._live: dict[str, _Live] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> "Installs":
+        async with self._store.session() as session:
+            count = await install_rows.fail_interrupted(
+                session, "the control plane restarted while this install was running")
+            await session.commit()
+        if count:
+            log.warning("marked %d interrupted install(s) as failed", count)
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for live in list(self._live.values()):
+            if live.task is not None:
+                live.task.cancel()
+        assert self._tasks is not None
+        await self._tasks.__aexit__(None, None, None)
+
+    # --- resolving what to install -------------------------------------------------------------------
+
+    def resolve(self, model: str, variant: str | None) -> tuple[CatalogueEntry, Variant]:
+        """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag → entry and variant."""
+        entry, found = self._catalogue.resolve(model, variant)
+        if entry is None or found is None:
+            raise NotFound(f"'{model}' is not in the catalogue; GET /api/v1/catalogue lists what "
+                           "can be installed")
+        if entry.backend not in INSTALLABLE_BACKENDS:
+            raise InvalidRequest(f"'{entry.id}' is catalogued for the {entry.backend} backend and "
+                                 "cannot be installed into Ollama")
+        if not found.ollama:
+            raise InvalidRequest(f"variant '{found.id}' of '{entry.id}' has no Ollama tag")
+        return entry, found
+
+    def _worker(self, worker: str) -> tuple[str, str]:
+        for view in self._hub.connected():
+            if worker in (view.id, view.name):
+                if not any(b.get("kind") == "ollama" and b.get("verified") for b in view.backends):
+                    raise InvalidRequest(f"worker '{view.name}' has no verified Ollama backend")
+                return view.id, view.name
+        raise NotFound(f"worker '{worker}' is not connected")
+
+    # --- starting, watching, cancelling -----------------------------------------------------------------
+
+    async def start(self, model: str, variant: str | None, worker: str,
+                    requested_by: str) -> Snapshot:
+        entry, chosen = self.resolve(model, variant)
+        worker_id, worker_name = self._worker(worker)
+        tag = chosen.ollama
+        async with self._lock:
+            for live in self._live.values():
+                snap = live.snapshot
+                if snap.worker_id == worker_id and snap.model_tag == tag and not snap.done:
+                    return snap  # attach to the install already running
+            op_id = "op_" + secrets.token_hex(8)
+            async with self._store.session() as session:
+                row = await install_rows.create_install(
+                    session, op_id=op_id, catalogue_id=entry.id, variant=chosen.id, model_tag=tag,
+                    backend="ollama", worker_id=worker_id, requested_by=requested_by)
+                await session.commit()
+            snapshot = Snapshot(
+                id=op_id, catalogue_id=entry.id, variant=chosen.id, model_tag=tag,
+                backend="ollama", worker_id=worker_id, worker_name=worker_name, state="queued",
+                status_text="queued", completed=0, total=0, error=None,
+                requested_by=requested_by, created_at=_iso(row.created_at) or "",
+                finished_at=None)
+            live = _Live(snapshot)
+            self._live[op_id] = live
+            assert self._tasks is not None
+            live.task = self._tasks.create_task(self._drive(live), name=f"install:{op_id}")
+        return snapshot
+
+    async def get(self, op_id: str) -> Snapshot:
+        live = self._live.get(op_id)
+        if live is not None:
+            return live.snapshot
+        async with self._store.session() as session:
+            row = await install_rows.get_install(session, op_id)
+        if row is None:
+            raise NotFound(f"install '{op_id}' not found")
+        return self._from_row(row)
+
+    async def list(self, *, worker: str | None = None) -> list[Snapshot]:
+        async with self._store.session() as session:
+            rows = await install_rows.list_installs(session, worker_id=worker)
+        return [self._live[r.id].snapshot if r.id in self._live else self._from_row(r)
+                for r in rows]
+
+    async def watch(self, op_id: str) -> AsyncIterator[Snapshot]:
+        """The current snapshot, then each change, until the install ends."""
+        live = self._live.get(op_id)
+        if live is None:
+            yield await self.get(op_id)
+            return
+        seen = -1
+        while True:
+            async with live.changed:
+                await live.changed.wait_for(lambda: live.version != seen)
+                seen = live.version
+                snapshot = live.snapshot
+            yield snapshot
+            if snapshot.done:
+                return
+
+    async def cancel(self, op_id: str) -> Snapshot:
+        live = self._live.get(op_id)
+        if live is None:
+            snapshot = await self.get(op_id)  # NotFound, or already finished
+            return snapshot
+        if not live.snapshot.done:
+            try:
+                await self._hub.cancel_op(live.snapshot.worker_id, op_id)
+            except WorkerGone:
+                pass  # the driver sees the disconnect and fails the op
+        return live.snapshot
+
+    # --- the driver ---------------------------------------------------------------------------------------
+
+    async def _drive(self, live: _Live) -> None:
+        snap = live.snapshot
+        frame = Install(op_id=snap.id, model=snap.model_tag, backend=snap.backend)
+        last_persist = 0.0
+        try:
+            await self._update(live, state="running", status_text="starting")
+            handle = await self._hub.start_op(snap.worker_id, frame)
+            async for event in handle:
+                if isinstance(event, Progress):
+                    current = live.snapshot
+                    completed = max(current.completed, event.completed)
+                    total = max(event.total, completed)
+                    now = time.monotonic()
+                    persist = now - last_persist >= PERSIST_EVERY_S
+                    if persist:
+                        last_persist = now
+                    await self._update(live, persist=persist, status_text=event.status,
+                                       completed=completed, total=total)
+                elif isinstance(event, OpDone):
+                    current = live.snapshot
+                    await self._update(live, state="succeeded", status_text="success",
+                                       completed=max(current.completed, current.total),
+                                       total=current.total)
+                    return
+                elif isinstance(event, OpFailed):
+                    cancelled = event.message == "cancelled"
+                    await self._update(live, state="cancelled" if cancelled else "failed",
+                                       status_text="cancelled" if cancelled else "failed",
+                                       error=None if cancelled else event.message)
+                    return
+            await self._update(live, state="failed", status_text="failed",
+                               error="the worker ended the install without a result")
+        except WorkerGone as exc:
+            await self._update(live, state="failed", status_text="failed",
+                               error=f"worker '{exc.worker_name or exc.worker_id}' disconnected "
+                                     "during the install")
+        except PendraError as exc:
+            await self._update(live, state="failed", status_text="failed", error=exc.message)
+        except asyncio.CancelledError:
+            # Control plane shutting down: record it, then let the cancellation propagate.
+            await asyncio.shield(self._update(
+                live, state="failed", status_text="failed",
+                error="the control plane stopped during the install"))
+            raise
+        finally:
+            self._live.pop(snap.id, None)
+
+    async def _update(self, live: _Live, *, persist: bool = True, **changes: Any) -> None:
+        if changes.get("state") in TERMINAL:
+            changes["finished_at"] = _iso(datetime.now(UTC))
+        snapshot = replace(live.snapshot, **changes)
+        await live.publish(snapshot)
+        if persist or snapshot.done:
+            fields = {k: v for k, v in changes.items() if k != "finished_at"}
+            if snapshot.done:
+                fields["finished_at"] = datetime.now(UTC)
+            async with self._store.session() as session:
+                await install_rows.update_install(session, snapshot.id, **fields)
+                await session.commit()
+
+    def _from_row(self, row: Any) -> Snapshot:
+        view = self._hub.get(row.worker_id)
+        return Snapshot(
+            id=row.id, catalogue_id=row.catalogue_id, variant=row.variant,
+            model_tag=row.model_tag, backend=row.backend, worker_id=row.worker_id,
+            worker_name=view.name if view else row.worker_id, state=row.state,
+            status_text=row.status_text or row.state, completed=row.completed or 0,
+            total=row.total or 0, error=row.error, requested_by=row.requested_by or "",
+            created_at=_iso(row.created_at) or "", finished_at=_iso(row.finished_at))
+
+    # --- removal --------------------------------------------------------------------------------------------
+
+    async def remove(self, worker: str, model: str) -> None:
+        """Remove an installed model from a worker's Ollama (``DELETE /api/delete`` there)."""
+        worker_id, worker_name = self._worker(worker)
+        view = self._hub.get(worker_id)
+        if view is not None and model not in view.models and f"{model}:latest" in view.models:
+            model = f"{model}:latest"
+        op_id = "op_" + secrets.token_hex(8)
+        handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model))
+        async with asyncio.timeout(REMOVE_TIMEOUT_S):
+            async for event in handle:
+                if isinstance(event, OpDone):
+                    return
+                if isinstance(event, OpFailed):
+                    if event.status == 404:
+                        raise NotFound(f"model '{model}' is not installed on worker "
+                                       f"'{worker_name}'")
+                    raise PendraError(f"removing '{model}' from '{worker_name}' failed: "
+                                      f"{event.message}", status=502)
+        raise PendraError(f"worker '{worker_name}' ended the removal without a result", status=502)

@@ -1,0 +1,224 @@
+"""Relaying one inference request to a worker and its answer back to the client.
+
+Rules:
+- The body goes to the worker as the client sent it (extra fields such as Ollama ``options``
+  included); only the model name is resolved to the id the fleet serves.
+- A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives.
+- A streaming answer is Server-Sent Events: ``data: <chunk json>\\n\\n`` per Chunk, flushed as it
+  arrives, then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error frame, the worker
+  dropping, the stream going idle) is sent as one ``data: {"error": {...}}\\n\\n`` event and the
+  stream ends *without* ``[DONE]``: the client sees an error, never a hang or a clean end.
+- A client that goes away (before or during the answer) cancels the request on its worker.
+- Every relayed request leaves exactly one usage row: counts, timings and statuses, never content.
+- Clean-up (release the worker's slot, cancel, queue the usage row) runs shielded in ``finally``:
+  a cancelled request task must still give its slot back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from pendra.errors import PendraError, UpstreamTimeout
+from pendra.protocol.frames import Chunk, End, Error, Frame
+from pendra.server.errors import error_body, worker_headers
+from pendra.server.hub import WorkerGone
+from pendra.server.routing import Opened, Router, describe, error_from_frame, worker_failed
+from pendra.server.usage import CLIENT_CLOSED, UsageMeter, UsageWriter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Longest silence between two frames of a streaming answer before the client gets a 504 error
+# event (a live worker that stopped producing; a dead one is caught sooner by the heartbeat).
+STREAM_IDLE_TIMEOUT_S = 300.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were waiting on its behalf (not a PendraError: no one is
+    left to send an error to)."""
+
+
+def sse_event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _disconnected(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` until it ends or the client disconnects (then it is cancelled: ClientGone)."""
+    task: asyncio.Task[T] = asyncio.create_task(work)
+    watch = asyncio.create_task(_disconnected(receive))
+    delivered = False
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            result = task.result()
+            delivered = True
+            return result
+        raise ClientGone()
+    finally:
+        for pending in (task, watch):
+            pending.cancel()
+        await asyncio.gather(task, watch, return_exceptions=True)
+        if not delivered and task.done() and not task.cancelled() and task.exception() is None:
+            leftover = task.result()
+            if isinstance(leftover, Opened):  # opened just as we were cancelled: give it back
+                await asyncio.shield(leftover.handle.aclose())
+
+
+class Relay:
+    """The inference service: route a request, relay the answer, meter it."""
+
+    def __init__(self, router: Router, usage: UsageWriter) -> None:
+        self.router = router
+        self.usage = usage
+
+    async def respond(self, request: Request, kind: str, body: dict[str, Any],
+                      key_id: str | None) -> Response:
+        stream = kind == "chat" and bool(body.get("stream"))
+        meter = UsageMeter(request_id=getattr(request.state, "request_id", ""), kind=kind,
+                           model_requested=str(body.get("model", "")), key_id=key_id,
+                           stream=stream)
+        try:
+            opened = await unless_client_leaves(request.receive,
+                                                self.router.open(kind, meter.model_requested, body))
+        except ClientGone:
+            meter.failed(CLIENT_CLOSED, "client closed the connection while waiting for a worker")
+            self.usage.submit(meter.record())
+            return Response(status_code=CLIENT_CLOSED)
+        except PendraError as exc:
+            meter.failed(exc.status, exc.message)
+            if worker_id := getattr(exc, "worker_id", ""):
+                meter.worker(worker_id, getattr(exc, "worker_name", ""))
+            self.usage.submit(meter.record())
+            raise
+        meter.model_served = opened.served
+        meter.worker(opened.worker.id, opened.worker.name)
+        if stream:
+            return EventStream(opened, meter, self.usage)
+        return await self._whole(request, opened, meter)
+
+    async def _whole(self, request: Request, opened: Opened, meter: UsageMeter) -> Response:
+        try:
+            data = await unless_client_leaves(request.receive, collect(opened, meter))
+            return JSONResponse(data, headers=worker_headers(opened.worker.id, opened.worker.name))
+        except ClientGone:
+            meter.failed(CLIENT_CLOSED, "client closed the connection before the answer")
+            return Response(status_code=CLIENT_CLOSED)
+        except PendraError as exc:
+            meter.failed(exc.status, exc.message)
+            raise
+        finally:
+            await asyncio.shield(_finish(opened, meter, self.usage))
+
+
+async def _finish(opened: Opened, meter: UsageMeter, usage: UsageWriter) -> None:
+    try:
+        await opened.handle.aclose()  # sends Cancel to the worker if the request had not ended
+    finally:
+        usage.submit(meter.record())
+
+
+async def _next_frame(opened: Opened, timeout_s: float) -> Frame:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await anext(opened.frames)
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"{describe(opened.worker)} sent nothing for {timeout_s:g}s") from exc
+    except StopAsyncIteration as exc:
+        raise worker_failed(opened.worker, "ended the request without a result") from exc
+    except WorkerGone as exc:
+        raise worker_failed(opened.worker, "disconnected during the request") from exc
+
+
+async def collect(opened: Opened, meter: UsageMeter) -> dict[str, Any]:
+    """A non-streaming answer: the (last) Chunk's data, once the End has arrived."""
+    data: dict[str, Any] | None = None
+    frame: Frame = opened.first
+    while True:
+        if isinstance(frame, Chunk):
+            data = frame.data
+        elif isinstance(frame, End):
+            meter.tokens(frame.usage)
+            if data is None:
+                raise worker_failed(opened.worker, "ended the request without a response body")
+            return data
+        elif isinstance(frame, Error):
+            raise error_from_frame(frame, opened.worker)
+        frame = await _next_frame(opened, STREAM_IDLE_TIMEOUT_S)
+
+
+class EventStream(Response):
+    """The SSE answer of a streaming chat; owns the request until the stream ends either way."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, opened: Opened, meter: UsageMeter, usage: UsageWriter) -> None:
+        self.opened = opened
+        self.meter = meter
+        self.usage = usage
+        self.status_code = 200
+        self.background = None
+        self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | SSE_HEADERS)
+        self.finished = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pump = asyncio.create_task(self._pump(send), name=f"sse:{self.meter.request_id}")
+        watch = asyncio.create_task(_disconnected(receive))
+        try:
+            await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not pump.done():
+                self.meter.failed(CLIENT_CLOSED, "client closed the connection mid-stream")
+            else:
+                pump.result()  # surface a bug in the pump instead of hiding it
+        finally:
+            for task in (pump, watch):
+                task.cancel()
+            await asyncio.gather(pump, watch, return_exceptions=True)
+            await asyncio.shield(_finish(self.opened, self.meter, self.usage))
+
+    async def _pump(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        frame: Frame = self.opened.first
+        while True:
+            if isinstance(frame, Chunk):
+                await self._body(send, sse_event(frame.data))
+            elif isinstance(frame, End):
+                self.meter.tokens(frame.usage)
+                await self._body(send, DONE_EVENT)
+                break
+            elif isinstance(frame, Error):
+                await self._error(send, error_from_frame(frame, self.opened.worker))
+                break
+            try:
+                frame = await _next_frame(self.opened, STREAM_IDLE_TIMEOUT_S)
+            except PendraError as exc:
+                await self._error(send, exc)
+                break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _error(self, send: Send, exc: PendraError) -> None:
+        self.meter.failed(exc.status, exc.message)
+        log.warning("stream %s ended with an error: %s", self.meter.request_id, exc.message)
+        await self._body(send, sse_event(error_body(exc.message, exc.kind)))
+
+    @staticmethod
+    async def _body(send: Send, data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})

@@ -1,0 +1,81 @@
+"""Run a control-plane app under uvicorn inside the current event loop.
+
+Owns the listening socket: binds first (so port 0 resolves to a real port before anything prints a
+URL), hands the socket to uvicorn, and exposes the bound base URL. ``pendra server`` and
+``pendra up`` both use it; so do tests that need a real server in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+# How long a graceful shutdown may take before open connections are dropped.
+SHUTDOWN_GRACE_S = 5.0
+
+
+@dataclass
+class RunningServer:
+    app: FastAPI
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base_url[len("http"):]
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), SHUTDOWN_GRACE_S + 2)
+        except TimeoutError:
+            self.server.force_exit = True
+            await self.task
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@asynccontextmanager
+async def serving(app: FastAPI, host: str, port: int, *,
+                  log_level: str = "warning") -> AsyncIterator[RunningServer]:
+    """Serve ``app`` on host:port until the block exits; startup errors propagate."""
+    sock = bind(host, port)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False,
+                            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S), ws_max_size=64 * 1024 * 1024)
+    server = uvicorn.Server(config)
+    # The CLI installs its own signal handling (one stop event for the whole process).
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn:{bound_port}")
+    running = RunningServer(app, server, task, host, bound_port)
+    try:
+        while not server.started:
+            if task.done():
+                await task  # re-raise the start-up failure
+                raise RuntimeError("the server stopped during start-up")
+            await asyncio.sleep(0.02)
+        yield running
+    finally:
+        await running.stop()
+        sock.close()

@@ -1,0 +1,166 @@
+"""The store's schema: one declarative model per table.
+
+Rules:
+- Every timestamp is a timezone-aware UTC ``datetime`` in Python. ``UTCDateTime`` stores it as
+  ``timestamptz`` on PostgreSQL and as a naive UTC string on SQLite, and hands back aware UTC values
+  on both; a naive ``datetime`` is refused rather than guessed at.
+- Constraint names come from ``NAMING_CONVENTION`` so migrations can name (and later drop) them on
+  every backend.
+- ``usage`` never holds prompt or completion content: only counts, names, timings and status.
+- This file and ``migrations/versions`` must agree; a test compares them on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Dialect, ForeignKey, Index, Integer,
+                        MetaData, String, Text, TypeDecorator)
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+USAGE_KINDS = frozenset({"chat", "embed", "image", "transcribe"})
+INSTALL_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+INSTALL_ACTIVE_STATES = ("queued", "running")
+# Row ids: 64 bits of randomness is plenty for tables of thousands of rows, and short to type.
+ID_MAX_CHARS = 40
+NAME_MAX_CHARS = 100
+# Ollama tags and OpenAI model names are short; anything longer is clipped before it is stored.
+MODEL_MAX_CHARS = 200
+REQUEST_ID_MAX_CHARS = 100
+# Usage errors are a one-line reason for the operator, not a stack trace.
+USAGE_ERROR_MAX_CHARS = 500
+
+# SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a 64-bit identity.
+_ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Now, as the store keeps time: aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC ``datetime`` on both backends (SQLite has no time zones, so it stores UTC)."""
+
+    impl = _DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store only takes aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKey(Base):
+    """A client API key. Only its SHA-256 is kept; ``prefix`` lets people tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(ID_MAX_CHARS), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_CHARS))
+    prefix: Mapped[str] = mapped_column(String(12))
+    hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Worker(Base):
+    """An enrolled GPU worker; it proves who it is by signing with its private key."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(ID_MAX_CHARS), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_CHARS), unique=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Usage(Base):
+    """One row per API request; ``worker_id`` has no foreign key so removed workers keep history."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_MAX_CHARS))
+    key_id: Mapped[str | None] = mapped_column(
+        String(ID_MAX_CHARS), ForeignKey("api_keys.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model_requested: Mapped[str] = mapped_column(String(MODEL_MAX_CHARS))
+    model_served: Mapped[str | None] = mapped_column(String(MODEL_MAX_CHARS))
+    worker_id: Mapped[str | None] = mapped_column(String(ID_MAX_CHARS))
+    worker_name: Mapped[str | None] = mapped_column(String(NAME_MAX_CHARS))
+    status: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(String(USAGE_ERROR_MAX_CHARS))
+
+
+class Admin(Base):
+    """The console's single admin account (always row ``id = 1``)."""
+
+    __tablename__ = "admin"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Install(Base):
+    """A model install on a worker, from request to its end (see ``pendra.server.installs``)."""
+
+    __tablename__ = "installs"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+                        name="state"),
+        Index("ix_installs_worker_id_model_tag_state", "worker_id", "model_tag", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_MAX_CHARS), primary_key=True)
+    catalogue_id: Mapped[str] = mapped_column(String(MODEL_MAX_CHARS))
+    variant: Mapped[str] = mapped_column(String(MODEL_MAX_CHARS))
+    model_tag: Mapped[str] = mapped_column(String(MODEL_MAX_CHARS))
+    backend: Mapped[str] = mapped_column(String(32))
+    worker_id: Mapped[str] = mapped_column(String(ID_MAX_CHARS))
+    state: Mapped[str] = mapped_column(String(16))
+    status_text: Mapped[str] = mapped_column(String(200), default="")
+    completed: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(NAME_MAX_CHARS), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

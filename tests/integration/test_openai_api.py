@@ -1,0 +1,244 @@
+"""The OpenAI-compatible API end to end: real server, two real workers, two emulated Ollamas.
+
+The official ``openai`` SDK talks to ``pendra server``; each ``pendra worker`` process discovers its
+own emulator and serves it over /ws/gpu. The emulators record what reached "Ollama", so the tests
+can check what Pendra sent (num_ctx) and what it aborted (cancellations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+from openai import AsyncOpenAI
+
+from suite_env import WAIT
+from cluster import Cluster
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+_clients: list[AsyncOpenAI] = []
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    for api in _clients:
+        await api.close()
+
+
+def client(cluster: Cluster, *, v1_root: bool = False, key: str | None = None) -> AsyncOpenAI:
+    base = cluster.base_url + ("/v1" if v1_root else "/api/v1")
+    api = AsyncOpenAI(base_url=base, api_key=key or cluster.api_key, max_retries=0,
+                      timeout=30 * WAIT)
+    _clients.append(api)
+    return api
+
+
+async def test_models_lists_what_workers_serve(cluster: Cluster) -> None:
+    """GET /models lists the models of every connected worker; ?type filters by capability."""
+    api = client(cluster)
+    ids = {m.id async for m in api.models.list()}
+    assert {"llama3.2:latest", "qwen3:8b", "nomic-embed-text:latest"} <= ids
+    async with cluster.http() as http:
+        embedding = (await http.get("/api/v1/models", params={"type": "embedding"})).json()
+        assert [m["id"] for m in embedding["data"]] == ["nomic-embed-text:latest"]
+        bad = await http.get("/api/v1/models", params={"type": "telepathy"})
+        assert bad.status_code == 400
+
+
+async def test_chat_non_stream_and_worker_headers(cluster: Cluster) -> None:
+    """A non-streaming chat returns an OpenAI chat.completion, with request and worker headers."""
+    api = client(cluster)
+    raw = await api.chat.completions.with_raw_response.create(
+        model="llama3.2:latest", messages=[{"role": "user", "content": "hello there"}])
+    reply = raw.parse()
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0
+    assert raw.headers["x-request-id"]
+    assert raw.headers["x-worker-id"] in cluster.worker_ids
+    assert raw.headers["x-worker-name"] in cluster.worker_names
+
+
+async def test_chat_stream_with_usage(cluster: Cluster) -> None:
+    """Streaming relays chunks as they come, ends with a finish reason and the usage chunk."""
+    api = client(cluster)
+    stream = await api.chat.completions.create(
+        model="llama3.2:latest", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "count [[tokens=12]]"}])
+    text, finish, usage = "", None, None
+    async for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    assert len(text.split()) == 12
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens == 12
+
+
+async def test_chat_tools_round_trip(cluster: Cluster) -> None:
+    """Tools go out, a tool call comes back with JSON-string arguments and finish_reason tool_calls."""
+    api = client(cluster)
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]
+    reply = await api.chat.completions.create(
+        model="llama3.2:latest", tools=tools,
+        messages=[{"role": "user", "content": "weather in Tokyo?"}])
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "test"}
+    follow = await api.chat.completions.create(model="llama3.2:latest", tools=tools, messages=[
+        {"role": "user", "content": "weather in Tokyo?"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "11 degrees"}])
+    assert follow.choices[0].finish_reason == "stop"
+
+
+async def test_num_ctx_injected_for_chat_only(cluster: Cluster) -> None:
+    """Chat reaches Ollama with num_ctx from discovery (the client's wins); embeddings without."""
+    api = client(cluster)
+    await cluster.clear_requests()
+    await api.chat.completions.create(model="llama3.2:latest",
+                                      messages=[{"role": "user", "content": "a"}])
+    await api.chat.completions.create(model="llama3.2:latest",
+                                      messages=[{"role": "user", "content": "b"}],
+                                      extra_body={"options": {"num_ctx": 8192}})
+    await api.embeddings.create(model="nomic-embed-text:latest", input=["x", "y"])
+    chats = await cluster.recorded("/api/chat")
+    assert sorted(r["body"]["options"]["num_ctx"] for r in chats) == [8192, 131072]
+    embeds = await cluster.recorded("/api/embed")
+    assert embeds and all("num_ctx" not in (r["body"].get("options") or {}) for r in embeds)
+
+
+async def test_embeddings_keep_order(cluster: Cluster) -> None:
+    """Embeddings come back in the OpenAI shape, one vector per input, in input order."""
+    api = client(cluster)
+    result = await api.embeddings.create(model="nomic-embed-text:latest",
+                                         input=["first", "second", "third"])
+    assert [d.index for d in result.data] == [0, 1, 2]
+    assert len({len(d.embedding) for d in result.data}) == 1
+    assert result.usage.prompt_tokens > 0
+    single = await api.embeddings.create(model="nomic-embed-text:latest", input="first")
+    assert single.data[0].embedding == result.data[0].embedding
+
+
+async def test_images_on_an_ollama_that_has_them(cluster: Cluster) -> None:
+    """Image generation works through a worker whose Ollama version has it (0.14.3–0.32.5)."""
+    api = client(cluster)
+    result = await api.images.generate(model="x/z-image-turbo:latest", prompt="a red square",
+                                       size="32x32")
+    import base64
+    png = base64.b64decode(result.data[0].b64_json)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_v1_root_alias(cluster: Cluster) -> None:
+    """SDKs configured with the /v1 base URL reach the same API."""
+    api = client(cluster, v1_root=True)
+    reply = await api.chat.completions.create(model="llama3.2:latest",
+                                              messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+
+
+async def test_keys_absent_bad_and_revoked(cluster: Cluster) -> None:
+    """No key, an unknown key and a revoked key are all 401; revocation is immediate."""
+    async with httpx.AsyncClient(base_url=cluster.base_url) as http:
+        r = await http.get("/api/v1/models")
+        assert r.status_code == 401 and r.headers["x-request-id"]
+    with pytest.raises(openai.AuthenticationError):
+        await client(cluster, key="pdr_sk_" + "x" * 43).models.list()
+    key = cluster.create_key("short-lived")
+    assert [m async for m in client(cluster, key=key).models.list()]
+    cluster.cli("keys", "revoke", key[:12])
+    with pytest.raises(openai.AuthenticationError):
+        await client(cluster, key=key).models.list()
+    async with httpx.AsyncClient(base_url=cluster.base_url, headers={"x-api-key": cluster.api_key}) as http:
+        assert (await http.get("/api/v1/models")).status_code == 200
+
+
+async def test_unknown_model_and_catalogue_model(cluster: Cluster) -> None:
+    """An unknown model is 404; a catalogued one installed nowhere says so."""
+    api = client(cluster)
+    with pytest.raises(openai.NotFoundError, match="not found"):
+        await api.chat.completions.create(model="no-such-model",
+                                          messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError, match="in the catalogue but no connected worker"):
+        await api.chat.completions.create(model="gemma3:1b",
+                                          messages=[{"role": "user", "content": "hi"}])
+
+
+async def test_malformed_bodies_are_400(cluster: Cluster) -> None:
+    """Broken JSON and missing fields get 400 with a message naming the problem."""
+    async with cluster.http() as http:
+        r = await http.post("/api/v1/chat/completions", content=b"{not json",
+                            headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.headers["x-request-id"]
+        r = await http.post("/api/v1/chat/completions", json={"model": "llama3.2:latest"})
+        assert r.status_code == 400 and "messages" in r.text
+
+
+async def test_client_disconnect_cancels_at_ollama(cluster: Cluster) -> None:
+    """When the client goes away mid-stream, the worker aborts its Ollama call."""
+    await cluster.reset_stats()
+    async with cluster.http() as http:
+        async with http.stream("POST", "/api/v1/chat/completions", json={
+                "model": "llama3.2:latest", "stream": True,
+                "messages": [{"role": "user", "content": "[[tokens=200]] [[delay=0.05]] go"}]}) as r:
+            assert r.status_code == 200
+            lines = r.aiter_lines()
+            got = 0
+            async for line in lines:
+                if line.startswith("data: "):
+                    got += 1
+                    if got == 3:
+                        break
+    async with asyncio.timeout(10 * WAIT):
+        while not any(c["path"] == "/api/chat" for c in await cluster.cancelled()):
+            await asyncio.sleep(0.1)
+
+
+async def test_model_list_follows_ollama(cluster: Cluster) -> None:
+    """A model added to one worker's Ollama shows up in /models within seconds, and leaves again."""
+    api = client(cluster)
+    emu = cluster.emulators[0]
+    await emu.add_model({"name": "tinyllama:latest", "family": "llama", "parameter_size": "1.1B",
+                         "quantization_level": "Q4_0", "context_length": 2048,
+                         "capabilities": ["completion"], "size": 637700138, "format": "gguf"})
+    await cluster.wait_for_models(lambda ids: "tinyllama:latest" in ids)
+    await emu.remove_model("tinyllama:latest")
+    await cluster.wait_for_models(lambda ids: "tinyllama:latest" not in ids)
+    assert "llama3.2:latest" in {m.id async for m in api.models.list()}
+
+
+async def test_cli_sees_the_live_fleet_and_usage(cluster: Cluster) -> None:
+    """`pendra status`, `workers list` and `usage` report the fleet and per-request usage rows."""
+    await client(cluster).chat.completions.create(
+        model="llama3.2:latest", messages=[{"role": "user", "content": "count [[tokens=7]]"}])
+    status = json.loads(cluster.cli("status", "--json").stdout)
+    assert {w["name"] for w in status["workers"]} == {"alpha", "beta"}
+    assert "llama3.2:latest" in status["models"]
+    workers = json.loads(cluster.cli("workers", "list", "--json").stdout)
+    assert all(w["connected"] and w["load"].endswith("/1") for w in workers)
+    async with asyncio.timeout(10 * WAIT):
+        while True:
+            usage = json.loads(cluster.cli("usage", "--json").stdout)
+            if usage["totals"]["completion_tokens"] >= 7:
+                break
+            await asyncio.sleep(0.2)
+    per_model = {row["model"]: row for row in usage["per_model"]}
+    assert per_model["llama3.2:latest"]["requests"] >= 1
+    assert {row["worker"] for row in usage["per_worker"]} <= {"alpha", "beta", None}

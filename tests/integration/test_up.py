@@ -1,0 +1,76 @@
+"""``pendra up``: the one-machine default, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+from pathlib import Path
+
+from openai import AsyncOpenAI
+
+from cluster import FAST, PENDRA, Proc
+from pendra.testing.servers import run_emulator
+from suite_env import WAIT
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_for_model(api: AsyncOpenAI, model: str) -> None:
+    async with asyncio.timeout(20 * WAIT):
+        while model not in {m.id async for m in api.models.list()}:
+            await asyncio.sleep(0.2)
+
+
+async def _start_up(home: Path, ollama: str, log: Path) -> tuple[Proc, str]:
+    env = {**os.environ, **FAST, "PENDRA_HOME": str(home), "OLLAMA_ENDPOINT": ollama}
+    proc = Proc("up", [PENDRA, "up", "--port", "0"], env, log)
+    await proc.start()
+    url = (await proc.wait_for_line(r"Pendra is running at (http://\S+)", 60)).group(1)
+    return proc, url
+
+
+async def test_first_start_prints_credentials_once_and_serves_chat(tmp_path: Path) -> None:
+    """First start prints the admin password and a working key; a restart prints neither and the
+    key, the worker enrolment and the SQLite data survive."""
+    home = tmp_path / "home"
+    async with run_emulator() as emu:
+        proc, url = await _start_up(home, emu.base_url, tmp_path / "up1.log")
+        try:
+            key = (await proc.wait_for_line(r"API key:\s+(pdr_sk_\S+)", 10)).group(1)
+            await proc.wait_for_line(r"Admin password:\s+\S+", 10)
+            async with AsyncOpenAI(base_url=url + "/api/v1", api_key=key, max_retries=0) as api:
+                await _wait_for_model(api, "llama3.2:latest")
+                reply = await api.chat.completions.create(
+                    model="llama3.2:latest", messages=[{"role": "user", "content": "hello"}])
+                assert reply.choices[0].message.content
+        finally:
+            await proc.stop()
+        assert proc.process is not None and proc.process.returncode == 0, proc.output()
+        assert (home / "pendra.db").exists()
+        assert os.stat(home / "config.yaml").st_mode & 0o777 == 0o600
+
+        again, url2 = await _start_up(home, emu.base_url, tmp_path / "up2.log")
+        try:
+            await again.wait_for_line(r"pendra keys create", 10)
+            assert "Admin password" not in again.output()
+            async with AsyncOpenAI(base_url=url2 + "/api/v1", api_key=key, max_retries=0) as api:
+                await _wait_for_model(api, "llama3.2:latest")
+        finally:
+            await again.stop()
+
+
+async def test_up_without_ollama_says_how_to_install_it(tmp_path: Path) -> None:
+    """With no Ollama reachable, `pendra up` still starts and tells the user what to do."""
+    proc, url = await _start_up(tmp_path / "home", f"http://127.0.0.1:{_closed_port()}",
+                                tmp_path / "up.log")
+    try:
+        await proc.wait_for_line(r"ollama\.com/download", 20)
+        assert re.search(r"next\s+refresh\s+tick", proc.output())  # rich may wrap the line
+    finally:
+        await proc.stop()

@@ -1,0 +1,143 @@
+"""Usage records and their summaries, with no request content anywhere."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import delete, inspect
+
+from pendra.errors import InvalidRequest
+from pendra.server.store import keys, usage
+from pendra.server.store.db import Store
+from pendra.server.store.tables import ApiKey, utcnow
+from pendra.server.store.usage import UsageRecord
+
+COLUMNS = {"id", "created_at", "request_id", "key_id", "kind", "model_requested", "model_served",
+           "worker_id", "worker_name", "status", "prompt_tokens", "completion_tokens",
+           "latency_ms", "stream", "error"}
+
+
+def _rec(n: int, **fields: object) -> UsageRecord:
+    base: dict[str, object] = {"request_id": f"req-{n}", "kind": "chat", "model_requested": "llama",
+                               "model_served": "llama3:8b", "status": 200, "latency_ms": 100}
+    return UsageRecord(**(base | fields))  # type: ignore[arg-type]
+
+
+async def test_table_has_no_content_columns(store: Store) -> None:
+    """The usage table holds counts, names, timings and status only: no prompt or completion."""
+    async with store.engine.connect() as connection:
+        columns = await connection.run_sync(
+            lambda sync: {c["name"] for c in inspect(sync).get_columns("usage")})
+    assert columns == COLUMNS
+    assert set(UsageRecord.__dataclass_fields__) == COLUMNS - {"id"}
+
+
+async def test_record_and_recent(store: Store) -> None:
+    """Records come back newest first, limited, with every field as recorded."""
+    now = utcnow()
+    async with store.session() as session:
+        key, _ = await keys.create_key(session, "k")
+        for n in range(5):
+            await usage.record_usage(session, _rec(
+                n, created_at=now - timedelta(seconds=10 - n), key_id=key.id, worker_id="wrk-1",
+                worker_name="gpu-1", prompt_tokens=n, completion_tokens=2 * n, stream=n % 2 == 1))
+        await session.commit()
+    async with store.session() as session:
+        recent = await usage.recent_usage(session, limit=3)
+    assert [r.request_id for r in recent] == ["req-4", "req-3", "req-2"]
+    top = recent[0]
+    assert (top.key_id, top.kind, top.model_requested, top.model_served) == \
+        (key.id, "chat", "llama", "llama3:8b")
+    assert (top.worker_id, top.worker_name, top.status, top.latency_ms) == \
+        ("wrk-1", "gpu-1", 200, 100)
+    assert (top.prompt_tokens, top.completion_tokens, top.stream, top.error) == (4, 8, False, None)
+    assert top.created_at == now - timedelta(seconds=6)
+
+
+async def test_record_clips_client_strings_and_refuses_unknown_kinds(store: Store) -> None:
+    """Over-long model names and errors are clipped to their columns; an unknown kind is refused."""
+    async with store.session() as session:
+        row = await usage.record_usage(session, _rec(1, model_requested="m" * 5000, status=404,
+                                                     model_served=None, error="e" * 5000))
+        await session.commit()
+        assert len(row.model_requested) == 200 and len(row.error or "") == 500
+        with pytest.raises(InvalidRequest, match="kind"):
+            await usage.record_usage(session, _rec(2, kind="video"))
+        with pytest.raises(InvalidRequest, match="limit"):
+            await usage.recent_usage(session, limit=0)
+
+
+async def test_summary_totals_and_breakdowns(store: Store) -> None:
+    """Totals count requests, errors (status >= 400), tokens and latency (nearest-rank p50, mean);
+    breakdowns per model served, per key name and per worker name, busiest first."""
+    now = utcnow()
+    async with store.session() as session:
+        alice, _ = await keys.create_key(session, "alice")
+        bob, _ = await keys.create_key(session, "bob")
+        records = [
+            _rec(1, key_id=alice.id, worker_name="gpu-1", worker_id="w1", latency_ms=10,
+                 prompt_tokens=5, completion_tokens=7),
+            _rec(2, key_id=alice.id, worker_name="gpu-1", worker_id="w1", latency_ms=30,
+                 prompt_tokens=1, completion_tokens=1),
+            _rec(3, key_id=alice.id, worker_name="gpu-2", worker_id="w2", latency_ms=20,
+                 model_served="nomic", kind="embed", prompt_tokens=4),
+            _rec(4, key_id=bob.id, worker_name="gpu-2", worker_id="w2", latency_ms=1000,
+                 status=502, error="worker died"),
+            _rec(5, key_id=None, model_served=None, status=404, latency_ms=1,
+                 model_requested="nope"),
+            # Outside the window asked for below.
+            _rec(6, key_id=bob.id, worker_name="gpu-1", latency_ms=5,
+                 created_at=now - timedelta(days=2)),
+        ]
+        for rec in records:
+            await usage.record_usage(session, rec)
+        await session.commit()
+
+    async with store.session() as session:
+        summary = await usage.usage_summary(session, now - timedelta(days=1))
+        everything = await usage.usage_summary(session, None)
+
+    assert summary["since"] == (now - timedelta(days=1)).isoformat()
+    assert summary["totals"] == {"requests": 5, "errors": 2, "prompt_tokens": 10,
+                                 "completion_tokens": 8, "latency_p50_ms": 20,
+                                 "latency_avg_ms": 212.2}
+    by_model = {row["model"]: row for row in summary["per_model"]}
+    assert [row["model"] for row in summary["per_model"]][0] == "llama3:8b"
+    assert by_model["llama3:8b"] == {"model": "llama3:8b", "requests": 3, "errors": 1,
+                                         "prompt_tokens": 6, "completion_tokens": 8,
+                                         "latency_avg_ms": 346.7}
+    assert by_model["nomic"]["requests"] == 1 and by_model[None]["errors"] == 1
+    by_key = {row["key"]: row for row in summary["per_key"]}
+    assert summary["per_key"][0]["key"] == "alice"
+    assert (by_key["alice"]["key_id"], by_key["alice"]["requests"]) == (alice.id, 3)
+    assert (by_key["bob"]["requests"], by_key["bob"]["errors"]) == (1, 1)
+    assert by_key[None]["key_id"] is None and by_key[None]["requests"] == 1
+    by_worker = {row["worker"]: row["requests"] for row in summary["per_worker"]}
+    assert by_worker == {"gpu-1": 2, "gpu-2": 2, None: 1}
+    assert everything["since"] is None
+    assert everything["totals"]["requests"] == 6
+    assert {r["worker"]: r["requests"] for r in everything["per_worker"]}["gpu-1"] == 3
+
+
+async def test_summary_of_nothing(store: Store) -> None:
+    """With no records the totals are zeros, latencies are None and breakdowns are empty."""
+    async with store.session() as session:
+        summary = await usage.usage_summary(session, None)
+    assert summary["totals"] == {"requests": 0, "errors": 0, "prompt_tokens": 0,
+                                 "completion_tokens": 0, "latency_p50_ms": None,
+                                 "latency_avg_ms": None}
+    assert summary["per_model"] == summary["per_key"] == summary["per_worker"] == []
+
+
+async def test_deleting_a_key_keeps_its_usage(store: Store) -> None:
+    """Usage rows outlive their key: the foreign key nulls ``key_id`` (enforced on SQLite too)."""
+    async with store.session() as session:
+        key, _ = await keys.create_key(session, "temp")
+        await usage.record_usage(session, _rec(1, key_id=key.id))
+        await session.commit()
+        await session.execute(delete(ApiKey).where(ApiKey.id == key.id))
+        await session.commit()
+    async with store.session() as session:
+        [row] = await usage.recent_usage(session)
+        assert row.key_id is None
