@@ -1,0 +1,52 @@
+"""The web console: server-rendered pages for the admin, live parts over server-sent events.
+
+``install_console(app)`` adds everything to an app made by ``create_app``: the pages
+(``views``), the forms behind them (``actions``), the event streams (``events``), the static
+files under ``/console/static`` and two exception handlers (a page without a session redirects to
+sign-in; a form without its CSRF token gets a 403 page). It reads ``app.state.store``, ``hub``,
+``installs`` and ``settings`` at request time, so it may be called before the lifespan has run.
+
+Pages live at the root (``/models``, ``/workers``, ``/api-keys``, ``/usage``, ``/account``,
+``/sign-in``); the public API keeps ``/api/v1`` and ``/v1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from pendra.server.console import actions, events, views
+from pendra.server.console.auth import CsrfRefused, SignInRequired
+from pendra.server.console.rendering import render
+
+STATIC_DIR = Path(__file__).with_name("static")
+STATIC_PREFIX = "/console/static"
+
+
+async def _sign_in_redirect(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    target = "/sign-in" if exc.next_url in ("", "/") else f"/sign-in?next={quote(exc.next_url)}"
+    return RedirectResponse(target, status_code=303)
+
+
+async def _csrf_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CsrfRefused)
+    return render(request, "error.html", {"title": "Request refused", "status": 403,
+                                          "message": exc.message}, status=403)
+
+
+def install_console(app: FastAPI) -> None:
+    """Add the console's routes, static files and its two exception handlers to ``app``."""
+    app.include_router(views.router)
+    app.include_router(actions.router)
+    app.include_router(events.router)
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="console-static")
+    app.add_exception_handler(SignInRequired, _sign_in_redirect)
+    app.add_exception_handler(CsrfRefused, _csrf_refused)
+
+
+__all__ = ["install_console"]

@@ -1,0 +1,250 @@
+"""The console's pages: one view per page gathers a plain dict, then renders it last.
+
+Rules: each ``*_page`` function reads the store, the hub, the installs service and the catalogue,
+and returns only plain values (dicts, lists, strings, numbers, datetimes) for its template; the
+route around it does nothing but call it and ``render``. Nothing here changes state; the forms on
+these pages post to ``actions``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from pendra.catalogue.loader import tag_key
+from pendra.server.console import usage_charts
+from pendra.server.console.auth import Session, current_session, require_session
+from pendra.server.console.rendering import render, size
+from pendra.server.store import keys as key_store
+from pendra.server.store import usage as usage_store
+from pendra.server.store import workers as worker_store
+
+router = APIRouter(include_in_schema=False)
+ConsoleSession = Annotated[Session, Depends(require_session)]
+
+# The installs panel shows every running install and at most this many finished ones.
+RECENT_INSTALLS = 6
+RECENT_REQUESTS = 50
+
+
+# --- shared reads ---------------------------------------------------------------------------------
+
+
+def catalogue_of(request: Request) -> Any:
+    """The catalogue the installs service resolves against (loaded once per app)."""
+    catalogue = getattr(request.app.state, "catalogue", None)
+    if catalogue is None:
+        from pendra.catalogue.loader import load_catalogue
+
+        catalogue = request.app.state.catalogue = load_catalogue()
+    return catalogue
+
+
+def has_ollama(worker: Any) -> bool:
+    return any(b.get("kind") == "ollama" and b.get("verified") for b in worker.backends)
+
+
+def model_row(info: Any) -> dict[str, Any]:
+    return {"id": info.id, "backend": info.backend, "context_length": info.context_length,
+            "capabilities": list(info.capabilities), "parameter_size": info.parameter_size,
+            "quantization_level": info.quantization_level, "family": info.family,
+            "format": info.format, "size": info.size}
+
+
+def install_view(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """An install snapshot plus what the progress bar shows; SSE sends the same shape."""
+    state = snapshot["state"]
+    percent = snapshot.get("percent")
+    done_bytes, total = snapshot.get("completed") or 0, snapshot.get("total") or 0
+    if state == "succeeded":
+        label = "Installed"
+    elif state == "failed":
+        label = snapshot.get("error") or "Failed"
+    elif state == "cancelled":
+        label = "Cancelled"
+    elif total:
+        label = f"{snapshot.get('status_text') or 'pulling'} · {size(done_bytes)} of {size(total)}"
+    else:
+        label = (snapshot.get("status_text") or state).capitalize()
+    return snapshot | {
+        "active": state in ("queued", "running"),
+        "bar": 100.0 if state == "succeeded" else float(percent or 0),
+        "percent_text": "100%" if state == "succeeded" else (
+            f"{percent:.0f}%" if percent is not None else ""),
+        "label": label,
+    }
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+
+def sign_in_page(next_url: str, error: str | None = None) -> dict[str, Any]:
+    return {"title": "Sign in", "next": safe_next(next_url), "error": error}
+
+
+def safe_next(url: str | None) -> str:
+    """Only same-site paths: never an open redirect to another host."""
+    if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
+        return "/models"
+    return url
+
+
+async def models_page(request: Request, query: str, capability: str) -> dict[str, Any]:
+    catalogue = catalogue_of(request)
+    connected = request.app.state.hub.connected()
+    where: dict[str, list[str]] = {}
+    for worker in connected:
+        for model_id in worker.models:
+            where.setdefault(tag_key(model_id), []).append(worker.name)
+    needle = query.strip().lower()
+    entries, capabilities = [], set()
+    for entry in catalogue.entries:
+        capabilities.add(entry.capability)
+        haystack = " ".join([entry.id, entry.name, entry.description, entry.capability,
+                             *entry.features, *entry.aliases]).lower()
+        if (needle and needle not in haystack) or (capability and entry.capability != capability):
+            continue
+        variants = [{"id": v.id, "tag": v.ollama, "quantization": v.quantization,
+                     "size_bytes": v.size_bytes,
+                     "installed_on": sorted(where.get(tag_key(v.ollama), [])) if v.ollama else []}
+                    for v in entry.variants]
+        variant_tags = {tag_key(v.ollama) for v in entry.variants if v.ollama}
+        # Aliases (e.g. "llama3.2:latest" for "llama3.2:3b") are the same model under another name.
+        also = sorted({(name, model_id) for model_id, names in where.items()
+                       if model_id in entry.names() and model_id not in variant_tags
+                       for name in names})
+        entries.append({
+            "id": entry.id, "name": entry.name, "backend": entry.backend,
+            "capability": entry.capability, "features": list(entry.features),
+            "parameter_size": entry.parameter_size, "context_length": entry.context_length,
+            "licence": entry.licence, "description": entry.description, "variants": variants,
+            "installable": entry.installable_into_ollama,
+            "also_installed": [{"worker": name, "tag": model_id} for name, model_id in also],
+        })
+    snapshots = [s.to_dict() for s in await request.app.state.installs.list()]
+    active = [s for s in snapshots if s["state"] in ("queued", "running")]
+    finished = [s for s in snapshots if s["state"] not in ("queued", "running")]
+    filters = urlencode({k: v for k, v in (("q", query), ("capability", capability)) if v})
+    return {
+        "title": "Models", "page": "models", "live": True,
+        "query": query, "capability": capability, "capabilities": sorted(capabilities),
+        "return_to": "/models" + (f"?{filters}" if filters else ""),
+        "entries": entries, "catalogue_size": len(catalogue.entries),
+        "targets": [{"id": w.id, "name": w.name} for w in connected if has_ollama(w)],
+        "installs": [install_view(s) for s in active + finished[:RECENT_INSTALLS]],
+        "fleet": [{"id": w.id, "name": w.name, "removable": has_ollama(w),
+                   "models": [model_row(m) for _, m in sorted(w.models.items())]}
+                  for w in sorted(connected, key=lambda w: w.name)],
+    }
+
+
+async def workers_page(request: Request, new_worker: dict[str, Any] | None = None,
+                       error: str | None = None) -> dict[str, Any]:
+    async with request.app.state.store.session() as db:
+        enrolled = await worker_store.list_workers(db)
+    live = {w.id: w for w in request.app.state.hub.connected()}
+    rows = []
+    for row in enrolled:
+        view = live.get(row.id)
+        rows.append({
+            "id": row.id, "name": row.name, "created_at": row.created_at,
+            "connected": view is not None,
+            "connected_at": view.connected_at if view else None,
+            "last_seen": view.last_seen if view else row.last_seen_at,
+            "in_flight": view.in_flight if view else 0,
+            "max_concurrent": view.max_concurrent if view else None,
+            "backends": [dict(b) for b in view.backends] if view else [],
+            "models": [model_row(m) for _, m in sorted(view.models.items())] if view else [],
+        })
+    rows.sort(key=lambda r: (not r["connected"], r["name"].lower()))
+    return {"title": "Workers", "page": "workers", "live": new_worker is None,
+            "workers": rows, "connected": sum(r["connected"] for r in rows),
+            "new_worker": new_worker, "error": error}
+
+
+async def keys_page(request: Request, new_key: dict[str, Any] | None = None,
+                    error: str | None = None) -> dict[str, Any]:
+    async with request.app.state.store.session() as db:
+        rows = await key_store.list_keys(db)
+    keys = [{"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at,
+             "last_used_at": k.last_used_at, "revoked_at": k.revoked_at,
+             "active": k.revoked_at is None} for k in rows]
+    return {"title": "API keys", "page": "api-keys", "keys": keys,
+            "api_base": str(request.base_url).rstrip("/") + "/api/v1",
+            "active": sum(k["active"] for k in keys), "new_key": new_key, "error": error}
+
+
+async def usage_page(request: Request, period: str) -> dict[str, Any]:
+    window = usage_charts.window(period, datetime.now(UTC))
+    async with request.app.state.store.session() as db:
+        summary = await usage_store.usage_summary(db, window.since)
+        series = await usage_charts.series(db, window)
+        kinds = await usage_charts.per_kind(db, window.since)
+        recent = await usage_store.recent_usage(db, RECENT_REQUESTS)
+    return {
+        "title": "Usage", "page": "usage", "period": window.period,
+        "periods": list(usage_charts.PERIODS), "since": window.since,
+        "totals": summary["totals"], "per_model": summary["per_model"],
+        "per_key": summary["per_key"], "per_worker": summary["per_worker"], "per_kind": kinds,
+        "charts": usage_charts.charts(series, window),
+        "recent": [{"created_at": r.created_at, "kind": r.kind,
+                    "model_requested": r.model_requested, "model_served": r.model_served,
+                    "worker_name": r.worker_name, "status": r.status,
+                    "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                    "latency_ms": r.latency_ms, "stream": r.stream}
+                   for r in recent if r.created_at >= window.since],
+    }
+
+
+def account_page(error: str | None = None) -> dict[str, Any]:
+    return {"title": "Account", "page": "account", "error": error}
+
+
+# --- routes ---------------------------------------------------------------------------------------
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    session = await current_session(request)
+    return RedirectResponse("/models" if session else "/sign-in", status_code=303)
+
+
+@router.get("/sign-in", response_class=HTMLResponse)
+async def sign_in(request: Request, next: str = "/models") -> Response:
+    if await current_session(request) is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return render(request, "sign_in.html", sign_in_page(next))
+
+
+@router.get("/models", response_class=HTMLResponse)
+async def models(request: Request, session: ConsoleSession, q: str = "",
+                 capability: str = "") -> Response:
+    return render(request, "models.html", await models_page(request, q, capability),
+                  session=session)
+
+
+@router.get("/workers", response_class=HTMLResponse)
+async def workers(request: Request, session: ConsoleSession) -> Response:
+    return render(request, "workers.html", await workers_page(request), session=session)
+
+
+@router.get("/api-keys", response_class=HTMLResponse)
+async def api_keys(request: Request, session: ConsoleSession) -> Response:
+    return render(request, "api_keys.html", await keys_page(request), session=session)
+
+
+@router.get("/usage", response_class=HTMLResponse)
+async def usage(request: Request, session: ConsoleSession,
+                period: Annotated[str, Query(max_length=8)] = usage_charts.DEFAULT_PERIOD
+                ) -> Response:
+    return render(request, "usage.html", await usage_page(request, period), session=session)
+
+
+@router.get("/account", response_class=HTMLResponse)
+async def account(request: Request, session: ConsoleSession) -> Response:
+    return render(request, "account.html", account_page(), session=session)
+

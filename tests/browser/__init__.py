@@ -1,0 +1,1 @@
+"""Browser tests of the console: Debian's Chromium, driven by Playwright, against a real `pendra up`."""
