@@ -48,7 +48,11 @@ class RunningServer:
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Say IPPROTO_TCP explicitly: asyncio turns TCP_NODELAY on for accepted connections only when
+    # the socket's protocol reads as TCP, and a socket made with proto 0 does not. Without it every
+    # small write that follows another (a response body after its headers, an SSE event, a request
+    # frame on a worker's WebSocket) waits for the peer's delayed ACK: ~40 ms each (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -62,8 +66,12 @@ async def serving(app: FastAPI, host: str, port: int, *,
     """Serve ``app`` on host:port until the block exits; startup errors propagate."""
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
+    # No permessage-deflate on /ws/gpu: a streamed answer is one small frame per token, and
+    # compressing each one cost the worker a sixth of its time per frame sent (and the control
+    # plane the matching inflate) to save a few hundred bytes; see docs/performance.md.
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False,
-                            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S), ws_max_size=64 * 1024 * 1024)
+                            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S), ws_max_size=64 * 1024 * 1024,
+                            ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     # The CLI installs its own signal handling (one stop event for the whole process).
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

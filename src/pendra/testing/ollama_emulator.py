@@ -717,7 +717,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(version=args.version, token_delay_s=args.token_delay,
                         show_delay_s=args.show_delay)
     app = build_app(Emulator(settings, load_models(args.models)))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns on TCP_NODELAY only for sockets that say they are TCP, and
+    # Ollama (Go's net/http) always has it on; without it every small response waits ~40 ms for a
+    # delayed ACK (Nagle), which is not how the real server behaves.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

@@ -1,0 +1,6 @@
+"""Pendra's benchmarks (not tests): ``bash scripts/bench.sh`` or ``python -m bench --help``.
+
+One module per figure (latency, throughput, streaming, discovery, fleet, footprint), over real
+processes and sockets on 127.0.0.1; ``profile`` records where the control plane spends its time.
+Results and the machine they ran on go to ``docs/performance.md``.
+"""
