@@ -139,6 +139,13 @@ class NoCapacity(PendraError):
         self.retry_after_s = retry_after_s
 
 
+class ModelUnavailable(NoCapacity):
+    """Every connected worker that served the model has lost the backend serving it (e.g. its
+    Ollama is restarting): a passing outage, so 503 with Retry-After rather than 404."""
+
+    kind = "service_unavailable_error"
+
+
 class WorkerFailed(PendraError):
     """The worker that took the request failed; names it so the client can report it."""
 

@@ -234,6 +234,28 @@ class Cluster:
     async def kill_worker(self, name: str) -> None:
         await self.workers[name].proc.kill()
 
+    def signal_worker(self, name: str, signum: int) -> None:
+        """Send ``signum`` to a worker's process (SIGSTOP freezes it with its socket open)."""
+        process = self.workers[name].proc.process
+        assert process is not None and process.returncode is None
+        process.send_signal(signum)
+
+    async def restart_server(self) -> None:
+        """Stop the control plane (SIGTERM) and start it again: same port, home and database."""
+        await self.server.stop()
+        args = self.server.args
+        args[args.index("--port") + 1] = self.base_url.rsplit(":", 1)[1]
+        for attempt in range(50):
+            await self.server.start()
+            try:
+                await self.server.wait_for_line(r"listening on (http://\S+)", 60)
+                return
+            except RuntimeError:  # exited: the old socket may still hold the port for a moment
+                await self.server.wait(10)
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+
     async def run_impostor_worker(self) -> tuple[int, str]:
         """A worker with a valid id but a key the control plane never enrolled."""
         from pendra.protocol.signing import generate_keypair

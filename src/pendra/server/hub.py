@@ -20,6 +20,8 @@ Rules:
   request is cancelled on the worker and its handle ends with ``WorkerGone``. Frames waiting for a
   worker's socket are at most ``OUTBOX_FRAMES``; liveness frames are dropped rather than queued
   past that, and ``open_request`` then says ``NoCapacity``.
+- A worker's models whose backend stops answering leave ``models`` (the worker's inventory says
+  so) but are remembered in ``stranded`` until that backend answers again or the worker goes.
 - ``version`` bumps on every connect, disconnect and inventory change; ``wait_changed`` waiters wake
   then, ``wait_for_capacity`` waiters also whenever a slot frees.
 """
@@ -77,6 +79,9 @@ class WorkerView:
     in_flight: int = 0
     backends: list[dict[str, object]] = field(default_factory=list)  # BackendStatus dicts
     models: dict[str, ModelInfo] = field(default_factory=dict)  # by model id
+    # Models it served until their backend stopped answering (model id -> backend kind); kept
+    # while that backend stays down, so a request for them is told "unavailable", not "not found".
+    stranded: dict[str, str] = field(default_factory=dict)
     software_version: str = ""
 
     @property
@@ -301,6 +306,11 @@ class WorkerLink:
         self.view.last_seen = datetime.now(UTC)
 
     def inventory(self, event: InventoryUpdated) -> None:
+        down = {str(b.get("kind")) for b in event.backends if not b.get("verified")}
+        stranded = {m: kind for m, kind in self.view.stranded.items() if kind in down}
+        stranded.update({m: info.backend for m, info in self.view.models.items()
+                         if info.backend in down and m not in event.models})
+        self.view.stranded = stranded
         self.view.backends = list(event.backends)
         self.view.models = dict(event.models)
         self.view.max_concurrent = event.max_concurrent

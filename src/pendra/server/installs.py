@@ -271,14 +271,17 @@ class Installs:
             self._live.pop(snap.id, None)
 
     async def _update(self, live: _Live, *, persist: bool = True, **changes: Any) -> None:
+        # One clock reading for what watchers see and what is stored: the record read back later
+        # (after a restart, say) must say what the live snapshot said.
+        finished_at = datetime.now(UTC)
         if changes.get("state") in TERMINAL:
-            changes["finished_at"] = _iso(datetime.now(UTC))
+            changes["finished_at"] = _iso(finished_at)
         snapshot = replace(live.snapshot, **changes)
         await live.publish(snapshot)
         if persist or snapshot.done:
             fields = {k: v for k, v in changes.items() if k != "finished_at"}
             if snapshot.done:
-                fields["finished_at"] = datetime.now(UTC)
+                fields["finished_at"] = finished_at
             async with self._store.session() as session:
                 await install_rows.update_install(session, snapshot.id, **fields)
                 await session.commit()

@@ -3,7 +3,9 @@
 Rules:
 - A model name resolves to what the fleet serves: the exact id, else ``<name>:latest`` for a bare
   name. A model nobody serves is 404, saying whether it is in the catalogue (by catalogue id,
-  alias or any variant's Ollama tag) but installed on no connected worker.
+  alias or any variant's Ollama tag) but installed on no connected worker. A model whose workers
+  are connected but lost the backend serving it (Ollama restarting) is 503 ``ModelUnavailable``
+  with ``Retry-After`` instead: the outage passes, and clients retry a 503.
 - ``pick``: among connected workers serving the model with a free slot, the least loaded
   (in_flight / max_concurrent, then fewer in flight, then at random). When all are busy the request
   waits for a slot, at most ``queue_timeout_s`` and with at most ``MAX_WAITERS`` requests waiting
@@ -25,7 +27,8 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
 from pendra.catalogue.loader import Catalogue
-from pendra.errors import BackendRejected, NoCapacity, NotFound, UpstreamTimeout, WorkerFailed
+from pendra.errors import (BackendRejected, ModelUnavailable, NoCapacity, NotFound, UpstreamTimeout,
+                           WorkerFailed)
 from pendra.protocol.frames import Chunk, End, Error, Frame
 from pendra.server.hub import Hub, RequestHandle, WorkerGone, WorkerView
 
@@ -100,9 +103,17 @@ class Router:
     def resolve(self, model: str) -> str:
         """The served model id for what the client typed; NotFound when nobody serves it."""
         served = self.hub.models()
-        for candidate in (model, f"{model}:latest"):
+        candidates = (model, f"{model}:latest")
+        for candidate in candidates:
             if candidate in served:
                 return candidate
+        for worker in self.hub.connected():
+            for candidate in candidates:
+                if candidate in worker.stranded:
+                    raise ModelUnavailable(
+                        f"Model '{candidate}' is unavailable for now: the "
+                        f"{worker.stranded[candidate]} backend of {describe(worker)} that serves it "
+                        "is not answering", retry_after_s=RETRY_AFTER_S)
         raise self.not_found(model)
 
     def not_found(self, model: str) -> NotFound:

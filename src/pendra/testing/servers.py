@@ -118,6 +118,8 @@ class EmulatorProcess:
         args = list(self._args)
         if self.port:
             args[args.index("--port") + 1] = str(self.port)
+            await self.child.kill()  # a restart: the old process and its log go
+            self.child.log.unlink(missing_ok=True)
         self.child = ChildProcess(args)
         for attempt in range(50):
             try:
