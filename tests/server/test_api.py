@@ -230,17 +230,16 @@ async def test_failure_before_first_byte_is_retried_on_another_worker(api: Api,
     """When the first worker fails before answering, the request is retried once elsewhere and
     the client only sees the second worker's answer."""
     broken = FakeWorker("broken", script=failure)  # type: ignore[arg-type]
-    async with fleet(api, broken, FakeWorker("healthy")) as (_, healthy):
-        # Load the healthy worker's only slot's ratio... no: make the broken one the first pick.
-        api.app.state.hub.get(healthy.worker_id).in_flight = 0
-        for _ in range(4):  # least-loaded ties break at random: repeat until broken was picked
-            raw = await sdk(api).chat.completions.with_raw_response.create(
-                model="llama3.2", messages=HELLO)
-            assert raw.headers["x-worker-name"] == "healthy"
-            if broken.requests:
-                break
-            # A worker that dropped is gone; one that answered 503 stays and may be picked again.
-        assert broken.requests, "the broken worker was never picked"
+    healthy = FakeWorker("healthy", max_concurrent=2)
+    async with fleet(api, broken, healthy):
+        # Make "broken" the least loaded (0/1 against 1/2), so it is deterministically the first
+        # pick; the retry then takes healthy's free slot.
+        api.app.state.hub.get(healthy.worker_id).in_flight = 1
+        raw = await sdk(api).chat.completions.with_raw_response.create(model="llama3.2",
+                                                                       messages=HELLO)
+        assert raw.headers["x-worker-name"] == "healthy"
+        assert raw.parse().choices[0].message.content == "hello from healthy"
+        assert len(broken.requests) == 1 and len(healthy.requests) == 1
 
 
 async def test_second_failure_is_502_naming_the_worker(api: Api) -> None:
