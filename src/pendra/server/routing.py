@@ -102,10 +102,9 @@ class Router:
 
     def resolve(self, model: str) -> str:
         """The served model id for what the client typed; NotFound when nobody serves it."""
-        served = self.hub.models()
         candidates = (model, f"{model}:latest")
         for candidate in candidates:
-            if candidate in served:
+            if self.hub.serving(candidate):
                 return candidate
         for worker in self.hub.connected():
             for candidate in candidates:

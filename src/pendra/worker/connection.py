@@ -149,11 +149,7 @@ class Connection:
 
         async def read() -> tuple[int | None, str]:
             while True:
-                try:
-                    raw = await ws.recv()
-                except ConnectionClosed as exc:
-                    rcvd = exc.rcvd
-                    return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else "connection lost")
+                raw = await ws.recv()
                 if (ended := await act(session.receive_raw(raw, time.monotonic()))) is not None:
                     return ended
 
@@ -162,7 +158,7 @@ class Connection:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             return next(iter(done)).result()
-        except ConnectionClosed as exc:  # a send failed: the socket is gone
+        except ConnectionClosed as exc:  # the peer closed, or a send found the socket gone
             rcvd = exc.rcvd
             return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else "connection lost")
         finally:
