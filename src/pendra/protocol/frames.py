@@ -132,6 +132,8 @@ class Error(Frame):
     status: int
     message: str
     kind: str = "backend_error"
+    # For a passing outage (the backend is down or restarting): when the client may try again.
+    retry_after_s: float | None = None
 
 
 # --- model operations -------------------------------------------------------------------------------
