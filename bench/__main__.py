@@ -16,14 +16,15 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import discovery, fleet, footprint, latency, streaming, throughput
+from bench import discovery, fleet, footprint, latency, strangers, streaming, throughput
 from bench.deploy import temp_root
 from bench.measure import Result, fmt, machine
 from bench.setup import shared_setup
 
 SHARED = {"latency": latency.run, "throughput": throughput.run, "streaming": streaming.run}
 ALONE: dict[str, Callable[[Path, bool], Awaitable[list[Result]]]] = {
-    "discovery": discovery.run, "fleet": fleet.run, "footprint": footprint.run}
+    "discovery": discovery.run, "fleet": fleet.run, "footprint": footprint.run,
+    "strangers": strangers.run}
 ALL = (*SHARED, *ALONE)
 OUT_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "bench"
 

@@ -38,7 +38,7 @@ async def routing_times(fleet: list[SimWorker], picks: int) -> list[float]:
     for worker in fleet:
         link = hub.attach(Hello(protocol_version=PROTOCOL_VERSION, worker_id=worker.worker_id,
                                 name=worker.name, nonce="n", signature="s",
-                                max_concurrent=worker.max_concurrent))
+                                max_concurrent=worker.max_concurrent), worker.name)
         link.inventory(InventoryUpdated(list(worker.inventory().backends),
                                         {m.id: m for m in worker.models}, worker.max_concurrent))
     router = Router(hub, load_catalogue(), queue_timeout_s=1)

@@ -10,10 +10,14 @@ import pytest
 from pendra.errors import ProtocolError
 from pendra.protocol import signing
 from pendra.protocol.close import CLOSE_TABLE, CloseReason, retryable
-from pendra.protocol.frames import (FRAME_TYPES, Challenge, End, Frame, Hello, Inventory, Ping,
-                                    Pong, Request, Welcome, dump_frame, parse_frame)
-from pendra.protocol.session import (Authenticated, Close, InventoryUpdated, KeyNeeded, Output,
-                                     Ready, Received, ServerSession, WorkerSession)
+from pendra.protocol.frames import (FRAME_TYPES, HANDSHAKE_FRAME_BYTES, MAX_TOKEN_COUNT,
+                                    Challenge, End, Error, Frame, Hello, Inventory, Ping, Pong,
+                                    Progress, Request, Welcome, dump_frame, parse_frame)
+from pendra.protocol.inventory import MAX_MODELS, BackendStatus, ModelInfo
+from pendra.protocol.peer_text import PEER_TEXT_CHARS, peer_text
+from pendra.protocol.session import (HANDSHAKE_TIMEOUT_S, Authenticated, Close, InventoryUpdated,
+                                     KeyNeeded, Output, Ready, Received, ServerSession,
+                                     WorkerSession)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,8 +123,8 @@ def test_out_of_order_and_timeouts() -> None:
     server, _ = pair(private)
     assert closed(server.receive_raw("{not json", 0)).reason is CloseReason.PROTOCOL_ERROR
     server, _ = pair(private)
-    assert server.next_tick_at() == 10.0
-    assert closed(server.tick(11)).reason is CloseReason.HANDSHAKE_TIMEOUT
+    assert server.next_tick_at() == HANDSHAKE_TIMEOUT_S
+    assert closed(server.tick(HANDSHAKE_TIMEOUT_S + 1)).reason is CloseReason.HANDSHAKE_TIMEOUT
     server, worker = pair(private)
     handshake(server, worker, public)
     wrong_way = Request(id="req_1", kind="chat", model="m", body={})
@@ -156,6 +160,96 @@ def test_frames_are_strict() -> None:
         with pytest.raises(ProtocolError):
             parse_frame(raw)
     assert isinstance(parse_frame(dump_frame(Challenge(protocol_version=1, nonce="n"))), Challenge)
+
+
+def _inventory(backends: list[object], models: list[object]) -> str:
+    import json
+    return json.dumps({"type": "inventory", "backends": backends, "models": models,
+                       "max_concurrent": 1})
+
+
+GOOD_BACKEND = {"kind": "ollama", "endpoint": "http://localhost:11434", "verified": True}
+GOOD_MODEL = {"id": "llama3.2:latest", "backend": "ollama", "context_length": 8192,
+              "capabilities": ["completion"]}
+
+
+@pytest.mark.parametrize("backends, models", [
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "modified_at": 123}]),
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "capabilities": [{}]}]),
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "context_length": "abc"}]),
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "context_length": -1}]),
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "id": ""}]),
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "id": "m" * 300}]),
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "surprise": 1}]),
+    ([{}], [GOOD_MODEL]),
+    ([{**GOOD_BACKEND, "verified": "yes"}], [GOOD_MODEL]),
+    ([GOOD_BACKEND], [{**GOOD_MODEL, "id": f"m{i}"} for i in range(MAX_MODELS + 1)]),
+])
+def test_inventory_is_typed_and_bounded(backends: list[object], models: list[object]) -> None:
+    """An inventory whose fields have the wrong type, are out of range or too many is refused as
+    a whole with PROTOCOL_ERROR; a good one arrives as typed values."""
+    private, public = signing.generate_keypair()
+    server, worker = pair(private)
+    handshake(server, worker, public)
+    [event] = server.receive_raw(_inventory([GOOD_BACKEND], [GOOD_MODEL]), 1)
+    assert isinstance(event, InventoryUpdated)
+    assert event.backends == [BackendStatus("ollama", "http://localhost:11434", True)]
+    assert event.models["llama3.2:latest"].types == ("chat",)
+    verdict = closed(server.receive_raw(_inventory(backends, models), 2))
+    assert verdict.reason is CloseReason.PROTOCOL_ERROR and "inventory" in verdict.detail
+    assert len(verdict.detail) < 400
+
+
+def test_informational_text_is_clipped_and_counts_clamped() -> None:
+    """Free text a worker sends is clipped rather than refused; token and byte counts are clamped
+    into range, so one absurd number never reaches the usage table."""
+    end = parse_frame('{"type": "end", "id": "r", "usage": {"prompt_tokens": 1' + "0" * 30
+                      + ', "completion_tokens": -5}}')
+    assert isinstance(end, End)
+    assert end.usage == {"prompt_tokens": MAX_TOKEN_COUNT, "completion_tokens": 0}
+    error = parse_frame(dump_frame(Error(id="r", status=500, message="x" * 100_000)))
+    assert isinstance(error, Error) and len(error.message) == 4096
+    status = BackendStatus("ollama", "http://h", False, reason="why " * 10_000, version="v" * 999)
+    assert len(status.reason) == 4096 and len(status.version) == 128
+    for raw in ('{"type": "end", "id": "r", "usage": {"prompt_tokens": "7"}}',
+                '{"type": "end", "id": "r", "usage": {"tokens": 7}}',
+                '{"type": "error", "id": "r", "status": 200, "message": "m"}',
+                '{"type": "progress", "op_id": "o", "status": "s", "completed": "1"}'):
+        with pytest.raises(ProtocolError):
+            parse_frame(raw)
+    progress = parse_frame('{"type": "progress", "op_id": "o", "status": "s", "completed": 5, '
+                           '"total": -1}')
+    assert isinstance(progress, Progress) and (progress.completed, progress.total) == (5, 0)
+
+
+def test_strangers_frames_are_small_and_their_text_is_cut() -> None:
+    """Before authentication a frame is at most HANDSHAKE_FRAME_BYTES; a refusal never repeats
+    more than a bounded part of what the peer sent, whatever its size."""
+    private, public = signing.generate_keypair()
+    server, worker = pair(private)
+    [hello] = worker.receive(server.challenge(), 0)
+    big = dump_frame(hello)[:-1] + ', "pad": "' + "x" * HANDSHAKE_FRAME_BYTES + '"}'
+    verdict = closed(server.receive_raw(big, 0))
+    assert verdict.reason is CloseReason.PROTOCOL_ERROR and "over the limit" in verdict.detail
+    server, _ = pair(private)
+    huge_id = '{"type": "hello", "protocol_version": 1, "worker_id": "' + "w" * 3000 + '"}'
+    verdict = closed(server.receive_raw(huge_id, 0))
+    assert verdict.reason is CloseReason.PROTOCOL_ERROR and len(verdict.detail) < 400
+    server, _ = pair(private)
+    verdict = closed(server.receive_raw('{"type": "' + "t" * 3000 + '"}', 0))
+    assert "t" * 100 not in verdict.detail
+    assert peer_text("a\nb") == "'a\\nb'"
+    assert len(peer_text("z" * 10**6)) < PEER_TEXT_CHARS + 40
+
+
+def test_the_worker_keeps_models_that_fit_the_protocol() -> None:
+    """ModelInfo checks its bounds where the worker makes it, so a worker never sends an
+    inventory the control plane would refuse."""
+    with pytest.raises(ValueError):
+        ModelInfo(id="m" * 300, backend="ollama")
+    with pytest.raises(ValueError):
+        ModelInfo(id="m", backend="ollama", context_length=0)
+    assert ModelInfo("m", "ollama", capabilities=("completion", "tools")).types == ("chat",)
 
 
 def test_every_frame_and_close_code_is_documented() -> None:

@@ -192,6 +192,8 @@ class FakeWorker:
     script: Script = answer
     worker_id: str = ""
     private_key: str = ""
+    # The name its hello claims (default: the enrolled one); the control plane shows the enrolled.
+    hello_name: str = ""
     requests: list[Request] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     _ws: ClientConnection | None = None
@@ -214,8 +216,8 @@ class FakeWorker:
         signature = signing.sign(self.private_key,
                                  signing.handshake_message(challenge.nonce, self.worker_id))
         await self.send(Hello(protocol_version=PROTOCOL_VERSION, worker_id=self.worker_id,
-                              name=self.name, nonce=challenge.nonce, signature=signature,
-                              max_concurrent=self.max_concurrent))
+                              name=self.hello_name or self.name, nonce=challenge.nonce,
+                              signature=signature, max_concurrent=self.max_concurrent))
         welcome = parse_frame(await self._ws.recv())
         assert welcome.type == "welcome", welcome
         await self.send(Inventory(backends=[{"kind": "ollama", "endpoint": "http://fake",
@@ -229,8 +231,12 @@ class FakeWorker:
                 await asyncio.sleep(0.01)
 
     async def send(self, frame: Frame) -> None:
+        await self.send_raw(dump_frame(frame))
+
+    async def send_raw(self, text: str) -> None:
+        """Send a message as it is: what a misbehaving worker could put on the wire."""
         assert self._ws is not None
-        await self._ws.send(dump_frame(frame))
+        await self._ws.send(text)
 
     async def disconnect(self) -> None:
         if self._ws is not None:

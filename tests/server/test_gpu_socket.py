@@ -3,6 +3,8 @@
 The session's rules are unit-tested in tests/protocol; these check that the endpoint enforces them
 on the wire: a replayed hello, a key that is not the enrolled one, garbage and a silent peer are each
 closed with their own code, and a second connection of the same worker supersedes the first.
+Strangers get a small budget: a frame of a few KiB before authentication, and a bounded number of
+unauthenticated sockets per address.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api_fixtures import TIMEOUT_S, Api, FakeWorker, fleet, running_api
 from pendra.protocol import signing
 from pendra.protocol.close import CloseReason
-from pendra.protocol.frames import (PROTOCOL_VERSION, Challenge, Hello, Ping, Pong, dump_frame,
-                                    parse_frame)
+from pendra.protocol.frames import (HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, Challenge, Hello,
+                                    Ping, Pong, dump_frame, parse_frame)
+from pendra.server.gpu_socket import MAX_HANDSHAKES_PER_ADDRESS, MESSAGE_TOO_BIG
 
 
 @pytest.fixture
@@ -111,3 +114,33 @@ async def test_a_second_connection_supersedes_the_first(api: Api) -> None:
             assert isinstance(ping, Ping)
             await newer.send(dump_frame(Pong(ts=ping.ts)))
             assert hub.get(worker.worker_id) is not None
+
+
+async def test_a_stranger_gets_a_small_frame_and_few_sockets(api: Api) -> None:
+    """Before authentication a frame over HANDSHAKE_FRAME_BYTES is refused by the socket layer
+    (1009) and the socket closed; MAX_HANDSHAKES_PER_ADDRESS unauthenticated sockets from one
+    address are all it may hold: one more is denied at the upgrade with 503 and Retry-After. Once
+    they close, a real worker connects and, authenticated, may send large frames."""
+    async with connect(api.ws_url, max_size=None) as big:
+        await big.recv()
+        await big.send("x" * (HANDSHAKE_FRAME_BYTES + 1))
+        assert await closed_with(big) == MESSAGE_TOO_BIG
+    idle = [await connect(api.ws_url) for _ in range(MAX_HANDSHAKES_PER_ADDRESS)]
+    try:
+        try:
+            await connect(api.ws_url)
+        except InvalidStatus as exc:
+            assert exc.response.status_code == 503
+            assert exc.response.headers["Retry-After"]
+        else:
+            raise AssertionError("one unauthenticated socket too many was accepted")
+    finally:
+        for ws in idle:
+            await ws.close()
+    async with fleet(api, FakeWorker("alpha")) as (worker,):
+        await worker.send_raw(dump_frame(Pong(ts=0.0))[:-1] + ', "x": "' + "y" * 100_000 + '"}')
+        assert worker._reader is not None and worker._ws is not None
+        async with asyncio.timeout(TIMEOUT_S):
+            await worker._reader
+        # Read whole (no 1009) and refused by the parser: an unknown field.
+        assert worker._ws.close_code == CloseReason.PROTOCOL_ERROR

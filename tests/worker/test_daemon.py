@@ -65,11 +65,11 @@ async def test_inventory_lists_backends_models_and_capacity(emulator: EmulatorPr
     assert parse_frame(dump_frame(inventory)) == inventory  # valid on the wire
     assert inventory.max_concurrent == 3
     [backend] = inventory.backends
-    assert backend["kind"] == "ollama" and backend["verified"] and backend["version"] == "0.32.15"
-    models = {m["id"]: m for m in inventory.models}
+    assert backend.kind == "ollama" and backend.verified and backend.version == "0.32.15"
+    models = {m.id: m for m in inventory.models}
     assert set(models) == DEFAULT_MODELS
-    assert models["llama3.2:latest"]["context_length"] == 131072
-    assert models["llama3.2:latest"]["capabilities"] == ["completion", "tools"]
+    assert models["llama3.2:latest"].context_length == 131072
+    assert models["llama3.2:latest"].capabilities == ("completion", "tools")
 
 
 async def test_inventory_applies_models_filter_and_empties_when_not_serving(
@@ -83,7 +83,7 @@ async def test_inventory_applies_models_filter_and_empties_when_not_serving(
         stopping = build_inventory(registry, settings, serving=False)
     finally:
         await registry.aclose()
-    assert {m["id"] for m in serving.models} == {"llama3.2:latest", "qwen3:8b"}
+    assert {m.id for m in serving.models} == {"llama3.2:latest", "qwen3:8b"}
     assert stopping.models == [] and stopping.backends == serving.backends
 
 

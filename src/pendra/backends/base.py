@@ -10,77 +10,14 @@ native dialect; each backend translates at its own edge. Failures are the typed 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+# What a backend reports about itself and its models is the protocol's inventory, defined once.
+from pendra.protocol.inventory import BackendStatus, ModelInfo, model_types
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """One model a backend can serve, with the metadata discovery found."""
-
-    id: str  # the name clients use, exactly as the backend lists it (e.g. "llama3.2:latest")
-    backend: str  # backend kind, e.g. "ollama"
-    context_length: int | None = None
-    capabilities: tuple[str, ...] = ()  # Ollama vocabulary: completion, tools, vision, embedding, ...
-    parameter_size: str = ""
-    quantization_level: str = ""
-    format: str = ""
-    family: str = ""
-    size: int = 0  # bytes on disk
-    digest: str = ""
-    modified_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["capabilities"] = list(self.capabilities)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in data.items() if k in known}
-        values["capabilities"] = tuple(values.get("capabilities") or ())
-        return cls(**values)
-
-    @property
-    def types(self) -> tuple[str, ...]:
-        """The public ``?type=`` categories this model serves (chat, embedding, image, ...)."""
-        return model_types(self.capabilities)
-
-
-def model_types(capabilities: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    caps = set(capabilities)
-    types: list[str] = []
-    if "completion" in caps:
-        types.append("chat")
-    if "embedding" in caps:
-        types.append("embedding")
-    if "image" in caps:
-        types.append("image")
-    if "audio" in caps:
-        types.append("transcription")
-    if "vision" in caps:
-        types.append("ocr")
-    return tuple(types)
-
-
-@dataclass(frozen=True)
-class BackendStatus:
-    """What discovery knows about one backend: where it looked, whether it is verified, and why not."""
-
-    kind: str
-    endpoint: str  # the endpoint in use, or the last one tried
-    verified: bool
-    version: str = ""
-    reason: str = ""  # why it is not verified (empty when verified)
-    tried: tuple[str, ...] = ()  # every endpoint tried this pass, in order
-    capabilities: tuple[str, ...] = ()  # chat, embed, image, transcribe, install, uninstall
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tried"] = list(self.tried)
-        data["capabilities"] = list(self.capabilities)
-        return data
+__all__ = ["Backend", "BackendStatus", "ChatResult", "InstallProgress", "ModelInfo",
+           "ProgressCallback", "Usage", "model_types"]
 
 
 @dataclass

@@ -3,26 +3,61 @@
 Rules:
 - One JSON text frame per WebSocket message, one model per frame type, tagged by ``type``.
 - Unknown fields and unknown types are refused (``ProtocolError``); there is exactly one parser,
-  ``parse_frame``, and one serialiser, ``dump_frame``.
+  ``parse_frame``, and one serialiser, ``dump_frame``. Parsing is strict JSON (a string is never
+  taken for a number), text must be valid Unicode, nesting is bounded by the JSON parser, and every
+  field has a bound: identifiers and counts out of range are refused, token counts are clamped to
+  ``MAX_TOKEN_COUNT``, and free text (error messages) is clipped.
+- A frame is at most ``max_bytes``: ``HANDSHAKE_FRAME_BYTES`` until the peer has authenticated
+  (the socket layer enforces the same bound before reading a frame's payload), then
+  ``MAX_FRAME_BYTES``. What a refusal says about the frame is cut (peer_text.py).
 - ``PROTOCOL_VERSION`` travels in the challenge and the hello; a worker whose version the server does
   not support is closed with ``CloseReason.UNSUPPORTED_VERSION`` (see close.py), never crashed.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pendra.errors import ProtocolError
+from pendra.protocol.inventory import MAX_BACKENDS, MAX_MODELS, BackendStatus, ModelInfo
+from pendra.protocol.peer_text import ClippedText, peer_text
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
-# Largest frame either end accepts; an image response (base64 PNG) is the biggest legitimate one.
+# 2: error frames may carry retry_after_s (a version-1 control plane would refuse the field, so a
+# version-2 worker is told UNSUPPORTED_VERSION there instead). Version-1 workers' frames are all
+# valid version-2 frames, so this control plane still takes them.
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
+# Largest frame either end accepts once the peer is authenticated: a request carries a client body
+# of up to max_body_bytes (32 MiB by default) and an image response (base64 PNGs) is the biggest
+# answer.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+# Largest frame before authentication: a hello is a few hundred bytes; a stranger gets no more.
+HANDSHAKE_FRAME_BYTES = 4 * 1024
+# Token counts above this are clamped (the usage table's integer columns hold 2**31 - 1).
+MAX_TOKEN_COUNT = 2**31 - 1
+# Bytes of an install: clamped, like token counts (a petabyte).
+MAX_PROGRESS_BYTES = 2**50
 
 RequestKind = Literal["chat", "embed", "image", "transcribe"]
+# Ids the two ends make for requests and operations (req_<hex>, op_<hex>).
+FrameId = Annotated[str, Field(min_length=1, max_length=64)]
+# Enrolled worker ids are wrk-<hex>; accept any short id of that alphabet.
+WorkerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
+Token = Annotated[str, Field(min_length=1, max_length=256)]
+ErrorKind = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
+
+
+def _clamp(low: int, high: int) -> AfterValidator:
+    return AfterValidator(lambda value: min(max(value, low), high))
+
+
+TokenCount = Annotated[int, _clamp(0, MAX_TOKEN_COUNT)]
+ByteCount = Annotated[int, _clamp(0, MAX_PROGRESS_BYTES)]
+UsageKey = Literal["prompt_tokens", "completion_tokens", "total_tokens"]
 
 
 class Frame(BaseModel):
@@ -37,7 +72,7 @@ class Challenge(Frame):
 
     type: Literal["challenge"] = "challenge"
     protocol_version: int
-    nonce: str
+    nonce: Token
 
 
 class Hello(Frame):
@@ -45,21 +80,22 @@ class Hello(Frame):
 
     type: Literal["hello"] = "hello"
     protocol_version: int
-    worker_id: str
-    name: str
-    nonce: str
-    signature: str  # base64 Ed25519 signature over signing.handshake_message(nonce, worker_id)
+    worker_id: WorkerId
+    # The worker's own idea of its name, for its logs; the control plane shows the enrolled name.
+    name: Annotated[str, Field(max_length=128)]
+    nonce: Token
+    signature: Token  # base64 Ed25519 signature over signing.handshake_message(nonce, worker_id)
     max_concurrent: int = Field(ge=1, le=64)
-    software_version: str = ""
+    software_version: Annotated[str, Field(max_length=64)] = ""
 
 
 class Welcome(Frame):
     """Server → worker: authenticated; the liveness bounds the server will apply."""
 
     type: Literal["welcome"] = "welcome"
-    worker_id: str
-    heartbeat_interval_s: float
-    heartbeat_timeout_s: float
+    worker_id: WorkerId
+    heartbeat_interval_s: Seconds
+    heartbeat_timeout_s: Seconds
 
 
 # --- liveness -------------------------------------------------------------------------------------
@@ -82,8 +118,8 @@ class Inventory(Frame):
     """Worker → server, on connect and whenever discovery changes: backends, models and capacity."""
 
     type: Literal["inventory"] = "inventory"
-    backends: list[dict[str, Any]]  # BackendStatus.to_dict()
-    models: list[dict[str, Any]]  # ModelInfo.to_dict()
+    backends: list[BackendStatus] = Field(max_length=MAX_BACKENDS)
+    models: list[ModelInfo] = Field(max_length=MAX_MODELS)
     max_concurrent: int = Field(ge=1, le=64)
 
 
@@ -94,9 +130,9 @@ class Request(Frame):
     """Server → worker: run one inference request (body in OpenAI shape)."""
 
     type: Literal["request"] = "request"
-    id: str
+    id: FrameId
     kind: RequestKind
-    model: str
+    model: ModelName
     body: dict[str, Any]
 
 
@@ -104,14 +140,14 @@ class Cancel(Frame):
     """Server → worker: the client went away; abort the backend call for ``id``."""
 
     type: Literal["cancel"] = "cancel"
-    id: str
+    id: FrameId
 
 
 class Chunk(Frame):
     """Worker → server: one piece of the response (an OpenAI chunk, or the whole response)."""
 
     type: Literal["chunk"] = "chunk"
-    id: str
+    id: FrameId
     data: dict[str, Any]
 
 
@@ -119,21 +155,21 @@ class End(Frame):
     """Worker → server: the request finished; usage for the usage record."""
 
     type: Literal["end"] = "end"
-    id: str
-    usage: dict[str, int] = Field(default_factory=dict)
-    finish_reason: str | None = None
+    id: FrameId
+    usage: dict[UsageKey, TokenCount] = Field(default_factory=dict)
+    finish_reason: Annotated[str, Field(max_length=64)] | None = None
 
 
 class Error(Frame):
     """Worker → server: the request failed (before or after its first chunk)."""
 
     type: Literal["error"] = "error"
-    id: str
-    status: int
-    message: str
-    kind: str = "backend_error"
+    id: FrameId
+    status: int = Field(ge=400, le=599)
+    message: ClippedText
+    kind: ErrorKind = "backend_error"
     # For a passing outage (the backend is down or restarting): when the client may try again.
-    retry_after_s: float | None = None
+    retry_after_s: Seconds | None = None
 
 
 # --- model operations -------------------------------------------------------------------------------
@@ -143,43 +179,43 @@ class Install(Frame):
     """Server → worker: install ``model`` (backend-native tag) into ``backend``."""
 
     type: Literal["install"] = "install"
-    op_id: str
-    model: str
-    backend: str = "ollama"
+    op_id: FrameId
+    model: ModelName
+    backend: Annotated[str, Field(max_length=32)] = "ollama"
 
 
 class Uninstall(Frame):
     type: Literal["uninstall"] = "uninstall"
-    op_id: str
-    model: str
-    backend: str = "ollama"
+    op_id: FrameId
+    model: ModelName
+    backend: Annotated[str, Field(max_length=32)] = "ollama"
 
 
 class CancelOp(Frame):
     """Server → worker: stop a running install."""
 
     type: Literal["cancel_op"] = "cancel_op"
-    op_id: str
+    op_id: FrameId
 
 
 class Progress(Frame):
     type: Literal["progress"] = "progress"
-    op_id: str
-    status: str
-    completed: int = 0
-    total: int = 0
+    op_id: FrameId
+    status: Annotated[str, Field(max_length=256)]
+    completed: ByteCount = 0
+    total: ByteCount = 0
 
 
 class OpDone(Frame):
     type: Literal["done"] = "done"
-    op_id: str
+    op_id: FrameId
 
 
 class OpFailed(Frame):
     type: Literal["failed"] = "failed"
-    op_id: str
-    message: str
-    status: int = 500
+    op_id: FrameId
+    message: ClippedText
+    status: int = Field(default=500, ge=400, le=599)
 
 
 AnyFrame = Annotated[
@@ -194,29 +230,27 @@ FRAME_TYPES: tuple[type[Frame], ...] = (
     Install, Uninstall, CancelOp, Progress, OpDone, OpFailed)
 
 
-def parse_frame(raw: str | bytes) -> Frame:
-    """The one parser: text → frame model. Raises ProtocolError naming what is wrong."""
-    if isinstance(raw, bytes | bytearray):
-        if len(raw) > MAX_FRAME_BYTES:
-            raise ProtocolError("frame too large")
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError("frame is not UTF-8") from exc
-    if len(raw) > MAX_FRAME_BYTES:
-        raise ProtocolError("frame too large")
+def parse_frame(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
+    """The one parser: text → frame model. Raises ProtocolError naming what is wrong (cut)."""
+    if len(raw) > max_bytes:
+        raise ProtocolError(f"frame of {len(raw)} bytes is over the limit of {max_bytes}")
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"frame is not JSON: {exc.msg}") from exc
-    if not isinstance(data, dict) or "type" not in data:
-        raise ProtocolError("frame must be a JSON object with a \"type\"")
-    try:
-        return _ADAPTER.validate_python(data)
+        return _ADAPTER.validate_json(raw, strict=True)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "frame"
-        raise ProtocolError(f"bad {data.get('type')!r} frame: {where}: {first.get('msg')}") from exc
+        raise ProtocolError(_refusal(exc)) from exc
+
+
+def _refusal(exc: ValidationError) -> str:
+    """What is wrong with a frame, in one bounded line (never the peer's input itself)."""
+    errors = exc.errors(include_input=False, include_url=False, include_context=False)
+    first = errors[0] if errors else {"loc": (), "msg": "invalid", "type": ""}
+    if first["type"] == "json_invalid":
+        return f"frame is not valid JSON: {peer_text(first['msg'])}"
+    if first["type"] in ("union_tag_not_found", "union_tag_invalid", "model_attributes_type",
+                         "dict_type", "model_type"):
+        return "frame must be a JSON object whose \"type\" is a frame type"
+    where = ".".join(str(part) for part in first["loc"]) or "frame"
+    return f"bad frame: {peer_text(where, 80)}: {peer_text(first['msg'])}"
 
 
 def dump_frame(frame: Frame) -> str:

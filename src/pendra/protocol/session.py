@@ -7,7 +7,8 @@ method returns a list of outputs, in order; the loop sends each ``Frame`` and ac
   session does not do) and pass the result to ``ServerSession.key_found``.
 - ``Authenticated(hello)``: server only; the worker proved its key. Register it.
 - ``Ready(welcome)``: worker only; the server accepted us. Send the inventory.
-- ``InventoryUpdated(backends, models, max_concurrent)``: server only; already validated.
+- ``InventoryUpdated(backends, models, max_concurrent)``: server only; already validated (the
+  frame's strict models), models keyed by id.
 - ``Received(frame)``: an application frame for the layer above (server: chunk/end/error/progress/
   done/failed; worker: request/cancel/install/uninstall/cancel_op).
 - ``Close(reason, detail)``: always the last output; the session is over. Close the socket with
@@ -26,7 +27,9 @@ Rules stated once:
   ``worker_id`` (none enrolled, or a bad signature: AUTH_FAILED). Any other frame before the
   handshake completes, any frame in the wrong direction, and any unparseable frame: PROTOCOL_ERROR.
 - The handshake must complete within ``handshake_timeout_s`` of the session starting
-  (HANDSHAKE_TIMEOUT).
+  (HANDSHAKE_TIMEOUT). Until it has, a frame may be at most ``HANDSHAKE_FRAME_BYTES``.
+- Whatever the peer sent that a close detail repeats (a worker id, a frame type) is cut first
+  (``peer_text``): a refusal costs the same whatever the peer sent.
 - Once ready, each side sends a ``Ping`` every ``heartbeat_interval_s`` and answers every ``Ping``
   with a ``Pong``. Any frame from the peer counts as life; ``heartbeat_timeout_s`` without one:
   HEARTBEAT_TIMEOUT. Each side applies its own bounds; the server's travel in the welcome.
@@ -39,19 +42,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Union
+from typing import Union
 
-from pendra.backends.base import ModelInfo
 from pendra.errors import ProtocolError
 from pendra.protocol import signing
 from pendra.protocol.close import CloseReason
-from pendra.protocol.frames import (PROTOCOL_VERSION, SUPPORTED_VERSIONS, Cancel, CancelOp,
-                                    Challenge, Chunk, End, Error, Frame, Hello, Install,
-                                    Inventory, OpDone, OpFailed, Ping, Pong, Progress, Request,
-                                    Uninstall, Welcome, parse_frame)
+from pendra.protocol.frames import (HANDSHAKE_FRAME_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+                                    SUPPORTED_VERSIONS, Cancel, CancelOp, Challenge, Chunk, End,
+                                    Error, Frame, Hello, Install, Inventory, OpDone, OpFailed, Ping,
+                                    Pong, Progress, Request, Uninstall, Welcome, parse_frame)
+from pendra.protocol.inventory import BackendStatus, ModelInfo
+from pendra.protocol.peer_text import peer_text
 
-# Seconds from accepting a socket to a completed handshake: a real worker answers in milliseconds.
-HANDSHAKE_TIMEOUT_S = 10.0
+# Seconds from accepting a socket to a completed handshake: a real worker answers in milliseconds,
+# and until then the socket is a stranger's, holding one of a few places (server/gpu_socket.py).
+HANDSHAKE_TIMEOUT_S = 5.0
 
 # Application frames each side may receive once ready (everything else is out of order).
 TO_SERVER: tuple[type[Frame], ...] = (Chunk, End, Error, Progress, OpDone, OpFailed)
@@ -86,7 +91,7 @@ class Ready:
 
 @dataclass(frozen=True)
 class InventoryUpdated:
-    backends: list[dict[str, Any]]
+    backends: list[BackendStatus]
     models: dict[str, ModelInfo]
     max_concurrent: int
 
@@ -130,8 +135,9 @@ class _Session:
         """One WebSocket message from the peer; an unparseable one closes with PROTOCOL_ERROR."""
         if self.state is State.CLOSED:
             return []
+        limit = MAX_FRAME_BYTES if self.state is State.READY else HANDSHAKE_FRAME_BYTES
         try:
-            frame = parse_frame(raw)
+            frame = parse_frame(raw, max_bytes=limit)
         except ProtocolError as exc:
             return self._close(CloseReason.PROTOCOL_ERROR, exc.message)
         return self.receive(frame, now)
@@ -233,8 +239,8 @@ class ServerSession(_Session):
                                f"this control plane speaks {sorted(SUPPORTED_VERSIONS)}")
         if frame.nonce != self.nonce:
             return self._close(CloseReason.AUTH_FAILED,
-                               f"worker {frame.worker_id!r} signed another connection's challenge "
-                               "(a replayed hello?)")
+                               f"worker {peer_text(frame.worker_id)} signed another connection's "
+                               "challenge (a replayed hello?)")
         self._pending = frame
         return [KeyNeeded(frame.worker_id)]
 
@@ -247,11 +253,12 @@ class ServerSession(_Session):
             raise RuntimeError("key_found without a KeyNeeded")  # a bug in the loop, not the peer
         self._pending = None
         if public_key is None:
-            return self._close(CloseReason.AUTH_FAILED, f"unknown worker {hello.worker_id!r}")
+            return self._close(CloseReason.AUTH_FAILED,
+                               f"unknown worker {peer_text(hello.worker_id)}")
         message = signing.handshake_message(self.nonce, hello.worker_id)
         if not signing.verify(public_key, message, hello.signature):
             return self._close(CloseReason.AUTH_FAILED, f"the signature of worker "
-                               f"{hello.worker_id!r} does not match its enrolled key")
+                               f"{peer_text(hello.worker_id)} does not match its enrolled key")
         self.hello = hello
         self._became_ready(now)
         welcome = Welcome(worker_id=hello.worker_id, heartbeat_interval_s=self.heartbeat_interval_s,
@@ -259,15 +266,7 @@ class ServerSession(_Session):
         return [welcome, Authenticated(hello)]
 
     def _inventory(self, frame: Inventory) -> list[Output]:
-        models: dict[str, ModelInfo] = {}
-        for entry in frame.models:
-            try:
-                info = ModelInfo.from_dict(entry)
-            except (TypeError, ValueError) as exc:
-                return self._close(CloseReason.PROTOCOL_ERROR, f"bad model in inventory: {exc}")
-            if not isinstance(info.id, str) or not info.id:
-                return self._close(CloseReason.PROTOCOL_ERROR, "a model in the inventory has no id")
-            models[info.id] = info
+        models = {info.id: info for info in frame.models}
         return [InventoryUpdated(list(frame.backends), models, frame.max_concurrent)]
 
 

@@ -10,7 +10,7 @@ Rules:
   their open requests end with WorkerGone and are metered), then installs and the usage writer
   drain into the store, then the store closes. A hub passed in by the caller is the caller's to
   close.
-- ``/ws/gpu`` is the workers' socket: the enrolled public key comes from the store and every
+- ``/ws/gpu`` is the workers' socket: the enrolled public key and name come from the store and every
   heartbeat stamps the worker's ``last_seen_at`` (a failure to stamp is logged, never fatal to the
   worker's connection).
 """
@@ -31,7 +31,7 @@ from pendra.catalogue.loader import load_catalogue
 from pendra.config import ServerSettings
 from pendra.server.api import mount_api
 from pendra.server.errors import install_error_handlers
-from pendra.server.gpu_socket import serve_gpu_socket
+from pendra.server.gpu_socket import Enrolled, StrangerBudget, serve_gpu_socket
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -86,10 +86,10 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    async def public_key_of(worker_id: str) -> str | None:
+    async def enrolled(worker_id: str) -> Enrolled | None:
         async with app.state.store.session() as session:
             row = await worker_store.get_worker(session, worker_id)
-            return row.public_key if row is not None else None
+            return Enrolled(row.public_key, row.name) if row is not None else None
 
     async def seen(worker_id: str) -> None:
         try:
@@ -99,9 +99,11 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             log.warning("could not record that worker %s was seen: %s", worker_id, exc)
 
+    strangers = StrangerBudget()
+
     @app.websocket("/ws/gpu")
     async def gpu_socket(websocket: WebSocket) -> None:
-        await serve_gpu_socket(websocket, app.state.hub, public_key_of, seen)
+        await serve_gpu_socket(websocket, app.state.hub, enrolled, strangers, seen)
 
     if console:
         from pendra.server.console import install_console  # the pages need Jinja; the API doesn't

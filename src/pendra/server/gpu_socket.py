@@ -3,9 +3,16 @@
 The session decides (handshake, heartbeats, what each frame means) and the hub keeps the state; this
 module only moves frames between them and the socket:
 
+- before it: a stranger's budget (``StrangerBudget``). At most ``MAX_HANDSHAKES_PER_ADDRESS``
+  sockets from one address and ``MAX_HANDSHAKES`` in all may be unauthenticated at once; one more
+  is denied with an HTTP 503 and Retry-After before the upgrade. Until authenticated, a frame may
+  be at most ``HANDSHAKE_FRAME_BYTES`` (enforced by the socket layer, ws_limits.py) and the
+  handshake must finish within the session's ``HANDSHAKE_TIMEOUT_S``;
 - handshake: send the challenge, read frames until the session says ``Authenticated`` or
-  ``Close``, looking up the enrolled key when it asks (``KeyNeeded``); a refusal is logged once
-  with its reason and the peer's address, and the socket is closed with the session's code;
+  ``Close``, looking up the enrolled worker when it asks (``KeyNeeded``); a refusal is logged once
+  with its reason and the peer's address (everything the peer sent is cut first), and the socket
+  is closed with the session's code. Once authenticated, the frame limit is raised to
+  ``MAX_FRAME_BYTES`` and the worker is attached under its *enrolled* name;
 - then four tasks, the first to end ends the connection: *read* (frames to the session, its
   outputs to the link), *write* (the link's outbox to the socket), *beat* (the session's clock:
   pings out, the silence bound) and *close* (the hub asked for this socket to go: superseded,
@@ -19,37 +26,105 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pendra.protocol.close import CloseReason, close_reason_text
-from pendra.protocol.frames import Frame, Hello, dump_frame
+from pendra.protocol.frames import HANDSHAKE_FRAME_BYTES, MAX_FRAME_BYTES, Frame, Hello, dump_frame
 from pendra.protocol.session import (Authenticated, Close, InventoryUpdated, KeyNeeded, Output,
                                      Received, ServerSession)
+from pendra.server.errors import error_body
 from pendra.server.hub import Hub, WorkerLink
+from pendra.server.ws_limits import raise_frame_limit
 
 log = logging.getLogger(__name__)
 
-LookupKey = Callable[[str], Awaitable[str | None]]
+# Unauthenticated sockets at once, in all and from one address: a real fleet reconnecting after a
+# restart handshakes in milliseconds each, and its workers retry a denial with backoff.
+MAX_HANDSHAKES = 256
+MAX_HANDSHAKES_PER_ADDRESS = 16
+# What a denied stranger is told to wait before trying again.
+DENIED_RETRY_AFTER_S = 2
+# WebSocket close code for "message too big" (RFC 6455), sent by the socket layer.
+MESSAGE_TOO_BIG = 1009
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """What the store says about an enrolled worker: the key it must sign with, its name."""
+
+    public_key: str
+    name: str
+
+
+LookupWorker = Callable[[str], Awaitable[Enrolled | None]]
 OnSeen = Callable[[str], Awaitable[None]]
+
+
+class StrangerBudget:
+    """How many sockets may be unauthenticated at once, in all and per address."""
+
+    def __init__(self, *, total: int = MAX_HANDSHAKES,
+                 per_address: int = MAX_HANDSHAKES_PER_ADDRESS) -> None:
+        self.total = total
+        self.per_address = per_address
+        self._by_address: Counter[str] = Counter()
+        self._open = 0
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    def admit(self, address: str) -> bool:
+        """Take a place for a socket from ``address``; False when there is none."""
+        if self._open >= self.total or self._by_address[address] >= self.per_address:
+            return False
+        self._open += 1
+        self._by_address[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._open -= 1
+        self._by_address[address] -= 1
+        if self._by_address[address] <= 0:
+            del self._by_address[address]
+
+    @contextmanager
+    def place(self, address: str) -> Iterator[bool]:
+        """``with budget.place(addr) as admitted:`` — the place is given back on exit."""
+        admitted = self.admit(address)
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                self.release(address)
+
+
 class _Socket:
     """The accepted WebSocket: sends serialised, closes once."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.closed = False
+        self.close_code: int | None = None
         client = websocket.client
+        self.address = client.host if client else "?"
         self.peer = f"{client.host}:{client.port}" if client else "?"
 
     async def send(self, frame: Frame) -> None:
         await self.websocket.send_text(dump_frame(frame))
 
     async def receive(self) -> str | bytes | None:
-        """The next message, or None once the peer has closed."""
+        """The next message, or None once the peer has closed (``close_code`` says how)."""
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             self.closed = True
+            self.close_code = message.get("code")
             return None
         text: str | None = message.get("text")
         return text if text is not None else message.get("bytes", b"")
@@ -64,20 +139,29 @@ class _Socket:
             pass  # the peer closed first
 
 
-async def serve_gpu_socket(websocket: WebSocket, hub: Hub, lookup_public_key: LookupKey,
-                           on_seen: OnSeen | None = None) -> None:
-    await websocket.accept()
+async def serve_gpu_socket(websocket: WebSocket, hub: Hub, lookup_worker: LookupWorker,
+                           budget: StrangerBudget, on_seen: OnSeen | None = None) -> None:
     socket = _Socket(websocket)
-    session = ServerSession(heartbeat_interval_s=hub.heartbeat_interval_s,
-                            heartbeat_timeout_s=hub.heartbeat_timeout_s, now=time.monotonic())
-    try:
-        hello = await _handshake(socket, session, lookup_public_key)
-    except (OSError, RuntimeError, WebSocketDisconnect):
-        hello = None  # the peer went away mid-handshake
-    if hello is None:
+    with budget.place(socket.address) as admitted:
+        if not admitted:
+            log.warning("denied /ws/gpu to %s: too many unauthenticated sockets (%d open; at most "
+                        "%d in all and %d per address)", socket.peer, budget.open, budget.total,
+                        budget.per_address)
+            await _deny(websocket)
+            return
+        await websocket.accept()
+        session = ServerSession(heartbeat_interval_s=hub.heartbeat_interval_s,
+                                heartbeat_timeout_s=hub.heartbeat_timeout_s, now=time.monotonic())
+        try:
+            admitted_worker = await _handshake(socket, session, lookup_worker)
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            admitted_worker = None  # the peer went away mid-handshake
+    if admitted_worker is None:
         await socket.close(CloseReason.NORMAL, "bye")
         return
-    link = hub.attach(hello)
+    hello, enrolled = admitted_worker
+    raise_frame_limit(websocket, MAX_FRAME_BYTES)
+    link = hub.attach(hello, enrolled.name)
     detail = "connection closed"
     try:
         if on_seen is not None:
@@ -90,11 +174,25 @@ async def serve_gpu_socket(websocket: WebSocket, hub: Hub, lookup_public_key: Lo
         await socket.close(CloseReason.NORMAL, "bye")
 
 
+async def _deny(websocket: WebSocket) -> None:
+    """Refuse the upgrade with 503 + Retry-After (or a close, where denials are unsupported)."""
+    body = error_body("too many unauthenticated /ws/gpu connections; try again shortly",
+                      "overloaded_error")
+    response = JSONResponse(body, status_code=503,
+                            headers={"Retry-After": str(DENIED_RETRY_AFTER_S)})
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:
+        await websocket.close(code=1013)  # "try again later"
+
+
 async def _handshake(socket: _Socket, session: ServerSession,
-                     lookup_public_key: LookupKey) -> Hello | None:
-    """Challenge to ``Authenticated``: the worker's hello, or None (refused and closed)."""
+                     lookup_worker: LookupWorker) -> tuple[Hello, Enrolled] | None:
+    """Challenge to ``Authenticated``: the worker's hello and enrolment, or None (refused and
+    closed)."""
     await socket.send(session.challenge())
     worker_id = ""
+    enrolled: Enrolled | None = None
     while True:
         try:
             async with asyncio.timeout(max(session.next_tick_at() - time.monotonic(), 0)):
@@ -103,21 +201,27 @@ async def _handshake(socket: _Socket, session: ServerSession,
             outputs = session.tick(time.monotonic())
         else:
             if raw is None:
+                if socket.close_code == MESSAGE_TOO_BIG:
+                    log.warning("refused /ws/gpu handshake from %s: a frame over %d bytes before "
+                                "authentication", socket.peer, HANDSHAKE_FRAME_BYTES)
                 return None
             outputs = session.receive_raw(raw, time.monotonic())
         while outputs:
             output, outputs = outputs[0], outputs[1:]
             if isinstance(output, KeyNeeded):
-                worker_id = output.worker_id
-                key = await lookup_public_key(worker_id)
+                worker_id = output.worker_id  # bounded by the hello's model
+                enrolled = await lookup_worker(worker_id)
+                key = enrolled.public_key if enrolled is not None else None
                 outputs = session.key_found(key, time.monotonic()) + outputs
             elif isinstance(output, Close):
-                log.warning("refused /ws/gpu handshake from %s (worker %r): %s — %s", socket.peer,
-                            worker_id, output.reason.name, output.detail)
+                log.warning("refused /ws/gpu handshake from %s%s: %s — %s", socket.peer,
+                            f" (worker {worker_id})" if worker_id else "", output.reason.name,
+                            output.detail)
                 await socket.close(output.reason, output.detail)
                 return None
             elif isinstance(output, Authenticated):
-                return output.hello
+                assert enrolled is not None
+                return output.hello, enrolled
             elif isinstance(output, Frame):
                 await socket.send(output)
 

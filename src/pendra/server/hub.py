@@ -36,11 +36,11 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pendra.backends.base import ModelInfo
 from pendra.errors import NoCapacity, PendraError
 from pendra.protocol.close import CloseReason, describe
 from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Hello, Install,
                                     OpDone, OpFailed, Progress, Request, Uninstall)
+from pendra.protocol.inventory import BackendStatus, ModelInfo
 from pendra.protocol.session import Close, InventoryUpdated
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class WorkerView:
     last_seen: datetime
     max_concurrent: int
     in_flight: int = 0
-    backends: list[dict[str, object]] = field(default_factory=list)  # BackendStatus dicts
+    backends: list[BackendStatus] = field(default_factory=list)
     models: dict[str, ModelInfo] = field(default_factory=dict)  # by model id
     # Models it served until their backend stopped answering (model id -> backend kind); kept
     # while that backend stays down, so a request for them is told "unavailable", not "not found".
@@ -87,6 +87,10 @@ class WorkerView:
     @property
     def free(self) -> int:
         return max(self.max_concurrent - self.in_flight, 0)
+
+    def has_verified(self, kind: str) -> bool:
+        """Whether this worker reports a verified backend of ``kind`` (e.g. "ollama")."""
+        return any(b.kind == kind and b.verified for b in self.backends)
 
 
 class _Outbox:
@@ -306,7 +310,7 @@ class WorkerLink:
         self.view.last_seen = datetime.now(UTC)
 
     def inventory(self, event: InventoryUpdated) -> None:
-        down = {str(b.get("kind")) for b in event.backends if not b.get("verified")}
+        down = {b.kind for b in event.backends if not b.verified}
         stranded = {m: kind for m, kind in self.view.stranded.items() if kind in down}
         stranded.update({m: info.backend for m, info in self.view.models.items()
                          if info.backend in down and m not in event.models})
@@ -502,10 +506,11 @@ class Hub:
 
     # --- connections (called by the socket endpoint) -----------------------------------------------------
 
-    def attach(self, hello: Hello) -> WorkerLink:
-        """Register an authenticated worker; an older connection of the same id is superseded."""
+    def attach(self, hello: Hello, name: str) -> WorkerLink:
+        """Register an authenticated worker under its enrolled ``name`` (not the one its hello
+        claims); an older connection of the same id is superseded."""
         now = datetime.now(UTC)
-        view = WorkerView(id=hello.worker_id, name=hello.name, connected_at=now, last_seen=now,
+        view = WorkerView(id=hello.worker_id, name=name, connected_at=now, last_seen=now,
                           max_concurrent=hello.max_concurrent,
                           software_version=hello.software_version)
         link = WorkerLink(self, view)

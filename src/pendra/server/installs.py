@@ -142,7 +142,7 @@ class Installs:
     def _worker(self, worker: str) -> tuple[str, str]:
         for view in self._hub.connected():
             if worker in (view.id, view.name):
-                if not any(b.get("kind") == "ollama" and b.get("verified") for b in view.backends):
+                if not view.has_verified("ollama"):
                     raise InvalidRequest(f"worker '{view.name}' has no verified Ollama backend")
                 return view.id, view.name
         raise NotFound(f"worker '{worker}' is not connected")

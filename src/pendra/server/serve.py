@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
+from pendra.protocol.frames import MAX_FRAME_BYTES
+from pendra.server.ws_limits import LimitedWebSocketProtocol
+
 # How long a graceful shutdown may take before open connections are dropped.
 SHUTDOWN_GRACE_S = 5.0
 
@@ -69,8 +72,11 @@ async def serving(app: FastAPI, host: str, port: int, *,
     # No permessage-deflate on /ws/gpu: a streamed answer is one small frame per token, and
     # compressing each one cost the worker a sixth of its time per frame sent (and the control
     # plane the matching inflate) to save a few hundred bytes; see docs/performance.md.
+    # Every WebSocket starts with a frame limit of a few KiB (ws_limits.py); /ws/gpu raises it to
+    # ws_max_size once the worker has authenticated.
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False,
-                            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S), ws_max_size=64 * 1024 * 1024,
+                            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+                            ws=LimitedWebSocketProtocol, ws_max_size=MAX_FRAME_BYTES,
                             ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     # The CLI installs its own signal handling (one stop event for the whole process).

@@ -26,6 +26,7 @@ from pendra.backends.registry import BackendRegistry
 from pendra.config import WorkerSettings
 from pendra.errors import PendraError
 from pendra.protocol.frames import Frame, Inventory
+from pendra.protocol.inventory import MAX_MODELS, cap_models
 from pendra.worker.connection import Connection
 from pendra.worker.local import no_ollama_message
 from pendra.worker.runner import Runner
@@ -38,9 +39,13 @@ DRAIN_S = 5.0
 
 def build_inventory(registry: BackendRegistry, settings: WorkerSettings, *,
                     serving: bool = True) -> Inventory:
-    """The inventory frame: every backend's status, the models offered (none when not serving)."""
-    return Inventory(backends=[status.to_dict() for status in registry.statuses()],
-                     models=[model.to_dict() for model in registry.models()] if serving else [],
+    """The inventory frame: every backend's status, the models offered (none when not serving;
+    at most the protocol's ``MAX_MODELS``, the rest left out with a warning)."""
+    models = registry.models() if serving else []
+    if len(models) > MAX_MODELS:
+        log.warning("this host serves %d models; offering the first %d (the protocol's limit)",
+                    len(models), MAX_MODELS)
+    return Inventory(backends=registry.statuses(), models=cap_models(models),
                      max_concurrent=settings.max_concurrent)
 
 

@@ -4,7 +4,9 @@ Verification: ``GET /api/version`` must answer ``{"version": str}`` and ``GET /a
 ``{"models": [...]}``; anything else is not Ollama and is rejected with a reason. Metadata: one
 ``POST /api/show`` per model with at most ``SHOW_CONCURRENCY`` in flight; a model whose digest has
 not changed keeps its metadata without asking again; a model whose ``show`` fails is still listed
-with what ``/api/tags`` said.
+with what ``/api/tags`` said; a model whose metadata does not fit the protocol's inventory
+(``ModelInfo``'s bounds: an id of over 256 characters, an impossible context length) is left out
+with a warning, so one odd model never keeps the worker from connecting.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import asyncio
 import logging
 from typing import Any
 
+from pydantic import ValidationError
+
 from pendra.backends.base import BackendStatus, ModelInfo
 from pendra.backends.ollama.client import OllamaClient
 from pendra.errors import BackendError
+from pendra.protocol.peer_text import peer_text
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +93,12 @@ async def list_models(client: OllamaClient, cache: dict[str, ModelInfo]) -> list
                 log.warning("ollama: /api/show %s failed (%s); listing it with /api/tags data",
                             name, exc.message)
                 show = None
-        info = _info(tag, show if isinstance(show, dict) else None)
+        try:
+            info = _info(tag, show if isinstance(show, dict) else None)
+        except (ValidationError, TypeError, ValueError) as exc:
+            log.warning("ollama: leaving out model %s, whose metadata Pendra cannot carry: %s",
+                        peer_text(str(name)), peer_text(str(exc).splitlines()[0]))
+            return
         results[index] = info
         if isinstance(show, dict):
             described[info.digest] = info
@@ -102,4 +112,4 @@ async def list_models(client: OllamaClient, cache: dict[str, ModelInfo]) -> list
         if digest not in present:
             del cache[digest]
     cache.update(described)
-    return [results[i] for i in range(len(entries))]
+    return [results[i] for i in sorted(results)]

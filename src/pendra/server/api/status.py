@@ -21,7 +21,7 @@ def worker_status(view: WorkerView) -> dict[str, Any]:
     return {"id": view.id, "name": view.name, "connected_at": view.connected_at.isoformat(),
             "last_seen": view.last_seen.isoformat(), "max_concurrent": view.max_concurrent,
             "in_flight": view.in_flight, "software_version": view.software_version,
-            "backends": [dict(b) for b in view.backends], "models": sorted(view.models)}
+            "backends": [b.to_dict() for b in view.backends], "models": sorted(view.models)}
 
 
 def fleet_status(hub: Hub, routing: Router) -> dict[str, Any]:

@@ -44,10 +44,6 @@ def catalogue_of(request: Request) -> Any:
     return catalogue
 
 
-def has_ollama(worker: Any) -> bool:
-    return any(b.get("kind") == "ollama" and b.get("verified") for b in worker.backends)
-
-
 def model_row(info: Any) -> dict[str, Any]:
     return {"id": info.id, "backend": info.backend, "context_length": info.context_length,
             "capabilities": list(info.capabilities), "parameter_size": info.parameter_size,
@@ -134,9 +130,9 @@ async def models_page(request: Request, query: str, capability: str) -> dict[str
         "query": query, "capability": capability, "capabilities": sorted(capabilities),
         "return_to": "/models" + (f"?{filters}" if filters else ""),
         "entries": entries, "catalogue_size": len(catalogue.entries),
-        "targets": [{"id": w.id, "name": w.name} for w in connected if has_ollama(w)],
+        "targets": [{"id": w.id, "name": w.name} for w in connected if w.has_verified("ollama")],
         "installs": [install_view(s) for s in active + finished[:RECENT_INSTALLS]],
-        "fleet": [{"id": w.id, "name": w.name, "removable": has_ollama(w),
+        "fleet": [{"id": w.id, "name": w.name, "removable": w.has_verified("ollama"),
                    "models": [model_row(m) for _, m in sorted(w.models.items())]}
                   for w in sorted(connected, key=lambda w: w.name)],
     }
@@ -157,7 +153,7 @@ async def workers_page(request: Request, new_worker: dict[str, Any] | None = Non
             "last_seen": view.last_seen if view else row.last_seen_at,
             "in_flight": view.in_flight if view else 0,
             "max_concurrent": view.max_concurrent if view else None,
-            "backends": [dict(b) for b in view.backends] if view else [],
+            "backends": [b.to_dict() for b in view.backends] if view else [],
             "models": [model_row(m) for _, m in sorted(view.models.items())] if view else [],
         })
     rows.sort(key=lambda r: (not r["connected"], r["name"].lower()))

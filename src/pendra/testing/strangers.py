@@ -1,0 +1,58 @@
+"""A stranger on ``/ws/gpu``, as cheap for the tests and benchmarks as for a real attacker.
+
+``oversized_frame`` opens a raw TCP connection, completes the WebSocket upgrade and announces one
+frame far larger than any hello, then streams its payload (a given body, or random bytes) in 64 KiB
+pieces until the server stops it. It never holds more than one piece in memory, so 20 of them
+announcing 60 MB each cost the attacking side nothing, and any memory growth is the server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from urllib.parse import urlsplit
+
+PIECE = os.urandom(64 * 1024)
+# How long the attacker waits for the server's close once it has stopped reading.
+CLOSE_WAIT_S = 10.0
+
+
+def frame_header(length: int) -> bytes:
+    """A masked text frame announcing ``length`` bytes (the 64-bit length form)."""
+    return bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big") + os.urandom(4)
+
+
+async def oversized_frame(base_url: str, announced: int, body: bytes | None = None,
+                          path: str = "/ws/gpu") -> str:
+    """Upgrade, announce a frame of ``announced`` bytes and keep sending until the server stops
+    us. Returns how it ended: "denied" (an HTTP answer instead of the upgrade) or "closed"."""
+    url = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            return "denied"
+        writer.write(frame_header(announced))
+        sent = 0
+        while sent < announced and not reader.at_eof():
+            piece = body[sent:sent + len(PIECE)] if body is not None else PIECE
+            writer.write(piece[:announced - sent])
+            sent += len(piece)
+            await writer.drain()
+        await asyncio.wait_for(reader.read(), CLOSE_WAIT_S)  # the server's close, then EOF
+        return "closed"
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return "closed"
+    finally:
+        writer.close()
+
+
+def huge_hello(size: int) -> bytes:
+    """A hello whose ``worker_id`` alone is about ``size`` bytes."""
+    return (b'{"type": "hello", "protocol_version": 2, "worker_id": "' + b"w" * max(size - 100, 0)
+            + b'"}')
