@@ -4,7 +4,8 @@ Rules:
 - The hash is stored as ``scrypt$n$r$p$salt_b64$hash_b64`` so its cost can be raised later without
   invalidating existing passwords: verification reads the parameters from the stored value.
 - ``ensure_admin`` makes the row on first start with a generated password and returns it once; the
-  caller prints it and it is never recoverable afterwards.
+  caller prints it and it is never recoverable afterwards (``pendra admin reset-password`` on the
+  control-plane host sets a new one).
 - scrypt is slow on purpose (~50 ms of CPU), so it never runs on the event loop (``asyncio.to_thread``)
   and never while a session holds a pooled connection: ``set_admin_password`` hashes before it
   touches the database, and a sign-in reads the stored hash (``stored_hash``), ends its session,
@@ -64,6 +65,11 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
+def generate_password() -> str:
+    """A new random admin password (16 URL-safe characters)."""
+    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+
+
 def _check_new_password(password: str) -> None:
     if not PASSWORD_MIN_CHARS <= len(password) <= PASSWORD_MAX_CHARS:
         raise InvalidRequest(f"the admin password must be {PASSWORD_MIN_CHARS} to "
@@ -118,6 +124,6 @@ async def ensure_admin(session: AsyncSession) -> str | None:
     """Create the admin with a generated password and return it; None if the admin exists."""
     if await get_admin(session) is not None:
         return None
-    password = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+    password = generate_password()
     await set_admin_password(session, password)
     return password
