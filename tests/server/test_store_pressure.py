@@ -13,7 +13,6 @@ import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from api_fixtures import TIMEOUT_S, Api, FakeWorker, fleet, running_api
 from pendra.server.store.db import Store
+from pendra.server.store.keys import hash_key
 from pendra.server.store.tables import ApiKey, Usage
 from suite_env import POSTGRES_URL, WAIT
 
@@ -40,10 +40,9 @@ def chat(model: str = "llama3.2") -> dict[str, object]:
     return {"model": model, "messages": HELLO}
 
 
-@asynccontextmanager
-async def sqlite_write_lock(path: Path, hold_s: float) -> AsyncIterator[asyncio.Task[None]]:
-    """Another connection holds the database's write lock for ``hold_s`` seconds (released in the
-    background, so the block may end first)."""
+async def hold_sqlite_write_lock(path: Path, hold_s: float) -> asyncio.Task[None]:
+    """Another connection takes the database's write lock now and releases it ``hold_s`` seconds
+    later, in the task returned."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=TIMEOUT_S)
     await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
 
@@ -54,11 +53,7 @@ async def sqlite_write_lock(path: Path, hold_s: float) -> AsyncIterator[asyncio.
             conn.execute("ROLLBACK")
             conn.close()
 
-    task = asyncio.create_task(release())
-    try:
-        yield task
-    finally:
-        await task
+    return asyncio.create_task(release(), name="sqlite-write-lock")
 
 
 async def count_rows(store: Store, key_id: str) -> tuple[int, object]:
@@ -69,12 +64,26 @@ async def count_rows(store: Store, key_id: str) -> tuple[int, object]:
 
 
 async def key_id_of(api: Api, raw: str) -> str:
-    from pendra.server.store.keys import hash_key
-
     async with api.app.state.store.session() as session:
         row = await session.scalar(select(ApiKey).where(ApiKey.hash == hash_key(raw)))
     assert row is not None
     return row.id
+
+
+async def chat_for(api: Api, key: str, seconds: float) -> int:
+    """Chat requests, three at a time, for ``seconds``; each must succeed. How many were sent."""
+    sent = 0
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=TIMEOUT_S,
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            replies = await asyncio.gather(*(
+                http.post("/api/v1/chat/completions", json=chat()) for _ in range(3)))
+            for reply in replies:
+                assert reply.status_code == 200, reply.text
+            sent += len(replies)
+            await asyncio.sleep(0.5)
+    return sent
 
 
 async def test_a_write_locked_sqlite_store_fails_no_request_and_loses_no_usage(
@@ -83,26 +92,23 @@ async def test_a_write_locked_sqlite_store_fails_no_request_and_loses_no_usage(
     last-used stamp is written later), and every usage row is in the store afterwards, although
     the server shut down while the database was still locked."""
     sent = 0
-    async with running_api(tmp_path) as api:
-        db_path = Path(make_url(api.settings.database_url).database or "")
-        async with fleet(api, FakeWorker("alpha")):
-            key = await api.new_key("fresh")
-            key_id = await key_id_of(api, key)
-            async with sqlite_write_lock(db_path, SQLITE_LOCK_S) as released:
-                async with httpx.AsyncClient(base_url=api.base_url, timeout=TIMEOUT_S,
-                                             headers={"Authorization": f"Bearer {key}"}) as http:
-                    until = time.monotonic() + FLOW_S
-                    while time.monotonic() < until:
-                        replies = await asyncio.gather(*(
-                            http.post("/api/v1/chat/completions", json=chat())
-                            for _ in range(3)))
-                        for reply in replies:
-                            assert reply.status_code == 200, reply.text
-                        sent += len(replies)
-                        await asyncio.sleep(0.5)
+    released: asyncio.Task[None] | None = None
+    try:
+        async with running_api(tmp_path) as api:
+            db_path = Path(make_url(api.settings.database_url).database or "")
+            async with fleet(api, FakeWorker("alpha")):
+                key = await api.new_key("fresh")
+                key_id = await key_id_of(api, key)
+                released = await hold_sqlite_write_lock(db_path, SQLITE_LOCK_S)
+                sent = await chat_for(api, key, FLOW_S)
                 assert not released.done(), "the requests ran while the database was locked"
-                # Leaving running_api shuts the server down while the lock is still held.
-            assert api.app.state.usage.retries > 0, "writes really failed and were retried"
+                assert api.app.state.usage.retries > 0, "writes really failed and were retried"
+            # Leaving running_api shuts the server down while the lock is still held: shutdown
+            # keeps retrying the queued rows (and last-used stamps) until the lock goes.
+            assert not released.done()
+    finally:
+        if released is not None:
+            await released
     store = await Store.open(api.settings.database_url)
     try:
         rows, last_used = await count_rows(store, key_id)
