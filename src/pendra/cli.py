@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -40,6 +41,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workers_app, name="workers")
 app.add_typer(models_app, name="models")
+admin_app = typer.Typer(help="The console's admin account (run on the control-plane host).",
+                        no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 
 out = Console()
 err = Console(stderr=True)
@@ -373,6 +377,23 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -
 
     row = _run(lambda: local_admin.revoke_key(_server_settings(), key))
     _announce(f"Revoked {row.id} ({row.name}).")
+
+
+@admin_app.command("reset-password")
+def admin_reset_password(
+        password_stdin: Annotated[bool, typer.Option(
+            "--password-stdin", help="Read the new password from the first line of stdin "
+            "instead of generating one.")] = False) -> None:
+    """Set a new console admin password (generated and printed once unless --password-stdin);
+    every console session ends. Works whether or not the server is running."""
+    from pendra.server import local_admin
+
+    given = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    password = _run(lambda: local_admin.reset_admin_password(_server_settings(), given))
+    _announce("Admin password changed; every console session has been signed out.")
+    if given is None:
+        _announce("New password (copy it now, it is not shown again):")
+        _announce(password)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -29,6 +29,11 @@ DEFAULT_WS_URL = "ws://127.0.0.1:8080"
 # Seconds between discovery passes; short enough that a newly started Ollama is found promptly.
 DEFAULT_REFRESH_INTERVAL_S = 10.0
 
+# Console password attempts: a person mistyping is never held up; a script gets 10 guesses a
+# minute per address and 2 a second in total (which also caps the CPU password hashing can take).
+SIGN_IN_PER_ADDRESS_PER_MINUTE = 10
+SIGN_IN_PER_SECOND = 2.0
+
 
 @dataclass(frozen=True)
 class Key:
@@ -79,6 +84,13 @@ KEYS: tuple[Key, ...] = (
     Key("max_body_bytes", "MAX_BODY_BYTES", "int", 32 * 1024 * 1024,
         "Largest request body the API accepts; larger ones get 413 before being read whole.",
         "server"),
+    Key("sign_in_attempts_per_address_per_minute", "SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+        "int", SIGN_IN_PER_ADDRESS_PER_MINUTE,
+        "Console password attempts one client address may make a minute (also its burst); more "
+        "get 429 with Retry-After.", "server"),
+    Key("sign_in_attempts_per_second", "SIGN_IN_ATTEMPTS_PER_SECOND", "float", SIGN_IN_PER_SECOND,
+        "Console password attempts per second from all addresses together (burst: 5 s worth); "
+        "more get 429 with Retry-After.", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
 
@@ -212,6 +224,8 @@ class ServerSettings:
     max_body_bytes: int
     # Per-start token the local CLI uses to reach the live server (see server/state.py).
     admin_token: str = ""
+    sign_in_per_address_per_minute: int = SIGN_IN_PER_ADDRESS_PER_MINUTE
+    sign_in_per_second: float = SIGN_IN_PER_SECOND
 
 
 def clamp_concurrency(value: int) -> int:
@@ -278,4 +292,6 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         heartbeat_timeout_s=values["heartbeat_timeout"],
         queue_timeout_s=values["queue_timeout"],
         max_body_bytes=values["max_body_bytes"],
+        sign_in_per_address_per_minute=max(1, values["sign_in_attempts_per_address_per_minute"]),
+        sign_in_per_second=max(0.1, values["sign_in_attempts_per_second"]),
     )

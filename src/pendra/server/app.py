@@ -4,11 +4,12 @@ Rules:
 - ``create_app(settings)`` builds a new app each call; nothing lives in module globals, so a
   process (``pendra up``, a test) may run several. What exists for the app's whole life is made by
   the lifespan and kept on ``app.state``: ``settings`` and ``catalogue`` (at once), then ``store``,
-  ``hub``, ``router``, ``usage`` and ``installs`` while it runs.
-- Start-up order: open (and migrate) the store, make the hub, start the usage writer and the
-  installs service. Shutdown runs it backwards: the hub closes first (workers are told to go away,
-  their open requests end with WorkerGone and are metered), then installs and the usage writer
-  drain into the store, then the store closes. A hub passed in by the caller is the caller's to
+  ``hub``, ``router``, ``usage``, ``last_used`` and ``installs`` while it runs.
+- Start-up order: open (and migrate) the store, make the hub, start the usage writer, the
+  last-used writer and the installs service. Shutdown runs it backwards: the hub closes first
+  (workers are told to go away, their open requests end with WorkerGone and are metered), then
+  installs, the last-used stamps and the usage writer drain into the store, then the store
+  closes. A hub passed in by the caller is the caller's to
   close.
 - ``/ws/gpu`` is the workers' socket: the enrolled public key and name come from the store and every
   heartbeat stamps the worker's ``last_seen_at`` (a failure to stamp is logged, never fatal to the
@@ -34,6 +35,7 @@ from pendra.server.errors import install_error_handlers
 from pendra.server.gpu_socket import Enrolled, StrangerBudget, serve_gpu_socket
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
+from pendra.server.last_used import LastUsed
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pendra.server.routing import Router
 from pendra.server.store import workers as worker_store
@@ -61,9 +63,11 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
         try:
             fleet = hub or Hub(heartbeat_interval_s=settings.heartbeat_interval_s,
                                heartbeat_timeout_s=settings.heartbeat_timeout_s)
-            async with UsageWriter(store) as usage, Installs(store, fleet, catalogue) as installs:
+            async with (UsageWriter(store) as usage, LastUsed(store) as last_used,
+                        Installs(store, fleet, catalogue) as installs):
                 app.state.store, app.state.hub = store, fleet
                 app.state.usage, app.state.installs = usage, installs
+                app.state.last_used = last_used
                 app.state.router = Router(fleet, catalogue,
                                           queue_timeout_s=settings.queue_timeout_s)
                 try:

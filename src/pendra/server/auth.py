@@ -2,7 +2,9 @@
 
 Rules:
 - Every request looks its key up in the store (by SHA-256, see store/keys.py); nothing is cached,
-  so a revoked key is refused on the very next request.
+  so a revoked key is refused on the very next request. The lookup only reads: the use is noted in
+  ``app.state.last_used`` and written later, off the request path (server/last_used.py), so a
+  slow or locked database cannot fail a request over bookkeeping.
 - Absent, unknown and revoked keys are all 401, with a message saying which of the first two it
   was (an unknown and a revoked key are indistinguishable by design: the store does not say).
 - ``/status`` also accepts the per-start admin token the local CLI reads from server.yaml.
@@ -16,6 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from pendra.errors import Unauthorized
+from pendra.server.last_used import LastUsed
 from pendra.server.store import keys
 from pendra.server.store.db import Store
 from pendra.server.store.tables import ApiKey
@@ -39,9 +42,10 @@ async def authenticate_request(request: Request) -> ApiKey:
     store: Store = request.app.state.store
     async with store.session() as session:
         row = await keys.authenticate(session, raw)
-        await session.commit()  # authenticate may have stamped last_used_at
     if row is None:
         raise Unauthorized("invalid API key: it is unknown or has been revoked")
+    last_used: LastUsed = request.app.state.last_used
+    last_used.note(row)
     request.state.api_key_id = row.id
     return row
 

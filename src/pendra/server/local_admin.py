@@ -13,7 +13,7 @@ from typing import Any
 
 from pendra.config import ServerSettings
 from pendra.protocol import signing
-from pendra.server.store import keys, usage, workers
+from pendra.server.store import admin, keys, usage, workers
 from pendra.server.store.db import Store
 
 
@@ -64,3 +64,11 @@ async def remove_worker(settings: ServerSettings, worker: str) -> Any:
 
 async def usage_summary(settings: ServerSettings, since: datetime | None) -> dict[str, Any]:
     return await _with_store(settings, lambda s: usage.usage_summary(s, since))
+
+
+async def reset_admin_password(settings: ServerSettings, password: str | None) -> str:
+    """Set the console admin password (``password``, or a generated one) and return it. Every
+    console session ends: a session cookie carries a fingerprint of the old hash."""
+    new = admin.generate_password() if password is None else password
+    await _with_store(settings, lambda s: admin.set_admin_password(s, new))
+    return new

@@ -6,6 +6,12 @@ Rules:
   never raises; when the queue is full the record is dropped with a warning, because a slow
   database must not slow or fail the API. On exit the queue is flushed (bounded by
   ``FLUSH_TIMEOUT_S``), then the task stops.
+- A batch that fails for a passing reason (``store.retry.transient``: a locked database, a lost
+  connection) is retried with capped backoff until it is stored, so a database locked for seconds
+  loses nothing; meanwhile new records wait in the queue. A batch that fails for any other reason
+  is written again one record at a time, so only the record that cannot be stored (say, a token
+  count no column holds) is dropped; it is logged and counted in ``rejected``. The writer task
+  never ends because of a record.
 - A record holds counts, timings, names and statuses, never prompt or completion content;
   ``UsageMeter`` is how a request builds one as it goes.
 """
@@ -18,10 +24,8 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from pendra.errors import PendraError
 from pendra.server.store.db import Store
+from pendra.server.store.retry import Backoff, transient
 from pendra.server.store.usage import UsageRecord, record_usage
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,14 @@ QUEUE_RECORDS = 10_000
 BATCH_RECORDS = 200
 # How long shutdown waits for queued records to reach the store before giving up on them.
 FLUSH_TIMEOUT_S = 10.0
+# Retry delays for a batch the store refused for a passing reason: quick at first, and capped so a
+# released lock is noticed within a couple of seconds.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
+# A failure's text in the log: enough to recognise it, never a whole statement with its parameters.
+ERROR_LOG_CHARS = 200
+# Request ids in log lines are clipped to this (they may come from the client).
+REQUEST_ID_LOG_CHARS = 100
 # A client that went away before the response ended (nginx's convention).
 CLIENT_CLOSED = 499
 
@@ -73,14 +85,31 @@ class UsageMeter:
             completion_tokens=self.completion_tokens, stream=self.stream, error=self.error)
 
 
+class RecordRefused(Exception):
+    """The store refused a write for a reason that will not pass by retrying (cause attached)."""
+
+
+def brief(exc: BaseException) -> str:
+    """The first line of an error, clipped for the log."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= ERROR_LOG_CHARS else text[: ERROR_LOG_CHARS - 1] + "…"
+
+
 class UsageWriter:
     """A bounded queue of usage records and the one task that writes them."""
 
-    def __init__(self, store: Store, *, queue_records: int = QUEUE_RECORDS) -> None:
+    def __init__(self, store: Store, *, queue_records: int = QUEUE_RECORDS,
+                 flush_timeout_s: float = FLUSH_TIMEOUT_S, retry_first_s: float = RETRY_FIRST_S,
+                 retry_max_s: float = RETRY_MAX_S) -> None:
         self._store = store
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=queue_records)
         self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
+        self._flush_timeout_s = flush_timeout_s
+        self._retry_first_s, self._retry_max_s = retry_first_s, retry_max_s
+        self._writing = 0
+        self.dropped = 0  # records never queued: the queue was full
+        self.rejected = 0  # records the store refused for good (logged one by one)
+        self.retries = 0  # failed attempts at a write that were then tried again
 
     async def __aenter__(self) -> "UsageWriter":
         self._task = asyncio.create_task(self._run(), name="usage-writer")
@@ -89,9 +118,10 @@ class UsageWriter:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         try:
-            await asyncio.wait_for(self._queue.join(), FLUSH_TIMEOUT_S)
+            await asyncio.wait_for(self._queue.join(), self._flush_timeout_s)
         except TimeoutError:
-            log.warning("shutting down with %d usage record(s) unwritten", self._queue.qsize())
+            log.error("shutting down with %d usage record(s) unwritten after %.0f s",
+                      self._queue.qsize() + self._writing, self._flush_timeout_s)
         finally:
             assert self._task is not None
             self._task.cancel()
@@ -110,7 +140,7 @@ class UsageWriter:
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("usage queue full (%d records); dropped the record of request %s",
-                        self._queue.maxsize, record.request_id)
+                        self._queue.maxsize, record.request_id[:REQUEST_ID_LOG_CHARS])
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been written (or given up on)."""
@@ -121,18 +151,63 @@ class UsageWriter:
             batch = [await self._queue.get()]
             while len(batch) < BATCH_RECORDS and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._writing = len(batch)
             try:
-                await self._write(batch)
+                await self._store_batch(batch)
             finally:
+                self._writing = 0
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _write(self, batch: list[UsageRecord]) -> None:
+    async def _store_batch(self, batch: list[UsageRecord]) -> None:
         try:
-            async with self._store.session() as session:
-                for record in batch:
-                    await record_usage(session, record)
-                await session.commit()
-        except (SQLAlchemyError, OSError, PendraError) as exc:
-            # The writer outlives a bad batch: losing rows beats losing the writer.
-            log.error("could not write %d usage record(s): %s", len(batch), exc)
+            await self._until_stored(batch)
+            return
+        except RecordRefused as exc:
+            if len(batch) == 1:
+                self._refused(batch[0], exc)
+                return
+            log.warning("the store refused a batch of %d usage records (%s); writing them one "
+                        "by one", len(batch), exc)
+        for record in batch:
+            try:
+                await self._until_stored([record])
+            except RecordRefused as exc:
+                self._refused(record, exc)
+
+    def _refused(self, record: UsageRecord, exc: RecordRefused) -> None:
+        self.rejected += 1
+        log.error("dropped the usage record of request %s: the store refused it: %s "
+                  "(%d refused so far)", record.request_id[:REQUEST_ID_LOG_CHARS],
+                  exc, self.rejected)
+
+    async def _until_stored(self, records: list[UsageRecord]) -> None:
+        """Write ``records`` in one transaction, retrying passing failures until it commits;
+        RecordRefused when the failure is not one that passes."""
+        backoff = Backoff(self._retry_first_s, self._retry_max_s)
+        failures = 0
+        while True:
+            try:
+                await self._write(records)
+            # The writer task's boundary: a driver may raise anything for a bad value (sqlite3
+            # raises OverflowError), and no record may end the task.
+            except Exception as exc:
+                if not transient(exc):
+                    raise RecordRefused(brief(exc)) from exc
+                failures += 1
+                self.retries += 1
+                if failures == 1:
+                    log.warning("could not store %d usage record(s), retrying until stored: %s",
+                                len(records), brief(exc))
+                await asyncio.sleep(backoff.next_delay())
+            else:
+                if failures:
+                    log.info("stored %d usage record(s) after %d failed attempt(s)",
+                             len(records), failures)
+                return
+
+    async def _write(self, records: list[UsageRecord]) -> None:
+        async with self._store.session() as session:
+            for record in records:
+                await record_usage(session, record)
+            await session.commit()

@@ -142,23 +142,3 @@ async def test_secret_is_kept_private_under_pendra_home(console: Console,
     first = path.read_text()
     assert auth.load_secret(path) == auth.load_secret(path)
     assert path.read_text() == first
-
-
-async def test_failed_sign_ins_are_damped_more_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each failure from one address waits longer (doubling, capped); success resets it; other
-    addresses are not slowed down."""
-    waits: list[float] = []
-
-    async def record(delay: float) -> None:
-        waits.append(delay)
-
-    monkeypatch.setattr(auth.asyncio, "sleep", record)
-    damper = ConsoleAuth(b"s" * 32)
-    for _ in range(6):
-        await damper.damp_failure("10.0.0.1")
-    await damper.damp_failure("10.0.0.2")
-    damper.forget_failures("10.0.0.1")
-    await damper.damp_failure("10.0.0.1")
-    base = auth.DAMP_BASE_S
-    assert waits == [base, base * 2, base * 4, auth.DAMP_MAX_S, auth.DAMP_MAX_S, auth.DAMP_MAX_S,
-                     base, base]

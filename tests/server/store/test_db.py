@@ -20,7 +20,8 @@ from pendra.server.store.tables import Base
 
 from .conftest import POSTGRES_URL, Target
 
-TABLES = {"api_keys", "workers", "usage", "admin", "installs"}
+TABLES = {"api_keys", "workers", "usage", "admin", "installs", "revoked_sessions"}
+HEAD = "0002"
 PUBLIC_KEY = "A" * 43 + "="  # base64 of 32 zero bytes
 
 
@@ -35,8 +36,8 @@ async def _tables(store: Store) -> set[str]:
 
 async def test_open_migrates_empty_database_to_head(store: Store, target: Target) -> None:
     """Opening an empty database creates every table and records the head revision."""
-    assert _head() == "0001"
-    assert await current_revision(store.engine) == "0001"
+    assert _head() == HEAD
+    assert await current_revision(store.engine) == HEAD
     assert TABLES | {"alembic_version"} <= await _tables(store)
     if target.schema is not None:
         async with store.engine.connect() as connection:
@@ -51,12 +52,12 @@ async def test_reopen_is_idempotent(store: Store, target: Target) -> None:
     for _ in range(2):
         again = await target.open()
         try:
-            assert await current_revision(again.engine) == "0001"
+            assert await current_revision(again.engine) == HEAD
             assert TABLES <= await _tables(again)
         finally:
             await again.close()
     await upgrade(store.engine)  # an explicit upgrade at head is a no-op too
-    assert await current_revision(store.engine) == "0001"
+    assert await current_revision(store.engine) == HEAD
 
 
 async def test_downgrade_to_base_then_upgrade_to_head(store: Store) -> None:
@@ -65,7 +66,7 @@ async def test_downgrade_to_base_then_upgrade_to_head(store: Store) -> None:
     assert await current_revision(store.engine) is None
     assert not TABLES & await _tables(store)
     await upgrade(store.engine, "head")
-    assert await current_revision(store.engine) == "0001"
+    assert await current_revision(store.engine) == HEAD
     assert TABLES <= await _tables(store)
     async with store.session() as session:
         await keys.create_key(session, "after the round trip")

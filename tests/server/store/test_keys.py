@@ -118,27 +118,25 @@ async def test_revoke_unknown_key_is_not_found(store: Store) -> None:
             await keys.revoke_key(session, "key_doesnotexist")
 
 
-async def test_last_used_is_written_at_most_once_a_minute(store: Store) -> None:
-    """The first use records ``last_used_at``; uses within a minute keep it; later ones move it."""
+async def test_authenticate_writes_nothing_and_stamps_only_move_forward(store: Store) -> None:
+    """Authenticating leaves the session clean; ``needs_stamp`` asks for at most one stamp a
+    minute; ``stamp_last_used`` moves ``last_used_at`` forward, never back."""
     async with store.session() as session:
         row, raw = await keys.create_key(session, "busy")
         await session.commit()
+    now = utcnow()
     async with store.session() as session:
-        first = await keys.authenticate(session, raw)
-        assert first is not None and first.last_used_at is not None
-        stamp = first.last_used_at
+        found = await keys.authenticate(session, raw)
+        assert found is not None and found.last_used_at is None
+        assert not session.dirty and not session.new
+        assert keys.needs_stamp(found, now)
+        await keys.stamp_last_used(session, {row.id: now, "key_missing": now})
         await session.commit()
     async with store.session() as session:
-        second = await keys.authenticate(session, raw)
-        assert second is not None and second.last_used_at == stamp
-        assert not session.dirty  # nothing to write
-        old = utcnow() - timedelta(minutes=2)
-        second.last_used_at = old
+        await keys.stamp_last_used(session, {row.id: now - timedelta(hours=1)})
         await session.commit()
     async with store.session() as session:
-        third = await keys.authenticate(session, raw)
-        await session.commit()
-        assert third is not None and third.last_used_at is not None and third.last_used_at > old
-    async with store.session() as session:
-        stored = await session.scalar(select(ApiKey.last_used_at).where(ApiKey.id == row.id))
-        assert stored == third.last_used_at
+        found = await keys.authenticate(session, raw)
+        assert found is not None and found.last_used_at == now
+        assert not keys.needs_stamp(found, now + timedelta(seconds=30))
+        assert keys.needs_stamp(found, now + timedelta(minutes=2))

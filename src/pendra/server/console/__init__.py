@@ -2,8 +2,9 @@
 
 ``install_console(app)`` adds everything to an app made by ``create_app``: the pages
 (``views``), the forms behind them (``actions``), the event streams (``events``), the static
-files under ``/console/static`` and two exception handlers (a page without a session redirects to
-sign-in; a form without its CSRF token gets a 403 page). It reads ``app.state.store``, ``hub``,
+files under ``/console/static`` and three exception handlers (a page without a session redirects to
+sign-in; a form without its CSRF token gets a 403 page; a throttled password attempt gets a 429
+page, or the JSON error envelope when the caller asked for JSON, with ``Retry-After``). It reads ``app.state.store``, ``hub``,
 ``installs`` and ``settings`` at request time, so it may be called before the lifespan has run.
 
 Pages live at the root (``/models``, ``/workers``, ``/api-keys``, ``/usage``, ``/account``,
@@ -22,6 +23,8 @@ from fastapi.staticfiles import StaticFiles
 from pendra.server.console import actions, events, views
 from pendra.server.console.auth import CsrfRefused, SignInRequired
 from pendra.server.console.rendering import render
+from pendra.server.console.throttle import SignInThrottled
+from pendra.server.errors import error_response, request_id_of
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_PREFIX = "/console/static"
@@ -39,14 +42,27 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
                                           "message": exc.message}, status=403)
 
 
+async def _throttled(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInThrottled)
+    headers = {"Retry-After": str(max(1, exc.retry_after_s))}
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and "text/html" not in accept:
+        return error_response(exc.status, exc.message, exc.kind, request_id_of(request.scope),
+                              headers)
+    return render(request, "error.html", {"title": "Too many attempts", "status": exc.status,
+                                          "message": exc.message},
+                  status=exc.status, headers=headers)
+
+
 def install_console(app: FastAPI) -> None:
-    """Add the console's routes, static files and its two exception handlers to ``app``."""
+    """Add the console's routes, static files and its exception handlers to ``app``."""
     app.include_router(views.router)
     app.include_router(actions.router)
     app.include_router(events.router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="console-static")
     app.add_exception_handler(SignInRequired, _sign_in_redirect)
     app.add_exception_handler(CsrfRefused, _csrf_refused)
+    app.add_exception_handler(SignInThrottled, _throttled)
 
 
 __all__ = ["install_console"]

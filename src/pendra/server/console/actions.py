@@ -2,7 +2,9 @@
 models, add and remove workers, create and revoke keys.
 
 Rules: every action but signing in needs the session and its CSRF token (``require_session``
-checks both). An action either redirects (303) to the page it came from with a one-line notice or
+checks both). Every password check (sign-in, the current password of a change) is first admitted
+by the throttle (429 past it), reads the stored hash in a session that is closed before the
+password is hashed in a thread, and logs a failure with the client address. An action either redirects (303) to the page it came from with a one-line notice or
 error, or — when it made a secret that is shown exactly once (an API key, a worker's private key) —
 renders that page directly with ``Cache-Control: no-store``. Failures the admin can act on are
 Pendra's own errors and are shown as their message; nothing else is caught here.
@@ -10,7 +12,9 @@ Pendra's own errors and are shown as their message; nothing else is caught here.
 
 from __future__ import annotations
 
+import logging
 import shlex
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -19,24 +23,23 @@ from fastapi.responses import RedirectResponse, Response
 from pendra.errors import PendraError
 from pendra.protocol import signing
 from pendra.protocol.close import CloseReason
-from pendra.server.console.auth import (CsrfRefused, Session, clear_session_cookie, console_auth,
+from pendra.server.console.auth import (CsrfRefused, Session, clear_session_cookie,
+                                        client_address, console_auth, end_session,
                                         password_fingerprint, read_form, require_session,
                                         same_origin, set_session_cookie)
 from pendra.server.console.rendering import NO_STORE, redirect, render
+from pendra.server.console.throttle import clip_address
 from pendra.server.console.views import (account_page, keys_page, safe_next, sign_in_page,
                                          workers_page)
 from pendra.server.store import admin as admin_store
 from pendra.server.store import keys as key_store
 from pendra.server.store import workers as worker_store
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 ConsoleSession = Annotated[Session, Depends(require_session)]
 REQUESTED_BY = "admin (console)"
 WRONG_PASSWORD = "That password is not correct."
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _back(form: dict[str, str], default: str) -> str:
@@ -52,15 +55,16 @@ async def sign_in(request: Request) -> Response:
         raise CsrfRefused("sign-in forms are only accepted from the console itself")
     form = await read_form(request)
     password, next_url = form.get("password", ""), safe_next(form.get("next"))
-    auth = console_auth(request)
+    auth, client = console_auth(request), client_address(request)
+    auth.throttle.admit(client, time.monotonic())
     async with request.app.state.store.session() as db:
-        valid = bool(password) and await admin_store.verify_admin_password(db, password)
-        row = await admin_store.get_admin(db) if valid else None
-    if row is None:
-        await auth.damp_failure(_client(request))
+        stored = await admin_store.stored_hash(db)
+    # Hashed in a thread, with the session (and its pooled connection) already given back.
+    if stored is None or not await admin_store.verify_password(password, stored):
+        log.warning("failed console sign-in from %s", clip_address(client))
         return render(request, "sign_in.html", sign_in_page(next_url, WRONG_PASSWORD), status=401)
-    auth.forget_failures(_client(request))
-    cookie, _ = auth.issue(password_fingerprint(row.password_hash))
+    log.info("console sign-in from %s", clip_address(client))
+    cookie, _ = auth.issue(password_fingerprint(stored))
     response = RedirectResponse(next_url, status_code=303)
     set_session_cookie(request, response, cookie, auth.ttl_s)
     return response
@@ -68,34 +72,45 @@ async def sign_in(request: Request) -> Response:
 
 @router.post("/sign-out")
 async def sign_out(request: Request, session: ConsoleSession) -> Response:
-    console_auth(request).revoke(session)
+    await end_session(request, session)
     response = redirect(request, "/sign-in", notice="You are signed out.")
     clear_session_cookie(request, response)
     return response
+
+
+async def _current_password_error(request: Request, current: str) -> str | None:
+    """Why ``current`` cannot authorise a password change, or None; throttled like sign-in."""
+    client = client_address(request)
+    console_auth(request).throttle.admit(client, time.monotonic())
+    async with request.app.state.store.session() as db:
+        stored = await admin_store.stored_hash(db)
+    if await admin_store.verify_password(current, stored):
+        return None
+    log.warning("failed console password change from %s: wrong current password",
+                clip_address(client))
+    return "The current password is not correct."
 
 
 @router.post("/account")
 async def change_password(request: Request, session: ConsoleSession) -> Response:
     form = await read_form(request)
     current, new = form.get("current_password", ""), form.get("new_password", "")
-    auth = console_auth(request)
     error = None
     if new != form.get("confirm_password", ""):
         error = "The new password and its confirmation differ."
-    async with request.app.state.store.session() as db:
-        if error is None and not await admin_store.verify_admin_password(db, current):
-            await auth.damp_failure(_client(request))
-            error = "The current password is not correct."
-        if error is None:
-            try:
+    else:
+        error = await _current_password_error(request, current)
+    if error is None:
+        try:
+            async with request.app.state.store.session() as db:
                 row = await admin_store.set_admin_password(db, new)
-            except PendraError as exc:
-                error = exc.message.capitalize() + "."
-            else:
                 await db.commit()
+        except PendraError as exc:
+            error = exc.message.capitalize() + "."
     if error is not None:
         return render(request, "account.html", account_page(error), session=session, status=400)
-    auth.revoke(session)
+    await end_session(request, session)
+    auth = console_auth(request)
     cookie, _ = auth.issue(password_fingerprint(row.password_hash))
     response = redirect(request, "/account",
                         notice="Password changed. Every other session has been signed out.")

@@ -1,24 +1,26 @@
-"""The console's admin sign-in: signed session cookies, CSRF tokens and brute-force damping.
+"""The console's admin sign-in: signed session cookies, CSRF tokens, sign-out, and the throttle on
+password attempts.
 
 Rules:
 - A session lives in one cookie, ``<payload>.<signature>``: the payload is base64url JSON
   ``{"sid", "exp", "pw"}`` and the signature HMAC-SHA256 over it with the console secret. The secret
   is 32 random bytes made once and kept in ``$PENDRA_HOME/console-secret`` (0600), so sessions
-  survive a restart; nothing else about a session is stored.
+  survive a restart; the store keeps only the ids of sessions signed out early.
 - ``pw`` is a fingerprint of the stored admin password hash: changing the password ends every
   session but the one that changed it (which gets a fresh cookie).
-- Sessions expire ``SESSION_TTL_S`` after sign-in. Signing out revokes the session id in this
-  process until it would have expired anyway.
+- Sessions expire ``SESSION_TTL_S`` after sign-in. Signing out (``end_session``) revokes the
+  session id in the store until it would have expired anyway (store/sessions.py), so the cookie
+  stays refused after a restart and on every replica.
 - The cookie is HttpOnly, SameSite=Lax, and Secure whenever the request came over https.
 - CSRF: each session has one token, HMAC(secret, "csrf:" + sid). Every unsafe console request
   carries it in the ``csrf_token`` form field or the ``X-CSRF-Token`` header, or gets 403.
-- Failed sign-ins are damped per client address: each failure waits a little longer (doubling from
-  ``DAMP_BASE_S`` up to ``DAMP_MAX_S``) before the answer, which never says more than "wrong".
+- Password attempts are throttled per client address and globally before any hashing
+  (``ConsoleAuth.throttle``, see throttle.py); a wrong password's answer never says more than
+  "wrong", and the failure is logged with the client address, never the password.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -26,8 +28,8 @@ import hmac
 import json
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -35,7 +37,9 @@ from fastapi import Request
 
 from pendra.errors import Forbidden, PayloadTooLarge
 from pendra.home import write_private
+from pendra.server.console.throttle import SignInThrottle
 from pendra.server.store import admin as admin_store
+from pendra.server.store import sessions as session_store
 
 COOKIE_NAME = "pendra_session"
 CSRF_FIELD = "csrf_token"
@@ -45,13 +49,6 @@ SECRET_BYTES = 32
 # A working day: long enough not to nag, short enough that a forgotten laptop does not stay in.
 SESSION_TTL_S = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Failed sign-in damping: the first failure waits DAMP_BASE_S, each further one twice as long.
-DAMP_BASE_S = 0.5
-DAMP_MAX_S = 4.0
-# A failure streak is forgotten after this long without another failure.
-DAMP_FORGET_S = 15 * 60
-# Bounds the in-memory tables (failure streaks, revoked sessions) against address floods.
-TABLE_MAX = 4096
 # Console forms are a few short fields; anything bigger is not one of ours.
 FORM_MAX_BYTES = 64 * 1024
 
@@ -109,11 +106,11 @@ def password_fingerprint(password_hash: str) -> str:
 class ConsoleAuth:
     """Signs and checks session cookies and CSRF tokens for one app."""
 
-    def __init__(self, secret: bytes, *, ttl_s: float = SESSION_TTL_S) -> None:
+    def __init__(self, secret: bytes, *, ttl_s: float = SESSION_TTL_S,
+                 throttle: SignInThrottle | None = None) -> None:
         self._secret = secret
         self._ttl_s = ttl_s
-        self._revoked: OrderedDict[str, float] = OrderedDict()  # sid → expiry
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # client → streak
+        self.throttle = throttle or SignInThrottle(now=time.monotonic())
 
     # --- signing --------------------------------------------------------------------------------
 
@@ -148,27 +145,19 @@ class ConsoleAuth:
         return cookie, Session(sid, expires_at, self._csrf_for(sid))
 
     def read(self, cookie: str, fingerprint: str | None) -> Session | None:
-        """The session in ``cookie`` if it is genuine, unexpired, unrevoked and current."""
+        """The session in ``cookie`` if it is genuine, unexpired and current (revocations are the
+        store's: see ``current_session``)."""
         data = self.unsign(cookie)
         if data is None or fingerprint is None:
             return None
         sid, exp, pw = data.get("sid"), data.get("exp"), data.get("pw")
         if not isinstance(sid, str) or not isinstance(exp, int) or not isinstance(pw, str):
             return None
-        if exp <= time.time() or sid in self._revoked:
+        if exp <= time.time():
             return None
         if not hmac.compare_digest(pw, fingerprint):
             return None
         return Session(sid, float(exp), self._csrf_for(sid))
-
-    def revoke(self, session: Session) -> None:
-        now = time.time()
-        for sid, expiry in list(self._revoked.items()):
-            if expiry <= now:
-                del self._revoked[sid]
-        self._revoked[session.sid] = session.expires_at
-        while len(self._revoked) > TABLE_MAX:
-            self._revoked.popitem(last=False)
 
     @property
     def ttl_s(self) -> float:
@@ -178,38 +167,32 @@ class ConsoleAuth:
     def csrf_ok(session: Session, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(token.encode(), session.csrf_token.encode())
 
-    # --- damping --------------------------------------------------------------------------------
-
-    async def damp_failure(self, client: str) -> None:
-        """Record a failed sign-in from ``client`` and wait before answering it."""
-        now = time.monotonic()
-        count, last = self._failures.pop(client, (0, now))
-        if now - last > DAMP_FORGET_S:
-            count = 0
-        count += 1
-        self._failures[client] = (count, now)
-        while len(self._failures) > TABLE_MAX:
-            self._failures.popitem(last=False)
-        await asyncio.sleep(min(DAMP_BASE_S * 2 ** (count - 1), DAMP_MAX_S))
-
-    def forget_failures(self, client: str) -> None:
-        self._failures.pop(client, None)
-
 
 def console_auth(request: Request) -> ConsoleAuth:
     """The app's ConsoleAuth, made on first use from the secret under ``$PENDRA_HOME``."""
     state = request.app.state
     auth: ConsoleAuth | None = getattr(state, "console_auth", None)
     if auth is None:
-        auth = ConsoleAuth(load_secret(state.settings.home.root / SECRET_FILE))
+        settings = state.settings
+        throttle = SignInThrottle(
+            per_address_per_minute=settings.sign_in_per_address_per_minute,
+            global_per_second=settings.sign_in_per_second, now=time.monotonic())
+        auth = ConsoleAuth(load_secret(settings.home.root / SECRET_FILE), throttle=throttle)
         state.console_auth = auth
     return auth
 
 
-async def current_fingerprint(request: Request) -> str | None:
+def client_address(request: Request) -> str:
+    """The address password attempts are counted against (uvicorn's, proxy headers applied)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def end_session(request: Request, session: Session) -> None:
+    """Sign ``session`` out for good: its id is refused, by every replica, until it expires."""
     async with request.app.state.store.session() as db:
-        row = await admin_store.get_admin(db)
-    return None if row is None else password_fingerprint(row.password_hash)
+        await session_store.revoke_session(db, session.sid,
+                                           datetime.fromtimestamp(session.expires_at, UTC))
+        await db.commit()
 
 
 async def current_session(request: Request) -> Session | None:
@@ -219,8 +202,13 @@ async def current_session(request: Request) -> Session | None:
         return cached
     session = None
     cookie = request.cookies.get(COOKIE_NAME)
-    if cookie:
-        session = console_auth(request).read(cookie, await current_fingerprint(request))
+    auth = console_auth(request)
+    if cookie and auth.unsign(cookie) is not None:
+        async with request.app.state.store.session() as db:
+            stored = await admin_store.stored_hash(db)
+            session = auth.read(cookie, None if stored is None else password_fingerprint(stored))
+            if session is not None and await session_store.is_revoked(db, session.sid):
+                session = None
     request.scope["console_session"] = session
     return session
 

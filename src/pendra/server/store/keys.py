@@ -5,8 +5,10 @@ Rules:
   never stored: the store keeps its SHA-256 (looked up by equality, so no timing side channel on the
   secret) and its first ``PREFIX_CHARS`` characters for people to tell keys apart.
 - A revoked key stops authenticating on the next request; revoking twice is not an error.
-- ``authenticate`` writes ``last_used_at`` at most once per ``LAST_USED_RESOLUTION``, so a busy key
-  costs no write per request.
+- ``authenticate`` only reads: a request's authentication never waits on, or fails with, a write.
+  ``last_used_at`` is written later, in bulk, by ``stamp_last_used`` (see server/last_used.py),
+  and only moves forward; ``needs_stamp`` says whether a use is worth recording at all (at most
+  once per ``LAST_USED_RESOLUTION`` per key, so a busy key costs no write per request).
 - Functions flush but do not commit; the caller owns the transaction.
 """
 
@@ -14,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest, NotFound
@@ -79,14 +81,25 @@ async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
 
 
 async def authenticate(session: AsyncSession, raw: str) -> ApiKey | None:
-    """The live key for a raw key, or None when it is unknown or revoked."""
+    """The live key for a raw key, or None when it is unknown or revoked. Writes nothing."""
     if not raw.startswith(KEY_PREFIX) or len(raw) > _RAW_MAX_CHARS:
         return None
     row = await session.scalar(select(ApiKey).where(ApiKey.hash == hash_key(raw)))
     if row is None or row.revoked_at is not None:
         return None
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        row.last_used_at = now
-        await session.flush()
     return row
+
+
+def needs_stamp(row: ApiKey, now: datetime) -> bool:
+    """Whether a use of ``row`` at ``now`` should move its ``last_used_at``."""
+    return row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION
+
+
+async def stamp_last_used(session: AsyncSession, stamps: dict[str, datetime]) -> None:
+    """Move each key's ``last_used_at`` forward to its stamp (never back; missing keys are
+    skipped)."""
+    for key_id, when in sorted(stamps.items()):
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == key_id)
+            .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < when))
+            .values(last_used_at=when).execution_options(synchronize_session=False))

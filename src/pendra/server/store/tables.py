@@ -36,6 +36,8 @@ NAME_MAX_CHARS = 100
 # Ollama tags and OpenAI model names are short; anything longer is clipped before it is stored.
 MODEL_MAX_CHARS = 200
 REQUEST_ID_MAX_CHARS = 100
+# Console session ids are 16 random bytes, 22 characters in base64url; room to grow.
+SESSION_ID_MAX_CHARS = 64
 # Usage errors are a one-line reason for the operator, not a stack trace.
 USAGE_ERROR_MAX_CHARS = 500
 
@@ -137,6 +139,16 @@ class Admin(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RevokedSession(Base):
+    """A console session signed out before it expired; kept until then, so sign-out survives a
+    restart (the cookie itself stays valid until ``expires_at``)."""
+
+    __tablename__ = "revoked_sessions"
+
+    sid: Mapped[str] = mapped_column(String(SESSION_ID_MAX_CHARS), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Install(Base):
