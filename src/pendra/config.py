@@ -79,6 +79,12 @@ KEYS: tuple[Key, ...] = (
     Key("max_body_bytes", "MAX_BODY_BYTES", "int", 32 * 1024 * 1024,
         "Largest request body the API accepts; larger ones get 413 before being read whole.",
         "server"),
+    Key("header_timeout", "HEADER_TIMEOUT", "float", 10.0,
+        "Seconds a client has to send a request's headers (from connecting, or from the request's "
+        "first byte on a kept-alive connection); then 408 and the connection is closed.", "server"),
+    Key("max_connections", "MAX_CONNECTIONS", "int", 2048,
+        "Most connections open at once, workers' WebSockets included; one more gets 503 with "
+        "Retry-After.", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
 
@@ -210,6 +216,8 @@ class ServerSettings:
     heartbeat_timeout_s: float
     queue_timeout_s: float
     max_body_bytes: int
+    header_timeout_s: float
+    max_connections: int
     # Per-start token the local CLI uses to reach the live server (see server/state.py).
     admin_token: str = ""
 
@@ -278,4 +286,6 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         heartbeat_timeout_s=values["heartbeat_timeout"],
         queue_timeout_s=values["queue_timeout"],
         max_body_bytes=values["max_body_bytes"],
+        header_timeout_s=max(0.1, values["header_timeout"]),
+        max_connections=max(1, values["max_connections"]),
     )
