@@ -97,14 +97,13 @@ async def test_keep_alive_deadline_starts_at_each_requests_first_byte(tmp_path: 
     async with running_api(tmp_path, header_timeout_s=DEADLINE_S) as api:
         reader, writer = await asyncio.open_connection(*_addr(api))
         try:
-            for _ in range(2):
+            for pause_s in (0, DEADLINE_S * 1.5):  # longer than the deadline, shorter than
+                await asyncio.sleep(pause_s)         # uvicorn's 5 s keep-alive
                 writer.write(request)
                 async with asyncio.timeout(CEILING_S):
                     head = await reader.readuntil(b"\r\n\r\n")
                     assert head.startswith(b"HTTP/1.1 200")
                     await reader.readuntil(b"}")  # {"status":"ok"}
-                # Longer than the deadline, shorter than uvicorn's 5 s keep-alive.
-                await asyncio.sleep(DEADLINE_S * 1.5)
             sender = asyncio.create_task(_trickle(writer, SLOW_REQUEST, 0.25))
             raw = await _read_all(reader)
             sender.cancel()
