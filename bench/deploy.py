@@ -67,6 +67,10 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 
 async def _read_key(child: ChildProcess, timeout_s: float = 20) -> str:
+    # The first-start secrets are printed as soon as they exist, before the ready line.
+    for line in child.before_ready:
+        if match := KEY.search(line):
+            return match.group(1)
     assert child.process is not None and child.process.stdout is not None
     async with asyncio.timeout(timeout_s):
         while line := await child.process.stdout.readline():

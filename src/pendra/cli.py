@@ -20,6 +20,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from pendra import __version__
@@ -70,11 +71,16 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
     except ConfigError as exc:
-        err.print(f"[red]ConfigError[/red]: {exc.message}")
+        _print_error("ConfigError", exc.message)
         raise typer.Exit(2) from exc
     except PendraError as exc:
-        err.print(f"[red]{type(exc).__name__}[/red]: {exc.message}")
+        _print_error(type(exc).__name__, exc.message)
         raise typer.Exit(1) from exc
+
+
+def _print_error(kind: str, message: str) -> None:
+    # One line whatever the terminal's width, and the message is text, never Rich markup.
+    err.print(f"[red]{kind}[/red]: {escape(message)}", soft_wrap=True)
 
 
 async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -131,7 +137,7 @@ def _run_sync(call: Callable[[], T]) -> T:
     try:
         return call()
     except ConfigError as exc:
-        err.print(f"[red]ConfigError[/red]: {exc.message}")
+        _print_error("ConfigError", exc.message)
         raise typer.Exit(2) from exc
 
 

@@ -91,6 +91,12 @@ KEYS: tuple[Key, ...] = (
     Key("sign_in_attempts_per_second", "SIGN_IN_ATTEMPTS_PER_SECOND", "float", SIGN_IN_PER_SECOND,
         "Console password attempts per second from all addresses together (burst: 5 s worth); "
         "more get 429 with Retry-After.", "server"),
+    Key("header_timeout", "HEADER_TIMEOUT", "float", 10.0,
+        "Seconds a client has to send a request's headers (from connecting, or from the request's "
+        "first byte on a kept-alive connection); then 408 and the connection is closed.", "server"),
+    Key("max_connections", "MAX_CONNECTIONS", "int", 2048,
+        "Most connections open at once, workers' WebSockets included; one more gets 503 with "
+        "Retry-After.", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
 
@@ -222,6 +228,8 @@ class ServerSettings:
     heartbeat_timeout_s: float
     queue_timeout_s: float
     max_body_bytes: int
+    header_timeout_s: float
+    max_connections: int
     # Per-start token the local CLI uses to reach the live server (see server/state.py).
     admin_token: str = ""
     sign_in_per_address_per_minute: int = SIGN_IN_PER_ADDRESS_PER_MINUTE
@@ -294,4 +302,6 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         max_body_bytes=values["max_body_bytes"],
         sign_in_per_address_per_minute=max(1, values["sign_in_attempts_per_address_per_minute"]),
         sign_in_per_second=max(0.1, values["sign_in_attempts_per_second"]),
+        header_timeout_s=max(0.1, values["header_timeout"]),
+        max_connections=max(1, values["max_connections"]),
     )

@@ -31,6 +31,13 @@ class ConfigError(PendraError):
     kind = "config_error"
 
 
+class CannotListen(PendraError):
+    """The control plane cannot open its listening socket (port taken, address not local, ...);
+    raised before anything is created, and the message names the address."""
+
+    kind = "cannot_listen"
+
+
 # --- backends (worker side) ---------------------------------------------------------------------
 
 

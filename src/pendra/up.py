@@ -5,6 +5,11 @@ config.yaml, 0600; only the public key goes to the store); the first start creat
 and a first API key and prints both once; later starts print the URL and how to make keys. Both halves
 run in one TaskGroup and stop together, in order: the worker first (it stops taking work), then the
 server.
+
+Start-up order: bind the listening socket before anything else (a taken port fails as one
+``CannotListen`` line, and nothing is created under PENDRA_HOME), then open the store, enrol the
+worker, create the first-start secrets and print them the moment they exist (a later failure cannot
+hide them), then serve.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from pendra.home import Home
 from pendra.protocol import signing
 from pendra.server import state
 from pendra.server.app import create_app
-from pendra.server.serve import serving
+from pendra.server.connections import EdgeLimits
+from pendra.server.serve import bind, serving
 from pendra.server.store import admin, keys, workers
 from pendra.server.store.db import Store
 from pendra.worker.daemon import run_worker
@@ -80,37 +86,39 @@ async def run_up(home: Home, *, host: str | None, port: int | None,
                  stop: asyncio.Event | None = None,
                  announce: Callable[[str], None] = print) -> None:
     env = dict(os.environ if environ is None else environ)
-    home.ensure()
     server_settings = cfg.load_server(home, env)
     server_settings = replace(server_settings, host=host or server_settings.host,
                               port=server_settings.port if port is None else port)
     stop = stop or asyncio.Event()
-
-    store = await Store.open(server_settings.database_url)
-    try:
-        worker_settings = await enrol_local_worker(home, store, env)
-        first = await first_start(store)
-    finally:
-        await store.close()
-
-    server_settings = replace(server_settings, admin_token=state.new_admin_token())
-    app = create_app(server_settings)
-    async with serving(app, server_settings.host, server_settings.port) as running:
-        state.write_server_state(home, running.base_url, server_settings.admin_token)
-        worker_settings = replace(worker_settings, server_ws_url=running.ws_url)
-        base = running.base_url
-        announce(f"Pendra is running at {base}")
-        announce(f"  OpenAI-compatible API: {base}/api/v1  (also {base}/v1)")
-        announce(f"  Console: {base}/   API docs: {base}/api/v1/docs")
+    with bind(server_settings.host, server_settings.port) as sock:
+        home.ensure()
+        store = await Store.open(server_settings.database_url)
+        try:
+            worker_settings = await enrol_local_worker(home, store, env)
+            first = await first_start(store)
+        finally:
+            await store.close()
         if first is not None:
             announce("First start: save these now, they are shown only once.")
             announce(f"  Admin password: {first.admin_password}")
             announce(f"  API key:        {first.api_key}")
-        else:
-            announce("  Create an API key with: pendra keys create --name NAME")
-        announce(f"  Local worker: {worker_settings.worker_name} ({worker_settings.worker_id})")
-        async with asyncio.TaskGroup() as tg:
-            worker_task = tg.create_task(run_worker(worker_settings, stop=stop), name="worker")
-            await stop.wait()
-            await worker_task
-        state.clear_server_state(home)
+
+        server_settings = replace(server_settings, admin_token=state.new_admin_token())
+        app = create_app(server_settings)
+        limits = EdgeLimits.of(server_settings)
+        async with serving(app, server_settings.host, server_settings.port, sock=sock,
+                           limits=limits) as running:
+            state.write_server_state(home, running.base_url, server_settings.admin_token)
+            worker_settings = replace(worker_settings, server_ws_url=running.ws_url)
+            base = running.base_url
+            announce(f"Pendra is running at {base}")
+            announce(f"  OpenAI-compatible API: {base}/api/v1  (also {base}/v1)")
+            announce(f"  Console: {base}/   API docs: {base}/api/v1/docs")
+            if first is None:
+                announce("  Create an API key with: pendra keys create --name NAME")
+            announce(f"  Local worker: {worker_settings.worker_name} ({worker_settings.worker_id})")
+            async with asyncio.TaskGroup() as tg:
+                worker_task = tg.create_task(run_worker(worker_settings, stop=stop), name="worker")
+                await stop.wait()
+                await worker_task
+            state.clear_server_state(home)

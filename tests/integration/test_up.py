@@ -6,8 +6,11 @@ import asyncio
 import os
 import re
 import socket
+import stat
+import subprocess
 from pathlib import Path
 
+import httpx
 from openai import AsyncOpenAI
 
 from cluster import FAST, PENDRA, Proc
@@ -35,15 +38,53 @@ async def _start_up(home: Path, ollama: str, log: Path) -> tuple[Proc, str]:
     return proc, url
 
 
+def _start_on_taken_port(command: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run `pendra <command>` on a port another socket is listening on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([PENDRA, command, "--port", str(port)], capture_output=True,
+                                text=True, timeout=60 * WAIT,
+                                env={**os.environ, **FAST, "PENDRA_HOME": str(home)})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"CannotListen: cannot listen on 127.0.0.1:{port}: address "
+                                     "already in use (is another pendra running? use --port)")
+    return result
+
+
+def _shared_files(home: Path) -> list[str]:
+    """Everything under ``home`` that its group or others may access."""
+    return [f"{p} {stat.filemode(p.stat().st_mode)}" for p in [home, *home.rglob("*")]
+            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)]
+
+
+def test_server_on_a_taken_port_says_so_in_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    """`pendra server` on a taken port exits 1 with one line naming the address, before it has
+    created its folder or its database."""
+    _start_on_taken_port("server", tmp_path / "home")
+    assert not (tmp_path / "home").exists()
+
+
 async def test_first_start_prints_credentials_once_and_serves_chat(tmp_path: Path) -> None:
-    """First start prints the admin password and a working key; a restart prints neither and the
-    key, the worker enrolment and the SQLite data survive."""
+    """A start on a taken port fails in one line and creates nothing, so the next start is still the
+    first: it prints the admin password and a working key; every file under PENDRA_HOME is private
+    (0600, the folder 0700); a restart prints neither secret and the key, the worker enrolment and
+    the SQLite data survive."""
     home = tmp_path / "home"
+    _start_on_taken_port("up", home)
+    assert not home.exists()
     async with run_emulator() as emu:
         proc, url = await _start_up(home, emu.base_url, tmp_path / "up1.log")
         try:
             key = (await proc.wait_for_line(r"API key:\s+(pdr_sk_\S+)", 10)).group(1)
-            await proc.wait_for_line(r"Admin password:\s+\S+", 10)
+            password = (await proc.wait_for_line(r"Admin password:\s+(\S+)", 10)).group(1)
+            async with httpx.AsyncClient(base_url=url, timeout=10 * WAIT) as http:
+                signed_in = await http.post("/sign-in", data={"password": password},
+                                            headers={"Origin": url})  # makes the console secret
+                assert signed_in.status_code == 303, signed_in.text
+            assert (home / "console-secret").exists() and (home / "pendra.db-wal").exists()
+            assert _shared_files(home) == []
             async with AsyncOpenAI(base_url=url + "/api/v1", api_key=key, max_retries=0) as api:
                 await _wait_for_model(api, "llama3.2:latest")
                 reply = await api.chat.completions.create(
@@ -53,7 +94,7 @@ async def test_first_start_prints_credentials_once_and_serves_chat(tmp_path: Pat
             await proc.stop()
         assert proc.process is not None and proc.process.returncode == 0, proc.output()
         assert (home / "pendra.db").exists()
-        assert os.stat(home / "config.yaml").st_mode & 0o777 == 0o600
+        assert _shared_files(home) == []
 
         again, url2 = await _start_up(home, emu.base_url, tmp_path / "up2.log")
         try:

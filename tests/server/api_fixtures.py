@@ -31,6 +31,7 @@ from pendra.protocol import signing
 from pendra.protocol.frames import (PROTOCOL_VERSION, Cancel, Challenge, Chunk, End, Error, Frame,
                                     Hello, Inventory, Ping, Pong, Request, dump_frame, parse_frame)
 from pendra.server.app import create_app
+from pendra.server.connections import EdgeLimits
 from pendra.server.serve import serving
 from pendra.server.store import keys as key_store
 from pendra.server.store import workers as worker_store
@@ -90,7 +91,8 @@ async def running_api(tmp_path: Path, **overrides: Any) -> AsyncIterator[Api]:
                               "admin_token": ADMIN_TOKEN}
     settings = replace(cfg.load_server(home, {}), **(fields | overrides))
     app = create_app(settings, console=False)
-    async with serving(app, settings.host, settings.port) as running:
+    async with serving(app, settings.host, settings.port,
+                       limits=EdgeLimits.of(settings)) as running:
         api = Api(running.base_url, app, settings, "")
         api.key = await api.new_key("tests")
         yield api

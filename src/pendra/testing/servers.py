@@ -37,6 +37,8 @@ class ChildProcess:
         self.env = env
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
+        # What the child printed on stdout before its ready line (e.g. first-start secrets).
+        self.before_ready: list[str] = []
         self.log = Path(tempfile.mkstemp(prefix="pendra-child-", suffix=".log")[1])
 
     async def start(self, ready_prefix: str = "READY ", timeout_s: float = READY_TIMEOUT_S) -> str:
@@ -58,6 +60,7 @@ class ChildProcess:
                     if line.startswith(ready_prefix):
                         self.url = line[len(ready_prefix):].strip()
                         return self.url
+                    self.before_ready.append(line)
         except BaseException:
             await self.kill()
             raise

@@ -146,6 +146,34 @@ async def test_sqlite_foreign_keys_and_wal_are_on(tmp_path: Path) -> None:
         await store.close()
 
 
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def test_sqlite_files_are_private(tmp_path: Path) -> None:
+    """A new SQLite database and its -wal/-shm side files are 0600 (its new folder 0700), and a
+    database an earlier version left 0644 is made 0600 when opened."""
+    path = tmp_path / "home" / "pendra.db"
+    store = await Store.open(f"sqlite:///{path}")
+    try:
+        async with store.session() as session:
+            await keys.create_key(session, "k")
+            await session.commit()
+        side_files = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
+        assert all(p.exists() for p in side_files)  # WAL files live while the store is open
+        assert [_mode(p) for p in (path, *side_files)] == [0o600] * 3
+        assert _mode(path.parent) == 0o700
+    finally:
+        await store.close()
+
+    path.chmod(0o644)
+    store = await Store.open(f"sqlite:///{path}")
+    try:
+        assert _mode(path) == 0o600
+    finally:
+        await store.close()
+
+
 async def test_several_stores_open_at_once(tmp_path: Path) -> None:
     """Stores opened concurrently in one loop each migrate and keep their own database."""
     paths = [tmp_path / f"db{i}.sqlite" for i in range(3)]

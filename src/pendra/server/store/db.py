@@ -10,11 +10,18 @@ Rules:
   process-wide, so migrations in one event loop take turns (``_migration_lock``); on PostgreSQL an
   advisory lock also keeps two processes from migrating the same database at once.
 - Failing to reach the database is a ``ConfigError`` naming the URL with its password hidden.
+- A SQLite database file is private: ``Store.open`` creates it 0600 (its folder 0700) before SQLite
+  opens it, and tightens one an earlier version left wider. Creating it ourselves, rather than
+  changing the umask around SQLite's open, touches no process-wide state (the umask is shared by
+  every thread) and leaves no window where the file exists readable by others; SQLite then gives
+  its ``-wal`` and ``-shm`` side files the database file's own mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
 import weakref
 from pathlib import Path
@@ -30,6 +37,9 @@ from sqlalchemy.ext.asyncio import (AsyncEngine, AsyncSession, async_sessionmake
                                     create_async_engine)
 
 from pendra.errors import ConfigError
+from pendra.home import too_open
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Drivers people write in DATABASE_URL, mapped to the async driver Pendra ships with.
@@ -107,6 +117,29 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
+# The files SQLite keeps beside a database: the write-ahead log, its shared-memory index, and the
+# rollback journal.
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _make_private(path: Path) -> None:
+    """Create the SQLite file ``path`` 0600 if it is missing; tighten it and its side files to 0600
+    if they are readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # empty = a valid db
+    except FileExistsError:
+        pass
+    for file in (path, *(path.with_name(path.name + side) for side in _SQLITE_SIDE_FILES)):
+        if too_open(file):
+            try:
+                file.chmod(0o600)
+            except OSError as exc:
+                log.warning("%s is readable by others and cannot be made private: %s", file, exc)
+            else:
+                log.warning("%s was readable by others; made it private (0600)", file)
+
+
 def _enable_sqlite_features(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -130,7 +163,10 @@ def _create_engine(url: URL, schema: str | None) -> AsyncEngine:
     if backend == "sqlite":
         path = _sqlite_file(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _make_private(path)
+            except OSError as exc:
+                raise ConfigError(f"database_url: cannot create {path}: {exc}") from exc
     try:
         engine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
     except (ArgumentError, SQLAlchemyError, ImportError) as exc:
