@@ -46,6 +46,21 @@ def test_models_filter_accepts_ids_and_objects(tmp_path: Path) -> None:
     assert cfg.load_worker(home, {"GPU_WORKER_PRIVATE_KEY": "k", "MODELS": ""}).models is None
 
 
+def test_stream_limits_default_and_must_be_positive(tmp_path: Path) -> None:
+    """The stall limit defaults to 60 s and the first-token limit to 600 s; a value of 0 or less
+    (which would fail every stream) stops start-up naming the key."""
+    home = Home(tmp_path)
+    env = {"GPU_WORKER_PRIVATE_KEY": "k"}
+    s = cfg.load_worker(home, env)
+    assert (s.stream_stall_timeout_s, s.first_token_timeout_s) == (60.0, 600.0)
+    s = cfg.load_worker(home, env | {"STREAM_STALL_TIMEOUT": "2.5", "FIRST_TOKEN_TIMEOUT": "30"})
+    assert (s.stream_stall_timeout_s, s.first_token_timeout_s) == (2.5, 30.0)
+    with pytest.raises(ConfigError, match="STREAM_STALL_TIMEOUT"):
+        cfg.load_worker(home, env | {"STREAM_STALL_TIMEOUT": "0"})
+    with pytest.raises(ConfigError, match="FIRST_TOKEN_TIMEOUT"):
+        cfg.load_worker(home, env | {"FIRST_TOKEN_TIMEOUT": "-1"})
+
+
 @pytest.mark.parametrize("raw", ['{"id": "a"}', "[1]", "not json", '[{"name": "x"}]'])
 def test_bad_models_value_names_the_key(tmp_path: Path, raw: str) -> None:
     """A malformed MODELS value stops start-up with an error naming MODELS."""

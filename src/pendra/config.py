@@ -28,6 +28,13 @@ MAX_CONCURRENT_RANGE = (1, 64)
 DEFAULT_WS_URL = "ws://127.0.0.1:8080"
 # Seconds between discovery passes; short enough that a newly started Ollama is found promptly.
 DEFAULT_REFRESH_INTERVAL_S = 10.0
+# Once a backend stream has started, a token arrives at least every few seconds even on a CPU;
+# a minute of silence is a stalled backend, not a slow one.
+DEFAULT_STREAM_STALL_TIMEOUT_S = 60.0
+# Before the first token a backend may be loading the model, queueing behind other requests or
+# evaluating a long prompt, and Ollama's stream says nothing meanwhile; a dead or hung Ollama is
+# caught sooner by verification (it stops answering /api/version), so this is only the backstop.
+DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 
 # Console password attempts: a person mistyping is never held up; a script gets 10 guesses a
 # minute per address and 2 a second in total (which also caps the CPU password hashing can take).
@@ -69,6 +76,12 @@ KEYS: tuple[Key, ...] = (
         "Seconds between backend discovery passes (the refresh tick).", "worker"),
     Key("ollama_num_ctx_cap", "OLLAMA_NUM_CTX_CAP", "int", 0,
         "Upper bound on the num_ctx injected into chat requests (0 = no cap).", "worker"),
+    Key("stream_stall_timeout", "STREAM_STALL_TIMEOUT", "float", DEFAULT_STREAM_STALL_TIMEOUT_S,
+        "Seconds a backend stream may stay silent after its first token before the request "
+        "fails as stalled.", "worker"),
+    Key("first_token_timeout", "FIRST_TOKEN_TIMEOUT", "float", DEFAULT_FIRST_TOKEN_TIMEOUT_S,
+        "Seconds a backend may take to send its first token (loading the model, queueing, "
+        "reading the prompt) before the request fails.", "worker"),
     Key("database_url", "DATABASE_URL", "str", "",
         "SQLAlchemy URL of the store (default: SQLite at $PENDRA_HOME/pendra.db); "
         "e.g. postgresql+asyncpg://user@host/db.", "server"),
@@ -212,6 +225,8 @@ class WorkerSettings:
     ollama_num_ctx_cap: int
     heartbeat_interval_s: float
     heartbeat_timeout_s: float
+    stream_stall_timeout_s: float = DEFAULT_STREAM_STALL_TIMEOUT_S
+    first_token_timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S
 
     @property
     def gpu_ws_url(self) -> str:
@@ -284,7 +299,18 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
         ollama_num_ctx_cap=max(0, values["ollama_num_ctx_cap"]),
         heartbeat_interval_s=values["heartbeat_interval"],
         heartbeat_timeout_s=values["heartbeat_timeout"],
+        stream_stall_timeout_s=_positive(values, "stream_stall_timeout"),
+        first_token_timeout_s=_positive(values, "first_token_timeout"),
     )
+
+
+def _positive(values: Mapping[str, Any], name: str) -> float:
+    value = float(values[name])
+    if value <= 0:
+        key = KEYS_BY_NAME[name]
+        raise ConfigError(f"{key.env_name} / {key.yaml_name} must be more than 0 seconds "
+                          f"(got {value:g})")
+    return value
 
 
 def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerSettings:

@@ -49,10 +49,27 @@ class BackendError(PendraError):
 
 
 class BackendUnavailable(BackendError):
-    """The backend did not answer (connection refused, timeout, closed mid-response)."""
+    """The backend did not answer (connection refused, timeout, closed mid-response).
+
+    ``retry_after_s``, when known, is when the worker will next look for the backend: the honest
+    earliest moment a retry can succeed.
+    """
 
     status = 503
     kind = "backend_unavailable"
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after_s = retry_after_s
+
+
+class BackendTimeout(BackendError):
+    """The backend took the request but then sent nothing for longer than a limit allows: no first
+    token within the first-token limit, or silence mid-stream past the stall limit."""
+
+    status = 504
+    kind = "backend_timeout"
 
 
 class BackendRejected(BackendError):

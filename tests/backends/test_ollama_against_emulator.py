@@ -16,8 +16,10 @@ from pendra.backends.base import InstallProgress
 from pendra.backends.ollama.backend import OllamaBackend
 from pendra.backends.registry import BackendRegistry
 from pendra.config import WorkerSettings
-from pendra.errors import BackendRejected, InstallFailed, ModelNotFound, UnsupportedOperation
+from pendra.errors import (BackendRejected, BackendTimeout, InstallFailed, ModelNotFound,
+                           UnsupportedOperation)
 from pendra.testing.servers import free_port, run_emulator
+from suite_env import WAIT
 
 
 def settings(endpoint: str = "", **changes: object) -> WorkerSettings:
@@ -305,3 +307,56 @@ async def test_embeddings_forwarded_without_injection() -> None:
                 await backend.transcribe(model, {})
         finally:
             await registry.aclose()
+
+
+# --- stream limits: loading is not stalling ---------------------------------------------------------
+
+
+async def _stream_text(first_token_s: float, stall_s: float, text: str, *,
+                       aborts_stream: bool = False) -> list[dict[str, object]]:
+    """Stream one chat through a registry with these limits; the chunks (or the error raised).
+    With ``aborts_stream``, the error must also have closed the stream at "Ollama"."""
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url, first_token_timeout_s=first_token_s,
+                                            stream_stall_timeout_s=stall_s))
+        try:
+            await registry.refresh()
+            backend, llama = registry.backend_for("llama3.2:latest")
+            result = await backend.chat(llama, {"stream": True, "messages": [
+                {"role": "user", "content": text}]})
+            got: list[dict[str, object]] = []
+            try:
+                async with asyncio.timeout(10 * WAIT):  # a hang fails the test, not the suite
+                    async for chunk in result.chunks:
+                        got.append(chunk)
+            except BackendTimeout:
+                if not aborts_stream:
+                    raise
+                async with asyncio.timeout(5 * WAIT):  # the worker hung up on "Ollama"
+                    while not (await emu.stats())["cancelled"]:
+                        await asyncio.sleep(0.02)
+                raise
+            return got
+        finally:
+            await registry.aclose()
+
+
+async def test_a_stream_silent_past_the_stall_limit_fails_with_a_clear_error() -> None:
+    """A stream that goes silent after its first tokens (a hung runner; the server still answers)
+    raises BackendTimeout naming the stall and its setting, and the request is aborted at Ollama."""
+    with pytest.raises(BackendTimeout, match="stalled.*0.5s.*STREAM_STALL_TIMEOUT") as caught:
+        await _stream_text(30, 0.5, "story [[tokens=20]] [[stall-after=3]]", aborts_stream=True)
+    assert caught.value.status == 504
+
+
+async def test_a_slow_first_token_is_loading_not_stalling() -> None:
+    """Before the first token Ollama may be loading the model and says nothing: a wait longer than
+    the stall limit but within the first-token limit is not a stall."""
+    chunks = await _stream_text(30, 0.3, "hello [[tokens=4]] [[load=1.2]]")
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
+
+
+async def test_no_first_token_within_its_limit_fails() -> None:
+    """The first-token limit bounds loading too: past it the request fails, saying so."""
+    with pytest.raises(BackendTimeout, match="no first token.*0.5s.*FIRST_TOKEN_TIMEOUT"):
+        await _stream_text(0.5, 30, "hello [[load=20]]")

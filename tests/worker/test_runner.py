@@ -7,6 +7,7 @@ tells us what reached "Ollama" and what was cancelled there.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,12 +28,12 @@ from suite_env import WAIT
 CHAT_MODEL = "llama3.2:latest"
 
 
-def worker_settings(endpoint: str, *, max_concurrent: int = 4) -> WorkerSettings:
+def worker_settings(endpoint: str, *, max_concurrent: int = 4, **limits: float) -> WorkerSettings:
     return WorkerSettings(
         server_ws_url="ws://127.0.0.1:9", private_key="", worker_id="wrk-test", worker_name="alpha",
         models=None, max_concurrent=max_concurrent, ollama_endpoint=endpoint,
         refresh_interval_s=60.0, ollama_num_ctx_cap=0, heartbeat_interval_s=5.0,
-        heartbeat_timeout_s=15.0)
+        heartbeat_timeout_s=15.0, **limits)
 
 
 @dataclass
@@ -58,8 +59,10 @@ class Harness:
 
 @asynccontextmanager
 async def started(emulator: EmulatorProcess, *, max_concurrent: int = 4,
-                  on_send: Callable[[Frame], None] | None = None) -> AsyncIterator[Harness]:
-    registry = BackendRegistry(worker_settings(emulator.base_url, max_concurrent=max_concurrent))
+                  on_send: Callable[[Frame], None] | None = None,
+                  **limits: float) -> AsyncIterator[Harness]:
+    registry = BackendRegistry(worker_settings(emulator.base_url, max_concurrent=max_concurrent,
+                                               **limits))
     await registry.refresh()
     log: list[Frame | str] = []
 
@@ -254,6 +257,67 @@ async def test_drain_cancels_requests_that_outlive_the_deadline(emulator: Emulat
         await h.runner.drain(0.2)
         await cancelled_at_emulator(emulator, "/api/chat")
     assert not h.frames((End, Error), "r1")
+
+
+# --- a backend that stops answering --------------------------------------------------------------
+
+
+async def test_a_refused_backend_is_503_with_retry_after_and_marked_down(
+        emulator: EmulatorProcess) -> None:
+    """The first request after Ollama dies gets error 503 ``backend_unavailable`` with an honest
+    ``retry_after_s`` (when it is next probed) and the backend is marked down on the spot, so the
+    next request for its model gets the same answer without trying Ollama (not a 404)."""
+    async with started(emulator) as h:
+        await emulator.kill()
+        await h.runner.on_frame(chat("r1", "hi"))
+        first = await h.wait_for(Error, "r1")
+        assert not h.registry.statuses()[0].verified
+        await h.runner.on_frame(chat("r2", "hi"))
+        second = await h.wait_for(Error, "r2")
+    for error in (first, second):
+        assert error.status == 503 and error.kind == "backend_unavailable", error
+        assert error.retry_after_s is not None and 1 <= error.retry_after_s <= 2, error
+        assert "not answering" in error.message
+    assert emulator.base_url in first.message and "alpha" in second.message
+
+
+async def test_a_backend_marked_down_fails_its_requests_in_flight_at_once(
+        emulator: EmulatorProcess) -> None:
+    """When a tick's verification finds Ollama hung (SIGSTOP, sockets open), a stream in flight on
+    it is answered error 503 at once, with retry_after_s, instead of hanging on the silent socket;
+    nothing else follows for it."""
+    async with started(emulator) as h:
+        await h.runner.on_frame(chat("r1", "hi [[tokens=400]] [[delay=0.05]]"))
+        await h.wait_for(Chunk, "r1")
+        assert emulator.process is not None
+        emulator.process.send_signal(signal.SIGSTOP)
+        try:
+            assert await h.registry.refresh() is True  # the tick: /api/version times out
+            error = await h.wait_for(Error, "r1", timeout_s=2)
+            assert h.runner.in_flight == 0
+        finally:
+            emulator.process.send_signal(signal.SIGCONT)
+    assert error.status == 503 and error.kind == "backend_unavailable"
+    assert error.retry_after_s is not None and error.retry_after_s >= 1
+    assert "stopped answering" in error.message and "alpha" in error.message
+    frames = h.frames(key="r1")
+    assert frames[-1] is error and not h.frames(End, "r1")
+
+
+async def test_a_stalled_stream_is_failed_with_a_clear_error(emulator: EmulatorProcess) -> None:
+    """A stream that goes silent mid-way for longer than the stall limit ends with error 504
+    ``backend_timeout`` saying it stalled, and is aborted at Ollama; Ollama itself still answers,
+    so the backend stays up and the next request is served."""
+    async with started(emulator, stream_stall_timeout_s=0.5) as h:
+        await h.runner.on_frame(chat("r1", "hi [[tokens=50]] [[stall-after=2]]"))
+        error = await h.wait_for(Error, "r1")
+        await cancelled_at_emulator(emulator, "/api/chat")
+        await h.runner.on_frame(chat("r2", "hi [[tokens=2]]"))
+        await h.wait_for(End, "r2")
+        assert h.registry.statuses()[0].verified
+    assert error.status == 504 and error.kind == "backend_timeout"
+    assert "stalled" in error.message and "STREAM_STALL_TIMEOUT" in error.message
+    assert len(h.frames(Chunk, "r1")) >= 2
 
 
 # --- model operations --------------------------------------------------------------------------------

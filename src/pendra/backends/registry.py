@@ -1,27 +1,50 @@
 """The worker's view of its host: which backends are verified and which models they serve.
 
-On every refresh tick, each backend kind tries its explicit endpoint if one is configured, else its
-probe list in order, and activates the first endpoint that verifies. A backend that stops answering
-is deactivated (its models leave the inventory); one that comes back is found on the next tick. The
-reason an endpoint was rejected is logged once, not every tick. The MODELS setting filters what is
-offered. New kinds (vLLM, LM Studio) join by adding an entry to ``KINDS``.
+Rules:
+- On every refresh tick, each backend kind tries its explicit endpoint if one is configured, else
+  its probe list in order, and activates the first endpoint that verifies. The reason an endpoint
+  was rejected is logged once, not every tick. The MODELS setting filters what is offered. New
+  kinds (vLLM, LM Studio) join by adding a slot.
+- A verified backend goes **down** when a tick's verification fails, or when ``recheck`` (called
+  after a request could not reach it or its stream stalled) finds it no longer answering. Going
+  down withdraws its models from the inventory — their ids are remembered, so a request for one is
+  told "unavailable, retry after …" rather than "not served" — and calls every ``subscribe``r at
+  once, so the requests in flight on it fail instead of hanging.
+- A backend that went down is re-probed on its own schedule (``reprobe_delay_s``: after about a
+  second, backing off to the refresh interval), so after a restart it serves again within about a
+  second. ``retry_after_s`` is the honest wait to tell clients: until the next probe.
+- ``run`` is the one loop that probes on schedule (ticks and re-probes) and announces: whenever the
+  inventory differs from the one last announced, it awaits ``on_change``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pendra.backends.base import Backend, BackendStatus, ModelInfo
 from pendra.backends.ollama.backend import OllamaBackend
+from pendra.backends.ollama.client import StreamLimits
 from pendra.config import WorkerSettings
-from pendra.errors import BackendError, ModelNotFound
+from pendra.errors import BackendError, BackendUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
 
 OLLAMA_PROBES = ("http://localhost:11434", "http://host.docker.internal:11434")
+# A backend that went down is probed again after REPROBE_FIRST_S, then each wait is REPROBE_GROWTH
+# times the one before, up to the refresh interval: a restart (seconds) is noticed within about a
+# second, a long outage costs at most one probe per tick. One prober per backend: no herd, no jitter.
+REPROBE_FIRST_S = 1.0
+REPROBE_GROWTH = 1.2
+
+
+def reprobe_delay_s(failed_probes: int, cap_s: float) -> float:
+    """Seconds until the next probe of a backend that is down, after ``failed_probes`` failures."""
+    return min(cap_s, REPROBE_FIRST_S * REPROBE_GROWTH ** min(max(failed_probes, 0), 100))
 
 
 @dataclass
@@ -29,8 +52,11 @@ class _Slot:
     backend: Backend
     endpoints: tuple[str, ...]
     status: BackendStatus
-    models: list[ModelInfo] = field(default_factory=list)
+    models: list[ModelInfo] = field(default_factory=list)  # kept while down: "unavailable", not 404
     logged: set[tuple[str, str]] = field(default_factory=set)
+    down_since: float | None = None  # monotonic time it went down; None while up or never found
+    failed_probes: int = 0  # re-probes that failed since it went down
+    next_probe_at: float | None = None  # when to re-probe it; None unless it is down
 
 
 class BackendRegistry:
@@ -38,35 +64,45 @@ class BackendRegistry:
         self.settings = settings
         endpoints = ((settings.ollama_endpoint,) if settings.ollama_endpoint
                      else tuple(probe_urls or OLLAMA_PROBES))
-        ollama = OllamaBackend(num_ctx_cap=settings.ollama_num_ctx_cap)
+        ollama = OllamaBackend(num_ctx_cap=settings.ollama_num_ctx_cap,
+                               limits=StreamLimits(first_line_s=settings.first_token_timeout_s,
+                                                   stall_s=settings.stream_stall_timeout_s))
         self._slots: dict[str, _Slot] = {
             "ollama": _Slot(ollama, endpoints,
                             BackendStatus("ollama", endpoints[0], False, reason="not probed yet",
                                           tried=endpoints)),
         }
         self._lock = asyncio.Lock()
+        self._listeners: list[Callable[[str, str], None]] = []
+        self._wake = asyncio.Event()  # set when a probe was scheduled outside ``run``
 
     # --- views ------------------------------------------------------------------------------------------
 
     def statuses(self) -> list[BackendStatus]:
         return [slot.status for slot in self._slots.values()]
 
-    def models(self) -> list[ModelInfo]:
+    def _offered(self, slot: _Slot) -> list[ModelInfo]:
         wanted = set(self.settings.models) if self.settings.models is not None else None
-        found: list[ModelInfo] = []
-        for slot in self._slots.values():
-            if not slot.status.verified:
-                continue
-            for model in slot.models:
-                if wanted is None or model.id in wanted or model.id.removesuffix(":latest") in wanted:
-                    found.append(model)
-        return found
+        return [model for model in slot.models
+                if wanted is None or model.id in wanted or model.id.removesuffix(":latest") in wanted]
+
+    def models(self) -> list[ModelInfo]:
+        return [model for slot in self._slots.values() if slot.status.verified
+                for model in self._offered(slot)]
 
     def backend_for(self, model_id: str) -> tuple[Backend, ModelInfo]:
+        """The backend serving ``model_id``: ``BackendUnavailable`` (with the wait until its next
+        probe) when it is one a down backend served, ``ModelNotFound`` when nothing serves it."""
         candidates = (model_id, f"{model_id}:latest")
         for model in self.models():
             if model.id in candidates:
                 return self._slots[model.backend].backend, model
+        for kind, slot in self._slots.items():
+            if slot.down_since is not None and any(m.id in candidates for m in self._offered(slot)):
+                raise BackendUnavailable(
+                    f"the {kind} backend at {slot.status.endpoint} that serves '{model_id}' on "
+                    f"worker '{self.settings.worker_name}' is not answering",
+                    retry_after_s=self.retry_after_s(kind))
         raise ModelNotFound(f"model '{model_id}' is not served by worker "
                             f"'{self.settings.worker_name}'")
 
@@ -77,9 +113,22 @@ class BackendRegistry:
                                status=503)
         return slot.backend
 
+    def retry_after_s(self, kind: str) -> float:
+        """Whole seconds (at least 1) until ``kind``'s backend is next probed: the earliest a
+        request for it could succeed again."""
+        slot = self._slots.get(kind)
+        due = slot.next_probe_at if slot is not None else None
+        wait = REPROBE_FIRST_S if due is None else due - time.monotonic()
+        return float(max(1, math.ceil(wait)))
+
     def _fingerprint(self) -> tuple[object, ...]:
         return (tuple((s.kind, s.endpoint, s.verified, s.version) for s in self.statuses()),
                 tuple((m.id, m.digest, m.context_length) for m in self.models()))
+
+    def subscribe(self, on_down: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``on_down(kind, reason)`` the moment a backend goes down; returns the unsubscribe."""
+        self._listeners.append(on_down)
+        return lambda: self._listeners.remove(on_down)
 
     # --- discovery ---------------------------------------------------------------------------------------
 
@@ -91,6 +140,36 @@ class BackendRegistry:
                 await self._refresh_slot(slot)
             return self._fingerprint() != before
 
+    async def reprobe_due(self) -> bool:
+        """Re-probe every down backend whose probe is due; True when the inventory changed."""
+        async with self._lock:
+            before = self._fingerprint()
+            now = time.monotonic()
+            for slot in self._slots.values():
+                if slot.next_probe_at is not None and slot.next_probe_at <= now:
+                    await self._refresh_slot(slot)
+            return self._fingerprint() != before
+
+    async def recheck(self, kind: str) -> float | None:
+        """Verify ``kind``'s backend now, after a request could not reach it or its stream stalled.
+
+        None when it still answers (the failure was the request's own); otherwise it is marked
+        down at once (see the rules) and the result is ``retry_after_s``.
+        """
+        slot = self._slots.get(kind)
+        if slot is None:
+            return None
+        async with self._lock:
+            if slot.status.verified:
+                status = await slot.backend.verify(slot.status.endpoint)
+                if status.verified:
+                    return None
+                slot.status = BackendStatus(kind, slot.status.endpoint, False,
+                                            reason=f"{slot.status.endpoint}: {status.reason}",
+                                            tried=slot.endpoints)
+                self._went_down(slot, status.reason)
+            return self.retry_after_s(kind)
+
     async def _refresh_slot(self, slot: _Slot) -> None:
         reasons: list[str] = []
         for endpoint in slot.endpoints:
@@ -100,24 +179,48 @@ class BackendRegistry:
                 self._log_once(slot, endpoint, status.reason)
                 continue
             try:
-                slot.models = await slot.backend.list_models()
+                models = await slot.backend.list_models()
             except BackendError as exc:
                 reasons.append(f"{endpoint}: {exc.message}")
                 self._log_once(slot, endpoint, exc.message)
                 continue
-            if not slot.status.verified:
+            slot.models = models
+            if slot.down_since is not None:
+                log.info("%s %s is back at %s after %.1fs down, with %d model(s)",
+                         slot.backend.kind, status.version, endpoint,
+                         time.monotonic() - slot.down_since, len(models))
+            elif not slot.status.verified:
                 log.info("%s %s found at %s with %d model(s)", slot.backend.kind, status.version,
-                         endpoint, len(slot.models))
+                         endpoint, len(models))
             slot.logged = {key for key in slot.logged if key[0] != endpoint}
             slot.status = BackendStatus(status.kind, endpoint, True, status.version,
                                         tried=slot.endpoints, capabilities=status.capabilities)
+            slot.down_since = slot.next_probe_at = None
+            slot.failed_probes = 0
             return
-        if slot.status.verified:
-            log.warning("%s at %s stopped answering; its models are withdrawn", slot.backend.kind,
-                        slot.status.endpoint)
-        slot.models = []
+        was_verified = slot.status.verified
         slot.status = BackendStatus(slot.backend.kind, slot.endpoints[-1], False,
                                     reason="; ".join(reasons), tried=slot.endpoints)
+        if was_verified:
+            self._went_down(slot, "; ".join(reasons))
+        elif slot.down_since is not None:
+            slot.failed_probes += 1
+            slot.next_probe_at = time.monotonic() + reprobe_delay_s(
+                slot.failed_probes, self.settings.refresh_interval_s)
+
+    def _went_down(self, slot: _Slot, reason: str) -> None:
+        """Withdraw a backend that stopped answering, schedule its first re-probe, tell listeners."""
+        kind = slot.backend.kind
+        slot.down_since = time.monotonic()
+        slot.failed_probes = 0
+        slot.next_probe_at = slot.down_since + reprobe_delay_s(0, self.settings.refresh_interval_s)
+        log.warning("%s stopped answering (%s); its models are withdrawn and it is re-probed "
+                    "from every %gs up to every %gs until it answers", kind, reason,
+                    reprobe_delay_s(0, self.settings.refresh_interval_s),
+                    self.settings.refresh_interval_s)
+        self._wake.set()
+        for on_down in list(self._listeners):
+            on_down(kind, reason)
 
     def _log_once(self, slot: _Slot, endpoint: str, reason: str) -> None:
         key = (endpoint, reason)
@@ -126,16 +229,36 @@ class BackendRegistry:
             log.info("%s not available at %s: %s", slot.backend.kind, endpoint, reason)
 
     async def run(self, stop: asyncio.Event, on_change: Callable[[], Awaitable[None]]) -> None:
-        """Refresh every tick until ``stop`` is set, calling ``on_change`` after each change."""
+        """Probe on schedule until ``stop`` is set: a discovery pass every tick, and a re-probe of a
+        down backend whenever one is due; ``on_change`` after each change of the inventory."""
+        interval = self.settings.refresh_interval_s
+        next_tick = time.monotonic() + interval
+        announced = self._fingerprint()
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), self.settings.refresh_interval_s)
-            except TimeoutError:
-                pass
+            self._wake.clear()
+            due = min([next_tick, *(slot.next_probe_at for slot in self._slots.values()
+                                    if slot.next_probe_at is not None)])
+            await self._sleep(stop, due - time.monotonic())
             if stop.is_set():
                 return
-            if await self.refresh():
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + interval
+                await self.refresh()
+            else:
+                await self.reprobe_due()
+            if (current := self._fingerprint()) != announced:
+                announced = current
                 await on_change()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Sleep ``seconds``, or less if ``stop`` is set or a probe is scheduled meanwhile."""
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=max(seconds, 0.0),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def aclose(self) -> None:
         for slot in self._slots.values():

@@ -178,7 +178,12 @@ def layers_for(spec: ModelSpec) -> list[tuple[str, int]]:
 
 # --- answering ------------------------------------------------------------------------------------------
 
-MARKER = re.compile(r"\[\[(tokens|error-after|delay)=([\d.]+)\]\]")
+# Test-only steering in the last message, removed before the reply is built: [[tokens=N]] reply
+# length, [[delay=S]] seconds before each token, [[error-after=N]] the runner dies after N tokens,
+# [[load=S]] seconds of "loading the model" before anything is sent (not even headers, as Ollama),
+# [[stall-after=N]] after N tokens the stream goes silent and stays open (a hung runner under a
+# server that still answers everything else).
+MARKER = re.compile(r"\[\[(tokens|error-after|delay|load|stall-after)=([\d.]+)\]\]")
 
 
 @dataclass
@@ -186,6 +191,8 @@ class Steering:
     tokens: int | None = None
     error_after: int | None = None
     delay_s: float | None = None
+    load_s: float = 0.0
+    stall_after: int | None = None
 
 
 def steering_of(text: str) -> tuple[str, Steering]:
@@ -195,6 +202,10 @@ def steering_of(text: str) -> tuple[str, Steering]:
             steer.tokens = int(float(value))
         elif kind == "error-after":
             steer.error_after = int(float(value))
+        elif kind == "load":
+            steer.load_s = float(value)
+        elif kind == "stall-after":
+            steer.stall_after = int(float(value))
         else:
             steer.delay_s = float(value)
     return MARKER.sub("", text).strip(), steer

@@ -4,7 +4,9 @@ Built from shared/reference/ollama-api.md: exact keys, statuses and error texts;
 with errors as a trailing ``{"error": …}`` line once streaming has begun; version-dependent fields
 (tags capabilities from 0.30.0, image generation 0.14.3–0.32.5); context-window truncation by
 ``num_ctx``; layered pull progress. Everything it receives is recorded, and a ``/_emulator/*``
-surface (never used by real clients) lets tests inspect and steer it.
+surface (never used by real clients) lets tests inspect and steer it; ``[[…]]`` markers in a prompt
+steer one answer (length, pace, a load delay, a dying or hanging runner: see
+``emulator_models.MARKER``).
 
 Run: ``python -m pendra.testing.ollama_emulator --port 0`` prints ``READY http://127.0.0.1:<port>``.
 """
@@ -192,6 +194,8 @@ class Plan:
     error_after: int | None
     delay_s: float
     prompt_tokens: int
+    load_s: float = 0.0  # "loading the model" before the response starts
+    stall_after: int | None = None  # go silent (connection open) after this many tokens
 
 
 def plan_answer(emu: Emulator, spec: ModelSpec, body: dict[str, Any], messages: list[dict[str, Any]],
@@ -247,7 +251,8 @@ def plan_answer(emu: Emulator, spec: ModelSpec, body: dict[str, Any], messages: 
         error_after = emu.settings.fail_after_tokens
         emu.settings.fail_after_tokens = None
     delay = steer.delay_s if steer.delay_s is not None else emu.settings.token_delay_s
-    return Plan(thinking, tokens, tool_calls, done_reason, error_after, delay, prompt_tokens)
+    return Plan(thinking, tokens, tool_calls, done_reason, error_after, delay, prompt_tokens,
+                load_s=steer.load_s, stall_after=steer.stall_after)
 
 
 async def answer_lines(emu: Emulator, request: Request, spec: ModelSpec, model_field: str,
@@ -261,6 +266,8 @@ async def answer_lines(emu: Emulator, request: Request, spec: ModelSpec, model_f
         if plan.error_after is not None and sent >= plan.error_after:
             yield {"error": RUNNER_STOPPED}
             return
+        if plan.stall_after is not None and sent >= plan.stall_after:
+            await asyncio.Event().wait()  # hung: silent until the client goes away
         if plan.delay_s:
             await asyncio.sleep(plan.delay_s)
         sent += 1
@@ -472,6 +479,8 @@ def build_app(emu: Emulator) -> Starlette:
                                  "message": {"role": "assistant", "content": ""}, "done": True,
                                  "done_reason": "unload" if unload else "load"})
         plan = plan_answer(emu, spec, body, messages, options, chat=True)
+        if plan.load_s:
+            await asyncio.sleep(plan.load_s)  # Ollama loads the model before sending any byte
         lines = answer_lines(emu, request, spec, body["model"], plan, chat=True)
         return stream_or_single(emu, request, body, lines, chat=True, model=spec.name)
 
@@ -490,6 +499,8 @@ def build_app(emu: Emulator) -> Starlette:
                                  "done": True, "done_reason": "unload" if unload else "load"})
         messages = [{"role": "user", "content": prompt}]
         plan = plan_answer(emu, spec, body, messages, options, chat=False)
+        if plan.load_s:
+            await asyncio.sleep(plan.load_s)  # Ollama loads the model before sending any byte
         lines = answer_lines(emu, request, spec, body["model"], plan, chat=False)
         return stream_or_single(emu, request, body, lines, chat=False, model=spec.name)
 

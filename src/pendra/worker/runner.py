@@ -10,6 +10,11 @@ Rules:
   more; an extra one is refused at once with ``error 503`` instead of being queued.
 - A request ends with exactly one ``end`` or ``error`` frame (or nothing, when cancelled). Its slot
   is freed *before* that frame goes out, so the server may reuse it the moment it reads the frame.
+- A request whose backend cannot be reached (``BackendUnavailable``) or stalls (``BackendTimeout``)
+  makes the registry re-check that backend at once; an unreachable one is answered ``error 503``
+  with ``retry_after_s`` (when the backend will next be probed). When the registry marks a backend
+  down — that re-check, or a refresh tick's verification failing — every request in flight on it is
+  cancelled at once and answered ``error 503 backend_unavailable`` instead of hanging.
 - Install progress is relayed at most every ``PROGRESS_INTERVAL_S`` (the latest figure, so it is
   never older than that while it changes, and always the final one); ``completed`` never goes down.
 - After an install or removal the backends are re-discovered at once and ``on_models_changed`` is
@@ -30,7 +35,7 @@ from typing import Any
 
 from pendra.backends.base import Backend, InstallProgress, ModelInfo, Usage
 from pendra.backends.registry import BackendRegistry
-from pendra.errors import PendraError
+from pendra.errors import BackendTimeout, BackendUnavailable, PendraError
 from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Install, OpDone,
                                     OpFailed, Progress, Request, Uninstall)
 
@@ -51,6 +56,7 @@ class Runner:
         self.max_concurrent = max_concurrent
         self.on_models_changed = on_models_changed
         self._requests: dict[str, asyncio.Task[None]] = {}
+        self._backend_of: dict[str, str] = {}  # request id -> backend kind, once it has one
         self._ops: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._accepting = True
@@ -58,9 +64,11 @@ class Runner:
     async def __aenter__(self) -> "Runner":
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
+        self._unsubscribe = self.registry.subscribe(self.fail_backend)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
+        self._unsubscribe()
         self._accepting = False
         self.cancel_all()
         assert self._group is not None
@@ -95,6 +103,28 @@ class Runner:
     def cancel_all(self) -> None:
         for task in [*self._requests.values(), *self._ops.values()]:
             task.cancel()
+
+    def fail_backend(self, kind: str, reason: str) -> None:
+        """``kind``'s backend went down: fail every request in flight on it now (error 503)."""
+        doomed = [(request_id, task) for request_id, task in self._requests.items()
+                  if self._backend_of.get(request_id) == kind and not task.done()]
+        if not doomed:
+            return
+        log.warning("failing %d request(s) in flight on %s: it stopped answering", len(doomed),
+                    kind)
+        error = dict(status=503, kind=BackendUnavailable.kind,
+                     retry_after_s=self.registry.retry_after_s(kind),
+                     message=f"the {kind} backend of worker '{self.worker_name}' stopped answering "
+                             f"during the request ({reason})")
+        for request_id, task in doomed:
+            task.cancel()
+            self._spawn(self._report_failed(request_id, task, Error(id=request_id, **error)),
+                        f"failed:{request_id}")
+
+    async def _report_failed(self, request_id: str, task: asyncio.Task[None], error: Error) -> None:
+        await asyncio.wait([task])  # its backend stream is closed (and its slot freed) first
+        if task.cancelled():  # it may have ended (and said so) before the cancel landed
+            await self.send(error)
 
     # --- FrameHandler ------------------------------------------------------------------------------
 
@@ -152,13 +182,29 @@ class Runner:
 
     async def _request(self, frame: Request) -> None:
         try:
-            backend, model = self.registry.backend_for(frame.model)
-            if frame.kind == "chat":
-                await self._chat(frame, backend, model)
-                return
-            data, usage = await self._single(frame, backend, model)
+            try:
+                backend, model = self.registry.backend_for(frame.model)
+                self._backend_of[frame.id] = model.backend
+                if frame.kind == "chat":
+                    await self._chat(frame, backend, model)
+                    return
+                data, usage = await self._single(frame, backend, model)
+            finally:
+                kind = self._backend_of.pop(frame.id, None)  # from here, not failed from outside
             if await self.send(Chunk(id=frame.id, data=data)):
                 await self._finish(frame.id, End(id=frame.id, usage=usage.to_dict()))
+        except BackendUnavailable as exc:
+            retry_after_s = exc.retry_after_s
+            if kind is not None:
+                retry_after_s = await self.registry.recheck(kind) or retry_after_s
+            await self._finish(frame.id, Error(id=frame.id, status=exc.status, message=exc.message,
+                                               kind=exc.kind, retry_after_s=retry_after_s or 1.0))
+        except BackendTimeout as exc:
+            log.warning("request %s (%s): %s", frame.id, frame.model, exc.message)
+            await self._finish(frame.id, Error(id=frame.id, status=exc.status, message=exc.message,
+                                               kind=exc.kind))
+            if kind is not None:
+                await self.registry.recheck(kind)  # a hung backend, or only this stream?
         except PendraError as exc:
             await self._finish(frame.id, Error(id=frame.id, status=exc.status, message=exc.message,
                                                kind=exc.kind))

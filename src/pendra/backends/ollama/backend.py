@@ -2,7 +2,9 @@
 
 Chat goes to native ``/api/chat`` with ``options.num_ctx`` injected (see translate.py); embeddings
 to ``/api/embed`` and images to ``/api/generate`` without injection; installs stream ``/api/pull``
-progress as one overall figure; removals use ``DELETE /api/delete``.
+progress as one overall figure; removals use ``DELETE /api/delete``. A chat stream is bounded by
+``limits`` (first token, then stall: see client.py); a pull is not, because Ollama may verify a large
+blob for minutes without a line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from pendra.backends.base import BackendStatus, ChatResult, InstallProgress, ModelInfo, ProgressCallback, Usage
 from pendra.backends.ollama import discovery, translate
-from pendra.backends.ollama.client import OllamaClient
+from pendra.backends.ollama.client import OllamaClient, StreamLimits
 from pendra.backends.ollama.version import (IMAGE_GENERATION_SINCE, IMAGE_GENERATION_UNTIL,
                                             format_version, has_image_generation)
 from pendra.errors import (BackendError, BackendRejected, BackendUnavailable, InstallFailed,
@@ -41,8 +43,9 @@ class PullProgress:
 class OllamaBackend:
     kind = "ollama"
 
-    def __init__(self, *, num_ctx_cap: int = 0) -> None:
+    def __init__(self, *, num_ctx_cap: int = 0, limits: StreamLimits | None = None) -> None:
         self.num_ctx_cap = num_ctx_cap
+        self.limits = limits
         self.client: OllamaClient | None = None
         self.version = ""
         self._cache: dict[str, ModelInfo] = {}
@@ -90,7 +93,7 @@ class OllamaBackend:
         result = ChatResult(chunks=_empty())
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
-            async for line in client.stream("/api/chat", native):
+            async for line in client.stream("/api/chat", native, limits=self.limits):
                 for chunk in translator.feed(line):
                     yield chunk
             if translator.finish_reason is None:
