@@ -42,6 +42,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pendra.config import ServerSettings
+from pendra.server.errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,7 @@ class _Tally:
 
 
 def _error_json(message: str, kind: str) -> bytes:
-    # The API's error envelope (server/errors.py error_body), built here without FastAPI.
-    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None},
-                       "detail": message}).encode()
+    return json.dumps(error_body(message, kind)).encode()
 
 
 def _overloaded_app(max_connections: int) -> Any:
