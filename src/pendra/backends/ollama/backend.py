@@ -70,7 +70,7 @@ class OllamaBackend:
         return status
 
     async def list_models(self) -> list[ModelInfo]:
-        return await discovery.list_models(self._require(), self._cache)
+        return await discovery.list_models(self._require(), self._cache, self.version)
 
     def num_ctx_for(self, model: ModelInfo) -> int | None:
         """The context to inject: discovery's, capped if configured; stable per model."""
@@ -84,7 +84,7 @@ class OllamaBackend:
         client = self._require()
         native = translate.chat_request(body, model.id, num_ctx=self.num_ctx_for(model))
         stream = bool(body.get("stream"))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = translate.include_usage(body)
         translator = translate.ChatTranslator(model=str(body.get("model") or model.id),
                                               stream=stream, include_usage=include_usage)
         result = ChatResult(chunks=_empty())
