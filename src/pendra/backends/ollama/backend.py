@@ -109,13 +109,13 @@ class OllamaBackend:
         return translate.embed_response(answer, body, str(body.get("model") or model.id))
 
     async def generate_image(self, model: ModelInfo, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
-        if "image" not in model.capabilities:
-            raise BackendRejected(f"model '{model.id}' does not generate images", status=400)
         if not has_image_generation(self.version):
             raise UnsupportedOperation(
                 f"image generation is not supported by this Ollama version ({self.version}); it "
                 f"exists from {format_version(IMAGE_GENERATION_SINCE)} until "
                 f"{format_version(IMAGE_GENERATION_UNTIL)} (exclusive)")
+        if "image" not in model.capabilities:
+            raise BackendRejected(f"model '{model.id}' does not generate images", status=400)
         native = translate.image_request(body, model.id)
         answer = await self._require().request_json("POST", "/api/generate", native)
         if not isinstance(answer, dict) or not answer.get("image"):

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from pendra.errors import InvalidRequest, UnsupportedOperation
 from pendra.server.api.media_schema import TranscriptionCreate
+from pendra.server.api.models import served_types
 from pendra.server.auth import ApiKeyAuth
 from pendra.server.deps import HubDep, RelayDep
 from pendra.server.hub import Hub
@@ -26,7 +27,8 @@ _BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json"
 
 
 def transcription_models(hub: Hub) -> list[str]:
-    return sorted(m for m, (info, _) in hub.models().items() if "transcription" in info.types)
+    return sorted(m for m, (info, workers) in hub.models().items()
+                  if "transcription" in served_types(info, workers))
 
 
 @router.post("/audio/transcriptions", summary="Transcribe audio", openapi_extra=_BODY_SCHEMA)
