@@ -11,7 +11,8 @@ Rules:
 - ``open_request`` encodes the request frame first — a body that cannot be encoded (text that is
   not valid Unicode, nesting past the serialiser's depth) fails that one request with 400
   ``InvalidRequest`` before a slot is taken, and never reaches the socket — then reserves one of
-  the worker's ``max_concurrent`` slots and queues the encoded frame, without waiting. The slot is released exactly once: when the worker ends the request
+  the worker's ``max_concurrent`` slots and queues the encoded frame, without waiting. The slot
+  is released exactly once: when the worker ends the request
   (End/Error), or when the handle is closed (``aclose``, which first sends ``cancel`` if the request
   had not ended), whichever comes first.
 - When a worker goes (its socket ends, it is superseded, removed, or the hub shuts down) every open

@@ -72,7 +72,8 @@ def _fits(value: Any, spec: OptionSpec) -> bool:
 def _expected(spec: OptionSpec) -> str:
     if spec.kind == "stops":
         return "a list of strings"
-    name = {int: "an integer", float: "a number", bool: "true or false"}[spec.kind]  # type: ignore[index]
+    names: dict[object, str] = {int: "an integer", float: "a number", bool: "true or false"}
+    name = names[spec.kind]
     if spec.minimum is not None and spec.maximum is not None:
         return f"{name} from {spec.minimum:g} to {spec.maximum:g}"
     if spec.minimum is not None:

@@ -134,8 +134,9 @@ class Reasoning(Body):
 def _option_field(spec: OptionSpec) -> tuple[Any, Any]:
     if spec.kind == "stops":
         return list[Text] | None, Field(default=None, description=spec.description)
-    return spec.kind | None, Field(default=None, ge=spec.minimum, le=spec.maximum,  # type: ignore[operator]
-                                   description=spec.description or None)
+    kind: Any = spec.kind
+    return kind | None, Field(default=None, ge=spec.minimum, le=spec.maximum,
+                              description=spec.description or None)
 
 
 OllamaOptions = create_model(  # type: ignore[call-overload]

@@ -3,7 +3,8 @@
 OpenAI's list envelope, one entry per model id however many workers serve it, plus a ``pendra``
 object per entry (types, capabilities, context length, the workers serving it). A model's types are
 what any worker's copy of it can serve (one worker's Ollama may generate images where another's
-cannot), and ``?type=`` filters by them. Codex asks with ``client_version`` and expects ``{"models": [...]}``.
+cannot), and ``?type=`` filters by them. Codex asks with ``client_version`` and expects
+``{"models": [...]}``.
 """
 
 from __future__ import annotations
