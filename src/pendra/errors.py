@@ -14,12 +14,21 @@ class PendraError(Exception):
 
     status: int = 500
     kind: str = "internal_error"
+    # OpenAI's error ``param`` (the request field at fault, e.g. ``messages[0].content``) and
+    # ``code`` (e.g. ``context_length_exceeded``); None when they do not apply.
+    param: str | None = None
+    code: str | None = None
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, param: str | None = None,
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
+        if param is not None:
+            self.param = param
+        if code is not None:
+            self.code = code
 
 
 # --- configuration and local state -------------------------------------------------------------

@@ -185,13 +185,17 @@ async def test_num_ctx_injected_capped_and_client_wins() -> None:
 
 
 async def test_images_depend_on_the_ollama_version() -> None:
-    """Ollama 0.14.3–0.32.5 generates a PNG; newer versions get a clear unsupported error."""
+    """Ollama 0.14.3–0.32.5 generates a PNG, and lists its image models as such; on newer
+    versions an image model is not advertised as one (no ``image`` capability, so not
+    ``type=image``, nor is the backend) and a request that still arrives gets a clear
+    unsupported error."""
     body = {"model": "x/z-image-turbo:latest", "prompt": "a red square", "size": "16x16"}
     async with run_emulator(version="0.20.0") as emu:
         registry = BackendRegistry(settings(emu.base_url))
         try:
             await registry.refresh()
             backend, model = registry.backend_for("x/z-image-turbo:latest")
+            assert "image" in model.types and "image" in model.capabilities
             data, _ = await backend.generate_image(model, body)
             assert data["data"][0]["b64_json"].startswith("iVBORw0KGgo")
             [sent] = await emu.requests("/api/generate")
@@ -203,6 +207,9 @@ async def test_images_depend_on_the_ollama_version() -> None:
         try:
             await registry.refresh()
             backend, model = registry.backend_for("x/z-image-turbo:latest")
+            assert "image" not in model.types and "image" not in model.capabilities
+            [status] = [s for s in registry.statuses() if s.kind == "ollama"]
+            assert "image" not in status.capabilities and "chat" in status.capabilities
             with pytest.raises(UnsupportedOperation, match=r"0\.32\.15"):
                 await backend.generate_image(model, body)
             assert await emu.requests("/api/generate") == []

@@ -242,3 +242,76 @@ async def test_cli_sees_the_live_fleet_and_usage(cluster: Cluster) -> None:
     per_model = {row["model"]: row for row in usage["per_model"]}
     assert per_model["llama3.2:latest"]["requests"] >= 1
     assert {row["worker"] for row in usage["per_worker"]} <= {"alpha", "beta", None}
+
+
+async def test_bad_requests_are_the_clients_400_and_leave_the_fleet_alone(cluster: Cluster) -> None:
+    """Against real workers: a lone surrogate, a message nested 260 deep, and fields with the
+    wrong type or range (stop: 5, stream_options: "x", tool_calls: ["x"], temperature "hot",
+    max_tokens -5, options.num_ctx -1) are 400 invalid_request_error naming the field — the SDK
+    raises BadRequestError with ``param`` — and reach no Ollama; streams already running on both
+    workers finish with [DONE], and both workers stay connected."""
+    api = client(cluster)
+    await cluster.clear_requests()
+    hello = [{"role": "user", "content": "[[tokens=30]] [[delay=0.02]] go"}]
+
+    async def stream() -> str:
+        async with cluster.http() as http:
+            response = await http.post("/api/v1/chat/completions", json={
+                "model": "llama3.2:latest", "messages": hello, "stream": True})
+        return response.text
+
+    streams = [asyncio.create_task(stream()) for _ in range(2)]
+    deep: object = "x"
+    for _ in range(260):
+        deep = [deep]
+    async with cluster.http() as http:
+        surrogate = await http.post("/api/v1/chat/completions", content=(
+            b'{"model": "llama3.2:latest", "messages": [{"role": "user", "content": "\\ud800"}]}'),
+            headers={"content-type": "application/json"})
+        nested = await http.post("/api/v1/chat/completions", json={
+            "model": "llama3.2:latest", "messages": [{"role": "user", "content": "x"}],
+            "metadata": {"deep": deep}})
+    for response, param in ((surrogate, "messages[0].content"), (nested, "metadata")):
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == param
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"stop": 5}, "stop"), ({"stream_options": "x"}, "stream_options"),
+        ({"messages": [{"role": "assistant", "tool_calls": ["x"]}]}, "messages[0].tool_calls[0]"),
+        ({"temperature": "hot"}, "temperature"), ({"max_tokens": -5}, "max_tokens"),
+        ({"extra_body": {"options": {"num_ctx": -1}}}, "options.num_ctx")]
+    for fields, param in cases:
+        kwargs: dict[str, object] = {"model": "llama3.2:latest",
+                                     "messages": [{"role": "user", "content": "x"}]} | fields
+        with pytest.raises(openai.BadRequestError) as caught:
+            await api.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+        assert caught.value.param == param, caught.value.body
+        assert caught.value.type == "invalid_request_error"
+    for text in await asyncio.gather(*streams):
+        assert text.rstrip().endswith("data: [DONE]"), text[-300:]
+    assert len(await cluster.recorded("/api/chat")) == 2  # only the two streams reached Ollama
+    async with cluster.http() as http:
+        status = (await http.get("/api/v1/status")).json()
+    assert {w["name"] for w in status["workers"]} == cluster.worker_names
+
+
+async def test_requests_a_model_cannot_serve_are_refused_by_pendra(cluster: Cluster) -> None:
+    """Chat on an embedding model is 400 naming the model, not forwarded to Ollama; the image
+    model is listed as type=image only because alpha's Ollama generates images, and image
+    requests only ever go to alpha (beta's Ollama has no image generation)."""
+    api = client(cluster)
+    await cluster.clear_requests()
+    with pytest.raises(openai.BadRequestError, match="nomic-embed-text:latest") as caught:
+        await api.chat.completions.create(model="nomic-embed-text:latest",
+                                          messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.param == "model"
+    assert await cluster.recorded("/api/chat") == []
+    for _ in range(3):
+        raw = await api.images.with_raw_response.generate(model="x/z-image-turbo:latest",
+                                                          prompt="a red square", size="16x16")
+        assert raw.headers["x-worker-name"] == "alpha"
+    async with cluster.http() as http:
+        images = (await http.get("/api/v1/models", params={"type": "image"})).json()["data"]
+        status = (await http.get("/api/v1/status")).json()
+    assert [m["id"] for m in images] == ["x/z-image-turbo:latest"]
+    by_name = {w["name"]: w for w in status["workers"]}
+    assert "image" not in by_name["beta"]["backends"][0]["capabilities"]

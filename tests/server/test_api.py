@@ -191,7 +191,7 @@ async def test_bad_bodies_are_400_naming_the_problem(api: Api, alpha: FakeWorker
         no_model = await client.post("/api/v1/embeddings", json={"input": "x"})
         assert no_model.status_code == 400 and "'model'" in no_model.json()["detail"]
         body = no_model.json()
-        assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"] is None
+        assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == "model"
     assert alpha.requests == []
 
 

@@ -4,7 +4,9 @@ oversized bodies refused with 413 before they are read.
 The target is a real ``pendra server`` process with one real ``pendra worker`` over an emulated
 Ollama, so a generated request that names a served model goes all the way to the backend and back.
 Schemathesis (sync, ``requests``) runs in a thread while the event loop keeps reading the
-processes' output.
+processes' output. The request bodies' full schemas (chat_schema.py, media_schema.py) are in the
+OpenAPI document, so the generated requests use every field Pendra maps, with and without their
+types and ranges.
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ async def test_fuzzed_openapi_surface_never_answers_5xx(fleet: Cluster) -> None:
     reached = {path: len(await fleet.emulator_of["alpha"].requests(path))
                for path in ("/api/chat", "/api/embed", "/api/generate")}
     assert all(reached.values()), reached  # generated requests got through to Ollama
+    # ... using the mapped fields the schema told schemathesis about, not only model + messages.
+    mapped = {key for sent in await fleet.emulator_of["alpha"].requests("/api/chat")
+              for key in [*sent["body"], *(sent["body"].get("options") or {})]}
+    assert mapped - {"model", "messages", "stream", "options", "num_ctx"}, mapped
     assert not failures, "\n".join(failures[:10])
     assert fleet.server.process is not None and fleet.server.process.returncode is None
     async with fleet.http() as http:

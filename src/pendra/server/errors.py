@@ -1,13 +1,15 @@
 """The one place where errors become HTTP responses.
 
 Rules:
-- Every ``PendraError`` maps to its own ``.status`` and ``.kind``; FastAPI's validation errors are
-  400 naming the field; Starlette's 404/405 keep their status with a message that says what was
-  asked for; anything else is a 500 that is logged with its traceback and says only "internal
-  error" to the client.
+- Every ``PendraError`` maps to its own ``.status``, ``.kind``, ``.param`` and ``.code``;
+  FastAPI's validation errors are 400 ``invalid_request_error`` with ``param`` naming the field as
+  the client wrote it (``messages[0].content``, ``options.num_ctx``); Starlette's 404/405 keep their
+  status with a message that says what was asked for; anything else is a 500 that is logged with
+  its traceback and says only "internal error" to the client.
 - The body is OpenAI's error envelope plus Pendra's documented ``detail``::
 
-      {"error": {"message", "type": <kind>, "param": null, "code": null}, "detail": <message>}
+      {"error": {"message", "type": <kind>, "param": <field or null>, "code": <code or null>},
+       "detail": <message>}
 
 - Every error response carries ``X-Request-Id``; a 503 ``NoCapacity`` carries ``Retry-After``; an
   error that names a worker (``worker_id``/``worker_name`` attributes: ``WorkerFailed``,
@@ -43,8 +45,13 @@ def request_id_of(scope: Scope) -> str:
     return str(state.get("request_id", ""))
 
 
-def error_body(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": None},
+def error_body(message: str, kind: str, *, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    # A message may quote the client's text: make sure it can be encoded (no lone surrogates).
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    if param is not None:
+        param = param.encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code},
             "detail": message}
 
 
@@ -64,11 +71,13 @@ def _header_safe(value: str) -> str:
 
 
 def error_response(status: int, message: str, kind: str, request_id: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, *, param: str | None = None,
+                   code: str | None = None) -> JSONResponse:
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
-    return JSONResponse(error_body(message, kind), status_code=status, headers=all_headers)
+    return JSONResponse(error_body(message, kind, param=param, code=code), status_code=status,
+                        headers=all_headers)
 
 
 def pendra_error_response(exc: PendraError, request_id: str) -> JSONResponse:
@@ -81,7 +90,8 @@ def pendra_error_response(exc: PendraError, request_id: str) -> JSONResponse:
         message = f"{message} (worker '{name}')"
     if isinstance(exc, NoCapacity):
         headers["Retry-After"] = str(max(int(exc.retry_after_s), 1))
-    return error_response(exc.status, message, exc.kind, request_id, headers)
+    return error_response(exc.status, message, exc.kind, request_id, headers, param=exc.param,
+                          code=exc.code)
 
 
 async def _pendra_error(request: Request, exc: Exception) -> Response:
@@ -92,25 +102,68 @@ async def _pendra_error(request: Request, exc: Exception) -> Response:
     return pendra_error_response(exc, request_id_of(request.scope))
 
 
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        where, rest = parts[0], parts[1:]
-        return f"{where} field '{'.'.join(rest)}'" if rest else f"request {where}"
-    return ".".join(parts) or "request"
+# Labels pydantic puts in an error's location for the member of a union that was tried.
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "literal"})
+# A body that breaks many rules at once is named by this many of its problems at most.
+MAX_PROBLEMS_NAMED = 3
+
+
+def param_of(loc: tuple[Any, ...] | list[Any], body: Any) -> str | None:
+    """The field an error's location points at, written as the client wrote it
+    (``messages[0].content``): walk ``body`` along ``loc``, keeping keys and indexes that are
+    there (and a missing field's name), skipping the labels of union members tried."""
+    parts = list(loc)
+    if not parts or parts[0] not in ("body", "query", "path", "header"):
+        return None
+    if parts[0] != "body":
+        return ".".join(str(p) for p in parts[1:]) or None
+    param, current = "", body
+    for part in parts[1:]:
+        if isinstance(part, int) and isinstance(current, list) and 0 <= part < len(current):
+            param, current = f"{param}[{part}]", current[part]
+        elif isinstance(part, str) and isinstance(current, dict) and (
+                part in current or (part.isidentifier() and part.lower() == part
+                                    and part not in _TYPE_LABELS)):
+            param, current = f"{param}.{part}" if param else part, current.get(part)
+    return param or None
+
+
+def _type_mismatch(error: dict[str, Any]) -> bool:
+    return str(error.get("type", "")).endswith(("_type", "_parsing")) or error.get("type") in (
+        "literal_error", "union_tag_invalid", "model_attributes_type")
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
+    errors = list(exc.errors())
     first = errors[0] if errors else {}
+    request_id = request_id_of(request.scope)
     if first.get("type") == "json_invalid":
         message = f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}"
-    else:
-        message = f"{_field(first.get('loc', ()))}: {first.get('msg', 'invalid')}"
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return error_response(400, message, "invalid_request_error", request_id_of(request.scope))
+        return error_response(400, message, "invalid_request_error", request_id)
+    # One problem per field: a union's members each fail; the telling one is not a type mismatch.
+    by_param: dict[str | None, list[dict[str, Any]]] = {}
+    for error in errors:
+        by_param.setdefault(param_of(error.get("loc", ()), exc.body), []).append(error)
+    # A union member that failed only on its type says less than one that failed deeper inside.
+    deeper = {p for p in by_param if p and any(
+        q and q != p and q.startswith(p) and q[len(p)] in ".[" for q in by_param)}
+    problems = []
+    for param, found in by_param.items():
+        telling = [e for e in found if not _type_mismatch(e)]
+        if param in deeper and not telling:
+            continue
+        what = (telling[0].get("msg", "invalid") if telling
+                else " or ".join(dict.fromkeys(str(e.get("msg", "invalid")) for e in found)))
+        source = str(found[0].get("loc", ("body",))[0])
+        where = f"{source} field '{param}'" if param else f"request {source}"
+        problems.append((param, f"{where}: {what}"))
+    param = problems[0][0]
+    message = "; ".join(text for _, text in problems[:MAX_PROBLEMS_NAMED])
+    if len(problems) > MAX_PROBLEMS_NAMED:
+        more = len(problems) - MAX_PROBLEMS_NAMED
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return error_response(400, message, "invalid_request_error", request_id, param=param)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

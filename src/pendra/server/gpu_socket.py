@@ -116,8 +116,8 @@ class _Socket:
         self.address = client.host if client else "?"
         self.peer = f"{client.host}:{client.port}" if client else "?"
 
-    async def send(self, frame: Frame) -> None:
-        await self.websocket.send_text(dump_frame(frame))
+    async def send(self, frame: Frame | str) -> None:
+        await self.websocket.send_text(frame if isinstance(frame, str) else dump_frame(frame))
 
     async def receive(self) -> str | bytes | None:
         """The next message, or None once the peer has closed (``close_code`` says how)."""
@@ -254,7 +254,14 @@ async def _connected(socket: _Socket, session: ServerSession, link: WorkerLink,
 
     async def write() -> str:
         while True:
-            await socket.send(await link.next_outgoing())
+            outgoing = await link.next_outgoing()
+            try:
+                text = outgoing if isinstance(outgoing, str) else dump_frame(outgoing)
+            except ValueError:  # one frame that cannot be encoded must not end the connection
+                log.exception("worker %s: dropped a %s frame that cannot be encoded",
+                              link.view.name, getattr(outgoing, "type", "?"))
+                continue
+            await socket.send(text)
 
     async def beat() -> str:
         last_seen_stamp = time.monotonic()

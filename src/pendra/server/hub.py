@@ -8,8 +8,11 @@ Rules:
 - A worker is present from its authenticated hello until its socket ends. A second connection with
   the same id supersedes the first: the old link is dropped at once and its socket is closed with
   SUPERSEDED.
-- ``open_request`` reserves one of the worker's ``max_concurrent`` slots and queues the request
-  frame, without waiting. The slot is released exactly once: when the worker ends the request
+- ``open_request`` encodes the request frame first — a body that cannot be encoded (text that is
+  not valid Unicode, nesting past the serialiser's depth) fails that one request with 400
+  ``InvalidRequest`` before a slot is taken, and never reaches the socket — then reserves one of
+  the worker's ``max_concurrent`` slots and queues the encoded frame, without waiting. The slot
+  is released exactly once: when the worker ends the request
   (End/Error), or when the handle is closed (``aclose``, which first sends ``cancel`` if the request
   had not ended), whichever comes first.
 - When a worker goes (its socket ends, it is superseded, removed, or the hub shuts down) every open
@@ -36,10 +39,10 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pendra.errors import NoCapacity, PendraError
+from pendra.errors import InvalidRequest, NoCapacity, PendraError
 from pendra.protocol.close import CloseReason, describe
 from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Hello, Install,
-                                    OpDone, OpFailed, Progress, Request, Uninstall)
+                                    OpDone, OpFailed, Progress, Request, Uninstall, dump_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
 from pendra.protocol.session import Close, InventoryUpdated
 
@@ -93,18 +96,22 @@ class WorkerView:
         return any(b.kind == kind and b.verified for b in self.backends)
 
 
+# What the socket writer sends: a frame, or a frame already encoded (a request, checked at open).
+Outgoing = Frame | str
+
+
 class _Outbox:
     """Frames for one worker's socket writer, in order, at most ``limit`` of them."""
 
     def __init__(self, limit: int) -> None:
-        self._frames: deque[Frame] = deque()
+        self._frames: deque[Outgoing] = deque()
         self._limit = limit
         self._nonempty = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self.closed = False
 
-    def offer(self, frame: Frame) -> bool:
+    def offer(self, frame: Outgoing) -> bool:
         """Queue ``frame`` if there is room now; False (frame dropped) when full or closed."""
         if self.closed or len(self._frames) >= self._limit:
             return False
@@ -122,7 +129,7 @@ class _Outbox:
             await self._room.wait()
         return True
 
-    async def get(self) -> Frame:
+    async def get(self) -> Outgoing:
         while not self._frames:
             self._nonempty.clear()
             await self._nonempty.wait()
@@ -283,10 +290,10 @@ class WorkerLink:
 
     # --- for the socket loop ------------------------------------------------------------------------
 
-    async def next_outgoing(self) -> Frame:
+    async def next_outgoing(self) -> Outgoing:
         return await self._outbox.get()
 
-    def offer(self, frame: Frame) -> bool:
+    def offer(self, frame: Outgoing) -> bool:
         """Queue a frame that is not worth waiting for (ping, pong); False if dropped."""
         return self._outbox.offer(frame)
 
@@ -379,6 +386,16 @@ class WorkerLink:
         self._ops.clear()
 
 
+def encode_request(frame: Request) -> str:
+    """The frame as text for the socket; InvalidRequest (the client's fault) when it cannot be."""
+    try:
+        return dump_frame(frame)
+    except ValueError as exc:  # pydantic_core.PydanticSerializationError
+        reason = ("it holds text that is not valid Unicode" if "Unicode" in str(exc)
+                  else "it nests too deep" if "depth" in str(exc) else "its body is not JSON")
+        raise InvalidRequest(f"the request cannot be sent to a worker: {reason}") from exc
+
+
 class Hub:
     """Who is connected, what they serve, and the requests/operations running on them."""
 
@@ -458,9 +475,11 @@ class Hub:
         if view.free <= 0:
             raise NoCapacity(f"worker '{view.name}' has no free slot "
                              f"({view.in_flight}/{view.max_concurrent} in flight)")
-        handle = RequestHandle(link, "req_" + secrets.token_hex(8))
-        frame = Request(id=handle.id, kind=kind, model=model, body=body)  # type: ignore[arg-type]
-        if not link.offer(frame):
+        request_id = "req_" + secrets.token_hex(8)
+        encoded = encode_request(Request(id=request_id, kind=kind, model=model,  # type: ignore[arg-type]
+                                         body=body))
+        handle = RequestHandle(link, request_id)
+        if not link.offer(encoded):
             raise NoCapacity(f"worker '{view.name}' is not reading its connection")
         link.open_request(handle)
         return handle

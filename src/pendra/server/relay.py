@@ -1,8 +1,9 @@
 """Relaying one inference request to a worker and its answer back to the client.
 
 Rules:
-- The body goes to the worker as the client sent it (extra fields such as Ollama ``options``
-  included); only the model name is resolved to the id the fleet serves.
+- The body goes to the worker as the edge validated it (api/*_schema.py: typed fields in canonical
+  form, extra fields such as Ollama ``options`` included); only the model name is resolved to the
+  id the fleet serves.
 - A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives.
 - A streaming answer is Server-Sent Events: ``data: <chunk json>\\n\\n`` per Chunk, flushed as it
   arrives, then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error frame, the worker
@@ -217,7 +218,8 @@ class EventStream(Response):
     async def _error(self, send: Send, exc: PendraError) -> None:
         self.meter.failed(exc.status, exc.message)
         log.warning("stream %s ended with an error: %s", self.meter.request_id, exc.message)
-        await self._body(send, sse_event(error_body(exc.message, exc.kind)))
+        await self._body(send, sse_event(error_body(exc.message, exc.kind, param=exc.param,
+                                                    code=exc.code)))
 
     @staticmethod
     async def _body(send: Send, data: bytes) -> None:

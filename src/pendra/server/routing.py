@@ -10,12 +10,22 @@ Rules:
   (in_flight / max_concurrent, then fewer in flight, then at random). When all are busy the request
   waits for a slot, at most ``queue_timeout_s`` and with at most ``MAX_WAITERS`` requests waiting
   at once (beyond that: 503 straight away); then 503 ``NoCapacity`` with ``Retry-After``.
-- ``open`` opens the request on the picked worker and waits for its first frame. If the worker
-  fails before that first byte — it disconnects, or answers an error with status >= 500, which is
-  the worker's or backend's fault, not the client's — the slot is released and the request is
-  tried once more on a different worker. If that fails too, or no other worker serves the model,
-  the client gets 502 ``WorkerFailed`` naming the worker. A 4xx from the worker (e.g. Ollama's
-  "does not support tools") is the client's answer: ``WorkerRejected`` with that status, no retry.
+- A request for a model that cannot do what it asks (chat on an embedding-only model, images on
+  a model without image generation where it runs, transcription where no backend transcribes) is
+  refused with 400 naming the model and what it does serve, before any worker is chosen; only
+  workers whose copy of the model can do it are candidates.
+- ``open`` opens the request on the picked worker and waits for its first frame. What went wrong
+  is classified once, by ``classify``: the client's fault (a 4xx from the worker: bad input, the
+  model refuses tools, the context is too long, the model is unknown there) goes back to the
+  client as it is — Ollama's text, with OpenAI's error type for its status (``param``/``code``
+  where known, ``context_length_exceeded``) — and is **never retried**; a worker or transport
+  fault before the first byte (the worker disconnects, or answers a 5xx other than 501/503)
+  releases the slot and tries the request once more on a different worker (``MAX_ATTEMPTS``); a
+  503 (the worker's backend is down or restarting: a passing outage, not a fault) also tries
+  another worker serving the model, and when none can, answers 503 with ``Retry-After`` (the
+  worker's ``retry_after_s``, else ``RETRY_AFTER_S``); a 501 (the backend cannot do it) is final.
+  When the attempts run out on worker faults, the client gets 502 ``WorkerFailed`` naming them.
+  Nothing is retried once the first byte was relayed.
 """
 
 from __future__ import annotations
@@ -23,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import math
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
+from enum import Enum
 
 from pendra.catalogue.loader import Catalogue
-from pendra.errors import (BackendRejected, ModelUnavailable, NoCapacity, NotFound, UpstreamTimeout,
-                           WorkerFailed)
+from pendra.errors import (BackendRejected, InvalidRequest, ModelUnavailable, NoCapacity, NotFound,
+                           PendraError, UpstreamTimeout, WorkerFailed)
 from pendra.protocol.frames import Chunk, End, Error, Frame
 from pendra.server.hub import Hub, RequestHandle, WorkerGone, WorkerView
 
@@ -41,13 +53,36 @@ RETRY_AFTER_S = 2
 # Longest wait for a worker's first frame: image generation may take ~10 minutes on a busy worker.
 # A dead worker is noticed much sooner, by the heartbeat timeout (WorkerGone).
 FIRST_FRAME_TIMEOUT_S = 600.0
+# Workers one request is tried on before the client is answered: the first, and one retry.
+MAX_ATTEMPTS = 2
+# The ModelInfo.types a request kind needs.
+TYPE_FOR_KIND = {"chat": "chat", "embed": "embedding", "image": "image",
+                 "transcribe": "transcription"}
+# OpenAI's error type for a worker's 4xx status (Ollama's own refusals keep their text).
+_CLIENT_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                       403: "permission_error", 404: "not_found_error", 409: "conflict_error",
+                       413: "invalid_request_error", 422: "invalid_request_error",
+                       429: "rate_limit_error"}
+# How Ollama says a prompt or input is longer than the model's context.
+_CONTEXT_TOO_LONG = ("longer than the context length", "exceeds the context length",
+                     "context length exceeded", "context_length_exceeded")
+
+
+class Fault(Enum):
+    """Whose fault a failed attempt was, which decides what happens next (see ``classify``)."""
+
+    CLIENT = "client"  # the request itself: answer it, never retry
+    FINAL = "final"  # the backend cannot do it (501): answer it, do not retry
+    OUTAGE = "outage"  # the backend is down for now (503): another worker, else 503 Retry-After
+    WORKER = "worker"  # the worker or the transport: another worker, else 502
 
 
 class WorkerRejected(BackendRejected):
-    """The worker's backend refused the request (a 4xx); it goes back to the client as it is."""
+    """The worker's backend refused the request (a 4xx, or 501); it goes back to the client."""
 
-    def __init__(self, message: str, *, status: int, kind: str, worker: WorkerView) -> None:
-        super().__init__(message, status=status)
+    def __init__(self, message: str, *, status: int, kind: str, worker: WorkerView,
+                 code: str | None = None) -> None:
+        super().__init__(message, status=status, code=code)
         self.kind = kind or BackendRejected.kind
         self.worker_id = worker.id
         self.worker_name = worker.name
@@ -78,11 +113,46 @@ def worker_failed(worker: WorkerView, what: str, *, earlier: str = "") -> Worker
     return WorkerFailed(message, worker_id=worker.id, worker_name=worker.name)
 
 
-def error_from_frame(frame: Error, worker: WorkerView, *, earlier: str = "") -> WorkerFailed | WorkerRejected:
-    """A worker's Error frame as the client's error: 4xx as it is, anything else 502."""
-    if 400 <= frame.status < 500:
+def classify(failure: Error | WorkerGone) -> Fault:
+    """The one place that decides whose fault a failed attempt is (see the module rules)."""
+    if isinstance(failure, WorkerGone):
+        return Fault.WORKER
+    if 400 <= failure.status < 500:
+        return Fault.CLIENT
+    if failure.status == 501:
+        return Fault.FINAL
+    if failure.status == 503:
+        return Fault.OUTAGE
+    return Fault.WORKER
+
+
+def error_from_frame(frame: Error, worker: WorkerView, *, earlier: str = "") -> PendraError:
+    """A worker's Error frame as the client's error, by its ``classify`` verdict."""
+    fault = classify(frame)
+    if fault is Fault.CLIENT:
+        too_long = any(text in frame.message.lower() for text in _CONTEXT_TOO_LONG)
+        return WorkerRejected(frame.message, status=400 if too_long else frame.status,
+                              kind=_CLIENT_ERROR_TYPES.get(frame.status, "invalid_request_error"),
+                              worker=worker, code="context_length_exceeded" if too_long else None)
+    if fault is Fault.FINAL:
         return WorkerRejected(frame.message, status=frame.status, kind=frame.kind, worker=worker)
+    if fault is Fault.OUTAGE:
+        return unavailable(worker, frame, earlier=earlier)
     return worker_failed(worker, f"failed: {frame.message}", earlier=earlier)
+
+
+def unavailable(worker: WorkerView, frame: Error, *, earlier: str = "",
+                also: str = "") -> ModelUnavailable:
+    """503 with Retry-After: the worker's backend is down for now (its own hint, else ours)."""
+    wait = frame.retry_after_s if frame.retry_after_s and frame.retry_after_s > 0 else RETRY_AFTER_S
+    message = f"{describe(worker)} cannot serve it for now: {frame.message}"
+    if also:
+        message += f", and {also}"
+    if earlier:
+        message += f"; it was the retry after {earlier}"
+    error = ModelUnavailable(message, retry_after_s=max(math.ceil(wait), 1))
+    error.worker_id, error.worker_name = worker.id, worker.name  # type: ignore[attr-defined]
+    return error
 
 
 class Router:
@@ -121,8 +191,25 @@ class Router:
                             "installed yet")
         return NotFound(f"Model '{model}' not found; GET /api/v1/models lists what is served now")
 
-    def candidates(self, served: str, exclude: Collection[str] = ()) -> list[WorkerView]:
-        return [w for w in self.hub.serving(served) if w.id not in exclude]
+    def check_serves(self, kind: str, served: str) -> None:
+        """400 naming the model and what it does serve, when no connected copy of it can do
+        ``kind`` (chat on an embedding model, images where image generation is missing, ...)."""
+        wanted = TYPE_FOR_KIND[kind]
+        types: set[str] = set()
+        for worker in self.hub.serving(served):
+            types.update(worker.models[served].types)
+        if wanted not in types:
+            does = ", ".join(sorted(types)) or "nothing Pendra can route"
+            raise InvalidRequest(f"model '{served}' cannot serve {wanted} requests; it serves: "
+                                 f"{does} (GET /api/v1/models?type={wanted} lists the "
+                                 f"{wanted} models)", param="model", code="model_not_supported")
+
+    def candidates(self, served: str, exclude: Collection[str] = (),
+                   kind: str | None = None) -> list[WorkerView]:
+        """Connected workers serving ``served`` (whose copy can do ``kind``), not in ``exclude``."""
+        wanted = TYPE_FOR_KIND.get(kind or "")
+        return [w for w in self.hub.serving(served) if w.id not in exclude
+                and (wanted is None or wanted in w.models[served].types)]
 
     @staticmethod
     def least_loaded(workers: list[WorkerView]) -> WorkerView | None:
@@ -132,7 +219,8 @@ class Router:
         return min(free, key=lambda w: (w.in_flight / w.max_concurrent, w.in_flight,
                                         random.random()))
 
-    async def pick(self, model: str, exclude: Collection[str] = ()) -> WorkerView:
+    async def pick(self, model: str, exclude: Collection[str] = (),
+                   kind: str | None = None) -> WorkerView:
         """The worker to run a request for ``model`` (a served id), waiting boundedly for a slot.
 
         NotFound when no worker (outside ``exclude``) serves it; NoCapacity when the wait ran out
@@ -143,7 +231,7 @@ class Router:
         waiting = False
         try:
             while True:
-                workers = self.candidates(model, exclude)
+                workers = self.candidates(model, exclude, kind)
                 if not workers:
                     raise self.not_found(model)
                 chosen = self.least_loaded(workers)
@@ -167,7 +255,7 @@ class Router:
     async def _reserve(self, kind: str, served: str, body: dict[str, object],
                        exclude: Collection[str]) -> RequestHandle:
         while True:
-            worker = await self.pick(served, exclude)
+            worker = await self.pick(served, exclude, kind)
             try:
                 return await self.hub.open_request(worker.id, kind, served, body)
             except NoCapacity:
@@ -176,18 +264,19 @@ class Router:
     async def open(self, kind: str, model: str, body: dict[str, object]) -> Opened:
         """Open ``kind`` for ``model`` on a worker and wait for its first frame (see the rules)."""
         served = self.resolve(model)
-        failed: WorkerView | None = None
+        self.check_serves(kind, served)
+        tried: list[WorkerView] = []
+        last: Error | WorkerGone | None = None  # the last attempt's failure
         failure = ""
-        for _attempt in range(2):
+        for _attempt in range(MAX_ATTEMPTS):
             try:
-                handle = await self._reserve(kind, served, body,
-                                             () if failed is None else (failed.id,))
+                handle = await self._reserve(kind, served, body, [w.id for w in tried])
             except (NotFound, NoCapacity) as exc:
-                if failed is None:
+                if last is None:
                     raise
                 other = ("no other connected worker serves it" if isinstance(exc, NotFound)
                          else "every other worker serving it stayed busy")
-                raise worker_failed(failed, f"{failure}, and {other}") from exc
+                raise self._gave_up(tried[-1], last, failure, other) from exc
             opened: Opened | None = None
             try:
                 frames = aiter(handle)
@@ -198,26 +287,31 @@ class Router:
                     raise UpstreamTimeout(f"{describe(handle.worker)} sent nothing for "
                                           f"{FIRST_FRAME_TIMEOUT_S:g}s") from exc
                 except WorkerGone as exc:
-                    failure = "disconnected before answering"
-                    if failed is not None:
-                        raise worker_failed(handle.worker, failure,
-                                            earlier=f"{describe(failed)} {failure}") from exc
-                    log.warning("%s %s; retrying elsewhere", describe(handle.worker), failure)
-                    failed = handle.worker
-                    continue
-                if isinstance(first, Error):
-                    if first.status < 500 or failed is not None:
-                        raise error_from_frame(first, handle.worker,
-                                               earlier=f"{describe(failed)} {failure}"
-                                               if failed else "")
-                    failure = f"failed: {first.message}"
-                    log.warning("%s %s; retrying elsewhere", describe(handle.worker), failure)
-                    failed = handle.worker
-                    continue
-                assert isinstance(first, Chunk | End)
-                opened = Opened(handle, first, frames, served)
-                return opened
+                    first = exc
+                if isinstance(first, Chunk | End):
+                    opened = Opened(handle, first, frames, served)
+                    return opened
+                earlier = f"{describe(tried[-1])} {failure}" if tried else ""
+                fault = classify(first)
+                if fault in (Fault.CLIENT, Fault.FINAL) or len(tried) + 1 >= MAX_ATTEMPTS:
+                    if isinstance(first, WorkerGone):
+                        raise worker_failed(handle.worker, "disconnected before answering",
+                                            earlier=earlier) from first
+                    raise error_from_frame(first, handle.worker, earlier=earlier)
+                last = first
+                failure = ("disconnected before answering" if isinstance(first, WorkerGone)
+                           else f"failed: {first.message}")
+                log.warning("%s %s; trying another worker", describe(handle.worker), failure)
+                tried.append(handle.worker)
             finally:
                 if opened is None:
                     await asyncio.shield(handle.aclose())
-        raise AssertionError("unreachable: the second attempt returns or raises")
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _gave_up(worker: WorkerView, last: Error | WorkerGone, failure: str,
+                 other: str) -> PendraError:
+        """No other worker could take the request after ``worker`` failed it with ``last``."""
+        if isinstance(last, Error) and classify(last) is Fault.OUTAGE:
+            return unavailable(worker, last, also=other)
+        return worker_failed(worker, f"{failure}, and {other}")

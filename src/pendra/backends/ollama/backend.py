@@ -73,7 +73,7 @@ class OllamaBackend:
         return status
 
     async def list_models(self) -> list[ModelInfo]:
-        return await discovery.list_models(self._require(), self._cache)
+        return await discovery.list_models(self._require(), self._cache, self.version)
 
     def num_ctx_for(self, model: ModelInfo) -> int | None:
         """The context to inject: discovery's, capped if configured; stable per model."""
@@ -87,7 +87,7 @@ class OllamaBackend:
         client = self._require()
         native = translate.chat_request(body, model.id, num_ctx=self.num_ctx_for(model))
         stream = bool(body.get("stream"))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = translate.include_usage(body)
         translator = translate.ChatTranslator(model=str(body.get("model") or model.id),
                                               stream=stream, include_usage=include_usage)
         result = ChatResult(chunks=_empty())
@@ -112,13 +112,13 @@ class OllamaBackend:
         return translate.embed_response(answer, body, str(body.get("model") or model.id))
 
     async def generate_image(self, model: ModelInfo, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
-        if "image" not in model.capabilities:
-            raise BackendRejected(f"model '{model.id}' does not generate images", status=400)
         if not has_image_generation(self.version):
             raise UnsupportedOperation(
                 f"image generation is not supported by this Ollama version ({self.version}); it "
                 f"exists from {format_version(IMAGE_GENERATION_SINCE)} until "
                 f"{format_version(IMAGE_GENERATION_UNTIL)} (exclusive)")
+        if "image" not in model.capabilities:
+            raise BackendRejected(f"model '{model.id}' does not generate images", status=400)
         native = translate.image_request(body, model.id)
         answer = await self._require().request_json("POST", "/api/generate", native)
         if not isinstance(answer, dict) or not answer.get("image"):

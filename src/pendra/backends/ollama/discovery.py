@@ -7,18 +7,25 @@ not changed keeps its metadata without asking again; a model whose ``show`` fail
 with what ``/api/tags`` said; a model whose metadata does not fit the protocol's inventory
 (``ModelInfo``'s bounds: an id of over 256 characters, an impossible context length) is left out
 with a warning, so one odd model never keeps the worker from connecting.
+
+A capability Pendra cannot serve through this Ollama is never advertised: ``image`` only on the
+versions that have image generation (version.py; elsewhere such a model is not an image model at
+all, and no image request is routed to it), and never ``audio`` (Ollama cannot transcribe, so
+nothing it serves is a transcription model).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from pendra.backends.base import BackendStatus, ModelInfo
 from pendra.backends.ollama.client import OllamaClient
+from pendra.backends.ollama.version import has_image_generation
 from pendra.errors import BackendError
 from pendra.protocol.peer_text import peer_text
 
@@ -26,6 +33,14 @@ log = logging.getLogger(__name__)
 
 SHOW_CONCURRENCY = 5  # the documented bound on parallel /api/show calls
 CAPABILITIES = ("chat", "embed", "image", "install", "uninstall")
+# Model capabilities Ollama lists that no Ollama can serve through Pendra (no transcription API).
+NEVER_SERVED = frozenset({"audio"})
+
+
+def served_capabilities(capabilities: tuple[str, ...], version: str) -> tuple[str, ...]:
+    """What of a model's ``capabilities`` this Ollama ``version`` can serve."""
+    dropped = NEVER_SERVED if has_image_generation(version) else NEVER_SERVED | {"image"}
+    return tuple(c for c in capabilities if c not in dropped)
 
 
 async def verify(client: OllamaClient) -> BackendStatus:
@@ -41,8 +56,10 @@ async def verify(client: OllamaClient) -> BackendStatus:
                                  reason="GET /api/tags did not answer Ollama's {\"models\": […]}")
     except BackendError as exc:
         return BackendStatus("ollama", endpoint, False, reason=exc.message)
+    capabilities = tuple(c for c in CAPABILITIES
+                         if c != "image" or has_image_generation(version["version"]))
     return BackendStatus("ollama", endpoint, True, version=version["version"],
-                         capabilities=CAPABILITIES)
+                         capabilities=capabilities)
 
 
 def _info(tag: dict[str, Any], show: dict[str, Any] | None) -> ModelInfo:
@@ -68,8 +85,9 @@ def _info(tag: dict[str, Any], show: dict[str, Any] | None) -> ModelInfo:
         digest=tag.get("digest", ""), modified_at=tag.get("modified_at", ""))
 
 
-async def list_models(client: OllamaClient, cache: dict[str, ModelInfo]) -> list[ModelInfo]:
-    """Every installed model with metadata.
+async def list_models(client: OllamaClient, cache: dict[str, ModelInfo],
+                      version: str) -> list[ModelInfo]:
+    """Every installed model with metadata, advertising what this Ollama ``version`` can serve.
 
     ``cache`` maps digest → metadata from earlier ticks and is updated in place: fully described
     models are kept, models that are gone are dropped, and a model whose ``show`` failed is left
@@ -112,4 +130,5 @@ async def list_models(client: OllamaClient, cache: dict[str, ModelInfo]) -> list
         if digest not in present:
             del cache[digest]
     cache.update(described)
-    return [results[i] for i in sorted(results)]
+    return [replace(info, capabilities=served_capabilities(info.capabilities, version))
+            for info in (results[i] for i in sorted(results))]

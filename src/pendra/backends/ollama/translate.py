@@ -3,7 +3,9 @@
 Requests: an OpenAI chat body becomes an ``/api/chat`` body (Ollama's own ``/v1`` layer would drop
 ``options``, so Pendra always speaks native). ``options.num_ctx`` is injected from discovery unless
 the client sent its own (as an extra ``options`` object in the OpenAI body); the client's other
-``options`` keys pass through. Responses: native NDJSON lines become OpenAI
+``options`` keys pass through, once their types are checked (options.py). The control plane
+validated the body already; a malformed one that slips past still fails with ``InvalidRequest``
+naming the field, never a TypeError (defence in depth). Responses: native NDJSON lines become OpenAI
 ``chat.completion.chunk`` objects (role only in the first, a separate finish chunk, the usage chunk
 only when asked) or one ``chat.completion``. Thinking is returned as ``reasoning``, the field name
 Ollama's own OpenAI layer uses.
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pendra.backends.base import Usage
+from pendra.backends.ollama.options import check_options
 from pendra.errors import InvalidRequest
 
 # reasoning_effort → think (reference §6.2).
@@ -52,7 +55,11 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            texts.append(str(part.get("text", "")))
+            text = part.get("text", "")
+            if not isinstance(text, str):
+                raise InvalidRequest(f"{where}.content[{i}].text must be a string",
+                                     param=f"{where}.content[{i}].text")
+            texts.append(text)
         elif kind == "image_url":
             ref = part.get("image_url")
             url = ref.get("url") if isinstance(ref, dict) else ref
@@ -60,7 +67,8 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
                 raise InvalidRequest(f"{where}.content[{i}].image_url.url is required")
             images.append(_image(url))
         else:
-            raise InvalidRequest(f"{where}.content[{i}] has unsupported type {kind!r}")
+            raise InvalidRequest(f"{where}.content[{i}] has unsupported type {kind!r}",
+                                 param=f"{where}.content[{i}].type")
     return "\n".join(texts), images
 
 
@@ -79,26 +87,40 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         if images:
             out["images"] = images
         thinking = msg.get("reasoning") or msg.get("reasoning_content")
-        if thinking:
+        if isinstance(thinking, str) and thinking:
             out["thinking"] = thinking
         calls = []
-        for call in msg.get("tool_calls") or []:
-            fn = call.get("function") or {}
+        tool_calls = msg.get("tool_calls") or []
+        if not isinstance(tool_calls, list):
+            raise InvalidRequest(f"{where}.tool_calls must be a list", param=f"{where}.tool_calls")
+        for j, call in enumerate(tool_calls):
+            at = f"{where}.tool_calls[{j}]"
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name", ""), str):
+                raise InvalidRequest(f"{at} must be an object with a function name",
+                                     param=f"{at}.function")
             raw = fn.get("arguments")
             try:
                 arguments = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
             except json.JSONDecodeError as exc:
-                raise InvalidRequest(f"{where}.tool_calls: invalid tool call arguments") from exc
+                raise InvalidRequest(f"{at}.function.arguments is not valid JSON",
+                                     param=f"{at}.function.arguments") from exc
+            if not isinstance(arguments, dict):
+                raise InvalidRequest(f"{at}.function.arguments must be a JSON object",
+                                     param=f"{at}.function.arguments")
             native_call: dict[str, Any] = {"function": {"name": fn.get("name", ""), "arguments": arguments}}
-            if call.get("id"):
-                native_call["id"] = call["id"]
-                names_by_call[call["id"]] = fn.get("name", "")
+            call_id = call.get("id")
+            if isinstance(call_id, str) and call_id:
+                native_call["id"] = call_id
+                names_by_call[call_id] = fn.get("name", "")
             calls.append(native_call)
         if calls:
             out["tool_calls"] = calls
         if role == "tool":
             call_id = msg.get("tool_call_id")
-            name = msg.get("name") or names_by_call.get(call_id or "", "")
+            call_id = call_id if isinstance(call_id, str) else ""
+            name = msg.get("name")
+            name = name if isinstance(name, str) and name else names_by_call.get(call_id, "")
             if name:
                 out["tool_name"] = name
             if call_id:
@@ -115,27 +137,63 @@ def _think(body: dict[str, Any]) -> bool | str | None:
     if effort is None:
         think = body.get("think")
         return think if isinstance(think, bool | str) else None
-    if effort not in THINK_LEVELS:
+    if not isinstance(effort, str) or effort not in THINK_LEVELS:
         raise InvalidRequest(f"invalid reasoning_effort {effort!r}: use one of "
-                             + ", ".join(THINK_LEVELS))
+                             + ", ".join(THINK_LEVELS), param="reasoning_effort")
     return THINK_LEVELS[effort]
+
+
+# OpenAI's numeric sampling fields → Ollama's option of the same name, and their ranges.
+SAMPLING_FIELDS: dict[str, tuple[type, float, float]] = {
+    "temperature": (float, 0, 2), "top_p": (float, 0, 1), "seed": (int, -(2**63), 2**63 - 1),
+    "frequency_penalty": (float, -2, 2), "presence_penalty": (float, -2, 2)}
+
+
+def _number(body: dict[str, Any], key: str, kind: type, low: float, high: float) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            (kind is int and not isinstance(value, int)) or not low <= value <= high:
+        raise InvalidRequest(f"{key} must be {'an integer' if kind is int else 'a number'} from "
+                             f"{low:g} to {high:g}", param=key)
+    return value
+
+
+def _stop(body: dict[str, Any]) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) for s in stops):
+        raise InvalidRequest("stop must be a string or a list of at most 4 strings", param="stop")
+    return list(stops)
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    """``stream_options.include_usage``: whether a streamed answer ends with a usage chunk."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise InvalidRequest("stream_options must be an object", param="stream_options")
+    return options.get("include_usage") is True
 
 
 def chat_request(body: dict[str, Any], model: str, *, num_ctx: int | None) -> dict[str, Any]:
     """The native ``/api/chat`` body for an OpenAI chat ``body`` (always streamed from Ollama)."""
-    client_options = body.get("options") or {}
-    if not isinstance(client_options, dict):
-        raise InvalidRequest("options must be an object")
+    client_options = check_options(body.get("options") or {})
     options: dict[str, Any] = {}
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None:
-        options["num_predict"] = max_tokens
-    for key in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty"):
-        if body.get(key) is not None:
-            options[key] = body[key]
-    stop = body.get("stop")
-    if stop is not None:
-        options["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    for key in ("max_completion_tokens", "max_tokens"):
+        max_tokens = _number(body, key, int, 1, 2**31 - 1)
+        if max_tokens is not None:
+            options["num_predict"] = max_tokens
+            break
+    for key, (kind, low, high) in SAMPLING_FIELDS.items():
+        if (value := _number(body, key, kind, low, high)) is not None:
+            options[key] = value
+    if (stop := _stop(body)) is not None:
+        options["stop"] = stop
     options.update(client_options)  # the client's own options always win
     if num_ctx and "num_ctx" not in client_options:
         options["num_ctx"] = num_ctx
@@ -143,22 +201,33 @@ def chat_request(body: dict[str, Any], model: str, *, num_ctx: int | None) -> di
                               "stream": True}
     if options:
         native["options"] = options
-    if body.get("tools"):
-        native["tools"] = body["tools"]
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+            raise InvalidRequest("tools must be a list of objects", param="tools")
+        native["tools"] = tools
     fmt = body.get("response_format")
+    if fmt is not None and not isinstance(fmt, dict):
+        raise InvalidRequest("response_format must be an object", param="response_format")
     if isinstance(fmt, dict):
         if fmt.get("type") == "json_object":
             native["format"] = "json"
         elif fmt.get("type") == "json_schema":
-            schema = (fmt.get("json_schema") or {}).get("schema")
+            spec = fmt.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
             if not isinstance(schema, dict):
-                raise InvalidRequest("response_format.json_schema.schema must be an object")
+                raise InvalidRequest("response_format.json_schema.schema must be an object",
+                                     param="response_format.json_schema.schema")
             native["format"] = schema
     think = _think(body)
     if think is not None:
         native["think"] = think
-    if body.get("keep_alive") is not None:
-        native["keep_alive"] = body["keep_alive"]
+    keep_alive = body.get("keep_alive")
+    if keep_alive is not None:
+        if isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int | float):
+            raise InvalidRequest("keep_alive must be a duration (\"5m\") or seconds",
+                                 param="keep_alive")
+        native["keep_alive"] = keep_alive
     return native
 
 
@@ -257,8 +326,11 @@ def embed_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     if fmt not in ("float", "base64"):
         raise InvalidRequest(f"encoding_format must be 'float' or 'base64', not {fmt!r}")
     native: dict[str, Any] = {"model": model, "input": inputs}
-    if body.get("dimensions") is not None:
-        native["dimensions"] = body["dimensions"]
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+            raise InvalidRequest("dimensions must be a positive integer", param="dimensions")
+        native["dimensions"] = dimensions
     return native
 
 

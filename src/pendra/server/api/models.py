@@ -1,8 +1,10 @@
 """``GET /models`` and ``GET /models/{id}``: what connected workers serve right now.
 
 OpenAI's list envelope, one entry per model id however many workers serve it, plus a ``pendra``
-object per entry (types, capabilities, context length, the workers serving it). ``?type=`` filters
-by ``ModelInfo.types``. Codex asks with ``client_version`` and expects ``{"models": [...]}``.
+object per entry (types, capabilities, context length, the workers serving it). A model's types are
+what any worker's copy of it can serve (one worker's Ollama may generate images where another's
+cannot), and ``?type=`` filters by them. Codex asks with ``client_version`` and expects
+``{"models": [...]}``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,16 @@ def _created(info: ModelInfo, workers: list[WorkerView]) -> int:
         return int(min(w.connected_at for w in workers).timestamp())
 
 
+def served_types(info: ModelInfo, workers: list[WorkerView]) -> list[str]:
+    """The types any worker's copy of the model serves, in ``MODEL_TYPES`` order."""
+    found = {t for w in workers for t in w.models.get(info.id, info).types} | set(info.types)
+    return [t for t in MODEL_TYPES if t in found]
+
+
 def model_entry(info: ModelInfo, workers: list[WorkerView]) -> dict[str, Any]:
     return {"id": info.id, "object": "model", "created": _created(info, workers),
             "owned_by": "pendra",
-            "pendra": {"types": list(info.types), "capabilities": list(info.capabilities),
+            "pendra": {"types": served_types(info, workers), "capabilities": list(info.capabilities),
                        "context_length": info.context_length,
                        "parameter_size": info.parameter_size,
                        "quantization_level": info.quantization_level, "family": info.family,
@@ -46,7 +54,7 @@ def served_models(hub: Hub, model_type: str | None) -> list[dict[str, Any]]:
     if model_type is not None and model_type not in MODEL_TYPES:
         raise InvalidRequest(f"unknown type '{model_type}'; use one of {', '.join(MODEL_TYPES)}")
     return [model_entry(info, workers) for _, (info, workers) in sorted(hub.models().items())
-            if model_type is None or model_type in info.types]
+            if model_type is None or model_type in served_types(info, workers)]
 
 
 def served_model(hub: Hub, routing: Router, model_id: str) -> dict[str, Any]:
