@@ -18,9 +18,12 @@ class PendraError(Exception):
     # ``code`` (e.g. ``context_length_exceeded``); None when they do not apply.
     param: str | None = None
     code: str | None = None
+    # For a passing condition (busy, a backend restarting, too many attempts): seconds after which
+    # trying again may succeed. The HTTP layer turns it into ``Retry-After``; None: no such hint.
+    retry_after_s: float | None = None
 
     def __init__(self, message: str, *, status: int | None = None, param: str | None = None,
-                 code: str | None = None) -> None:
+                 code: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -29,6 +32,8 @@ class PendraError(Exception):
             self.param = param
         if code is not None:
             self.code = code
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
 
 # --- configuration and local state -------------------------------------------------------------
@@ -66,11 +71,6 @@ class BackendUnavailable(BackendError):
 
     status = 503
     kind = "backend_unavailable"
-
-    def __init__(self, message: str, *, status: int | None = None,
-                 retry_after_s: float | None = None) -> None:
-        super().__init__(message, status=status)
-        self.retry_after_s = retry_after_s
 
 
 class BackendTimeout(BackendError):
@@ -166,10 +166,7 @@ class NoCapacity(PendraError):
 
     status = 503
     kind = "overloaded_error"
-
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    retry_after_s: float | None = 1
 
 
 class ModelUnavailable(NoCapacity):

@@ -11,7 +11,8 @@ Rules:
       {"error": {"message", "type": <kind>, "param": <field or null>, "code": <code or null>},
        "detail": <message>}
 
-- Every error response carries ``X-Request-Id``; a 503 ``NoCapacity`` carries ``Retry-After``; an
+- Every error response carries ``X-Request-Id``; an error with a retry hint (``retry_after_s``:
+  ``NoCapacity`` and its 503s, a throttled sign-in's 429) carries ``Retry-After``; an
   error that names a worker (``worker_id``/``worker_name`` attributes: ``WorkerFailed``,
   ``WorkerGone``, a worker's own refusal) carries ``X-Worker-Id``/``X-Worker-Name`` and its message
   names the worker.
@@ -20,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
-from pendra.errors import NoCapacity, PendraError
+from pendra.errors import PendraError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,13 @@ def error_response(status: int, message: str, kind: str, request_id: str,
                         headers=all_headers)
 
 
+def retry_after(exc: PendraError) -> dict[str, str]:
+    """``Retry-After`` for an error that carries a retry hint: whole seconds, at least 1."""
+    if exc.retry_after_s is None:
+        return {}
+    return {"Retry-After": str(max(math.ceil(exc.retry_after_s), 1))}
+
+
 def pendra_error_response(exc: PendraError, request_id: str) -> JSONResponse:
     worker_id = getattr(exc, "worker_id", "") or ""
     worker_name = getattr(exc, "worker_name", "") or ""
@@ -88,8 +97,7 @@ def pendra_error_response(exc: PendraError, request_id: str) -> JSONResponse:
     name = worker_name or worker_id
     if name and name not in message:
         message = f"{message} (worker '{name}')"
-    if isinstance(exc, NoCapacity):
-        headers["Retry-After"] = str(max(int(exc.retry_after_s), 1))
+    headers.update(retry_after(exc))
     return error_response(exc.status, message, exc.kind, request_id, headers, param=exc.param,
                           code=exc.code)
 

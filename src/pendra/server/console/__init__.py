@@ -24,7 +24,7 @@ from pendra.server.console import actions, events, views
 from pendra.server.console.auth import CsrfRefused, SignInRequired
 from pendra.server.console.rendering import render
 from pendra.server.console.throttle import SignInThrottled
-from pendra.server.errors import error_response, request_id_of
+from pendra.server.errors import error_response, request_id_of, retry_after
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_PREFIX = "/console/static"
@@ -44,7 +44,7 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
 
 async def _throttled(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInThrottled)
-    headers = {"Retry-After": str(max(1, exc.retry_after_s))}
+    headers = retry_after(exc)
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/html" not in accept:
         return error_response(exc.status, exc.message, exc.kind, request_id_of(request.scope),

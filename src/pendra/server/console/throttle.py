@@ -42,10 +42,6 @@ class SignInThrottled(PendraError):
     status = 429
     kind = "rate_limit_error"
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
 
 def clip_address(client: str) -> str:
     return client if len(client) <= ADDRESS_LOG_CHARS else client[: ADDRESS_LOG_CHARS - 1] + "…"
