@@ -24,6 +24,7 @@ from pendra.server.store.db import Store
 from pendra.server.store.retry import Backoff, transient
 from pendra.server.store.tables import ApiKey, utcnow
 from pendra.server.usage import brief
+from pendra.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,7 @@ class LastUsed:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         assert self._task is not None
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        await cancel_and_wait(self._task)
         try:
             async with asyncio.timeout(self._flush_timeout_s):
                 while self._pending:

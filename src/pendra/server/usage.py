@@ -27,6 +27,7 @@ from types import TracebackType
 from pendra.server.store.db import Store
 from pendra.server.store.retry import Backoff, transient
 from pendra.server.store.usage import UsageRecord, record_usage
+from pendra.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +125,7 @@ class UsageWriter:
                       self._queue.qsize() + self._writing, self._flush_timeout_s)
         finally:
             assert self._task is not None
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                # Ours, from the cancel above; if our own caller is being cancelled too, say so.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            await cancel_and_wait(self._task)
 
     def submit(self, record: UsageRecord) -> None:
         """Queue a record; never blocks, never raises."""
