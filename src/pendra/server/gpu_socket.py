@@ -237,6 +237,9 @@ async def _connected(socket: _Socket, session: ServerSession, link: WorkerLink,
             elif isinstance(output, InventoryUpdated):
                 link.inventory(output)
             elif isinstance(output, Close):
+                if output.reason is CloseReason.PROTOCOL_ERROR:
+                    log.warning("worker %s (%s) sent a frame the protocol refuses: %s",
+                                link.view.name, link.view.id, output.detail)
                 await socket.close(output.reason, output.detail)
                 return f"{output.reason.name}: {output.detail}"
             elif isinstance(output, Frame):
