@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from api_fixtures import Api, running_api
-from pendra.server.connections import EdgeLimits, _Tally
+from pendra.server.connections import EdgeLimits
+from pendra.server.flood_log import FloodLog
 from suite_env import WAIT
 
 # Short bounds so each test takes a second or two; the defaults are 10 s and 2048.
@@ -161,10 +163,10 @@ async def test_connection_over_the_cap_gets_503_json_with_retry_after(tmp_path: 
 def test_edge_log_says_one_line_per_period_not_one_per_connection(
         caplog: pytest.LogCaptureFixture) -> None:
     """A flood of refusals logs one summary line with a count, not a line per connection."""
-    tally = _Tally("refused")
+    tally = FloodLog("refused", logging.getLogger("pendra.server.connections"))
     with caplog.at_level("WARNING", logger="pendra.server.connections"):
         for i in range(500):
-            tally.add(("10.0.0.1", i))
+            tally.add(f"10.0.0.1:{i}")
     assert len(caplog.records) == 1
     assert tally.count == 499
 

@@ -84,11 +84,6 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
     app.state.settings = settings
     app.state.catalogue = catalogue
     install_error_handlers(app)
-    mount_api(app)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     async def enrolled(worker_id: str) -> Enrolled | None:
         async with app.state.store.session() as session:
@@ -105,9 +100,17 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
 
     strangers = StrangerBudget()
 
+    # First in the routing table: a flood of strangers on /ws/gpu should not also pay for matching
+    # every API route before reaching its refusal.
     @app.websocket("/ws/gpu")
     async def gpu_socket(websocket: WebSocket) -> None:
         await serve_gpu_socket(websocket, app.state.hub, enrolled, strangers, seen)
+
+    mount_api(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
     if console:
         from pendra.server.console import install_console  # the pages need Jinja; the API doesn't

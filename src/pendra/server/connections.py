@@ -17,8 +17,8 @@ Pendra's code runs:
   gets ``503`` in the API's error shape (``overloaded_error``) with ``Retry-After`` and is closed;
   a WebSocket upgrade over the cap gets the same 503 instead of the upgrade. It counts towards the
   cap while it is open, and the header deadline bounds how long that is.
-- Refusals and timeouts are logged as one summary line per kind at most every ``LOG_EVERY_S``,
-  never one line per connection (a flood must not flood the log).
+- Refusals and timeouts are logged as one summary line per kind at most a minute
+  (``flood_log.FloodLog``), never one line per connection (a flood must not flood the log).
 
 It works by subclassing uvicorn's httptools protocol (``Config(http=edge_protocol(limits))``) and
 relies on these hooks of ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`` (uvicorn
@@ -35,14 +35,14 @@ import asyncio
 import json
 import logging
 import resource
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pendra.config import ServerSettings
 from pendra.server.errors import error_body
+from pendra.server.flood_log import FloodLog
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 2048
 # What an over-the-cap client is told to wait: connections turn over within seconds.
 OVERLOADED_RETRY_AFTER_S = 2
-# At most one summary line per kind of event in this long.
-LOG_EVERY_S = 60.0
 # Descriptors the process needs besides client connections (database, workers' backends, logs).
 SPARE_DESCRIPTORS = 64
 
@@ -72,23 +70,8 @@ class EdgeLimits:
                    max_connections=settings.max_connections)
 
 
-@dataclass
-class _Tally:
-    """Counts one kind of edge event and logs a summary at most every ``LOG_EVERY_S``."""
-
-    what: str
-    count: int = 0
-    logged_at: float = field(default=-LOG_EVERY_S)
-
-    def add(self, client: tuple[str, int] | None) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.logged_at < LOG_EVERY_S:
-            return
-        peer = f"{client[0]}:{client[1]}" if client else "unknown"
-        log.warning("%s: %d connection(s) since the last report (latest from %s)",
-                    self.what, self.count, peer)
-        self.count, self.logged_at = 0, now
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "unknown"
 
 
 def _error_json(message: str, kind: str) -> bytes:
@@ -118,8 +101,8 @@ class EdgeProtocol(HttpToolsProtocol):
     """
 
     limits: EdgeLimits = EdgeLimits()
-    timeouts = _Tally("closed connections whose request headers did not arrive in time")
-    refusals = _Tally("refused connections over the connection cap (503)")
+    timeouts = FloodLog("closed connections whose request headers did not arrive in time", log)
+    refusals = FloodLog("refused connections over the connection cap (503)", log)
     overloaded_app: Any = staticmethod(_overloaded_app(DEFAULT_MAX_CONNECTIONS))
 
     _deadline: asyncio.TimerHandle | None = None
@@ -132,7 +115,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             self._refused = True
             self.app = self.overloaded_app
-            self.refusals.add(self.client)
+            self.refusals.add(_peer(self.client))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
@@ -168,7 +151,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        self.timeouts.add(self.client)
+        self.timeouts.add(_peer(self.client))
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False  # close once the response in flight is written
             return
@@ -191,8 +174,8 @@ def edge_protocol(limits: EdgeLimits) -> type[EdgeProtocol]:
     """An ``EdgeProtocol`` class for one server (uvicorn's ``Config(http=...)``)."""
     return type("EdgeProtocol", (EdgeProtocol,), {
         "limits": limits, "overloaded_app": staticmethod(_overloaded_app(limits.max_connections)),
-        "timeouts": _Tally(EdgeProtocol.timeouts.what),
-        "refusals": _Tally(EdgeProtocol.refusals.what)})
+        "timeouts": FloodLog(EdgeProtocol.timeouts.what, log),
+        "refusals": FloodLog(EdgeProtocol.refusals.what, log)})
 
 
 def ensure_descriptors(limits: EdgeLimits) -> None:

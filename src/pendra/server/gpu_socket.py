@@ -9,9 +9,10 @@ module only moves frames between them and the socket:
   be at most ``HANDSHAKE_FRAME_BYTES`` (enforced by the socket layer, ws_limits.py) and the
   handshake must finish within the session's ``HANDSHAKE_TIMEOUT_S``;
 - handshake: send the challenge, read frames until the session says ``Authenticated`` or
-  ``Close``, looking up the enrolled worker when it asks (``KeyNeeded``); a refusal is logged once
-  with its reason and the peer's address (everything the peer sent is cut first), and the socket
-  is closed with the session's code. Once authenticated, the frame limit is raised to
+  ``Close``, looking up the enrolled worker when it asks (``KeyNeeded``); a refusal is logged with
+  its reason and the peer's address (everything the peer sent is cut first) — the first of each
+  kind at once, then a count a minute, so a flood of strangers cannot flood the log — and the
+  socket is closed with the session's code. Once authenticated, the frame limit is raised to
   ``MAX_FRAME_BYTES`` and the worker is attached under its *enrolled* name;
 - then four tasks, the first to end ends the connection: *read* (frames to the session, its
   outputs to the link), *write* (the link's outbox to the socket), *beat* (the session's clock:
@@ -39,6 +40,7 @@ from pendra.protocol.frames import HANDSHAKE_FRAME_BYTES, MAX_FRAME_BYTES, Frame
 from pendra.protocol.session import (Authenticated, Close, InventoryUpdated, KeyNeeded, Output,
                                      Received, ServerSession)
 from pendra.server.errors import error_body
+from pendra.server.flood_log import FloodLog
 from pendra.server.hub import Hub, WorkerLink
 from pendra.server.ws_limits import raise_frame_limit
 
@@ -67,7 +69,8 @@ OnSeen = Callable[[str], Awaitable[None]]
 
 
 class StrangerBudget:
-    """How many sockets may be unauthenticated at once, in all and per address."""
+    """How many sockets may be unauthenticated at once, in all and per address; and the log of
+    refusals, which a flood of strangers must not flood (one line a minute per kind)."""
 
     def __init__(self, *, total: int = MAX_HANDSHAKES,
                  per_address: int = MAX_HANDSHAKES_PER_ADDRESS) -> None:
@@ -75,6 +78,13 @@ class StrangerBudget:
         self.per_address = per_address
         self._by_address: Counter[str] = Counter()
         self._open = 0
+        self._refusals: dict[str, FloodLog] = {}
+
+    def refused(self, what: str, peer: str, detail: str = "") -> None:
+        """Log a refused stranger (kind ``what``): the first at once, then a count a minute."""
+        if what not in self._refusals:
+            self._refusals[what] = FloodLog(f"/ws/gpu: {what}", log)
+        self._refusals[what].add(peer, detail)
 
     @property
     def open(self) -> int:
@@ -144,16 +154,15 @@ async def serve_gpu_socket(websocket: WebSocket, hub: Hub, lookup_worker: Lookup
     socket = _Socket(websocket)
     with budget.place(socket.address) as admitted:
         if not admitted:
-            log.warning("denied /ws/gpu to %s: too many unauthenticated sockets (%d open; at most "
-                        "%d in all and %d per address)", socket.peer, budget.open, budget.total,
-                        budget.per_address)
+            budget.refused(f"denied, too many unauthenticated sockets (at most {budget.total} in "
+                           f"all, {budget.per_address} per address)", socket.peer)
             await _deny(websocket)
             return
         await websocket.accept()
         session = ServerSession(heartbeat_interval_s=hub.heartbeat_interval_s,
                                 heartbeat_timeout_s=hub.heartbeat_timeout_s, now=time.monotonic())
         try:
-            admitted_worker = await _handshake(socket, session, lookup_worker)
+            admitted_worker = await _handshake(socket, session, lookup_worker, budget)
         except (OSError, RuntimeError, WebSocketDisconnect):
             admitted_worker = None  # the peer went away mid-handshake
     if admitted_worker is None:
@@ -186,8 +195,8 @@ async def _deny(websocket: WebSocket) -> None:
         await websocket.close(code=1013)  # "try again later"
 
 
-async def _handshake(socket: _Socket, session: ServerSession,
-                     lookup_worker: LookupWorker) -> tuple[Hello, Enrolled] | None:
+async def _handshake(socket: _Socket, session: ServerSession, lookup_worker: LookupWorker,
+                     budget: StrangerBudget) -> tuple[Hello, Enrolled] | None:
     """Challenge to ``Authenticated``: the worker's hello and enrolment, or None (refused and
     closed)."""
     await socket.send(session.challenge())
@@ -202,8 +211,8 @@ async def _handshake(socket: _Socket, session: ServerSession,
         else:
             if raw is None:
                 if socket.close_code == MESSAGE_TOO_BIG:
-                    log.warning("refused /ws/gpu handshake from %s: a frame over %d bytes before "
-                                "authentication", socket.peer, HANDSHAKE_FRAME_BYTES)
+                    budget.refused(f"refused, a frame over {HANDSHAKE_FRAME_BYTES} bytes before "
+                                   "authentication", socket.peer)
                 return None
             outputs = session.receive_raw(raw, time.monotonic())
         while outputs:
@@ -214,9 +223,8 @@ async def _handshake(socket: _Socket, session: ServerSession,
                 key = enrolled.public_key if enrolled is not None else None
                 outputs = session.key_found(key, time.monotonic()) + outputs
             elif isinstance(output, Close):
-                log.warning("refused /ws/gpu handshake from %s%s: %s — %s", socket.peer,
-                            f" (worker {worker_id})" if worker_id else "", output.reason.name,
-                            output.detail)
+                budget.refused(f"refused handshakes, {output.reason.name}", socket.peer,
+                               (f"worker {worker_id}: " if worker_id else "") + output.detail)
                 await socket.close(output.reason, output.detail)
                 return None
             elif isinstance(output, Authenticated):

@@ -56,3 +56,45 @@ def huge_hello(size: int) -> bytes:
     """A hello whose ``worker_id`` alone is about ``size`` bytes."""
     return (b'{"type": "hello", "protocol_version": 2, "worker_id": "' + b"w" * max(size - 100, 0)
             + b'"}')
+
+
+async def flood(base_url: str, *, hellos: int, hello_bytes: int, frames: int,
+                frame_bytes: int) -> list[str]:
+    """``hellos`` huge hellos and ``frames`` oversized frames at once; how each one ended."""
+    hello = huge_hello(hello_bytes)
+    return list(await asyncio.gather(
+        *(oversized_frame(base_url, len(hello), hello) for _ in range(hellos)),
+        *(oversized_frame(base_url, frame_bytes) for _ in range(frames))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pendra.testing.strangers URL [--rounds N] ...``: run the flood from its own
+    process (so a benchmark measures the server, not its own event loop) and print the endings."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("url")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between rounds")
+    parser.add_argument("--hellos", type=int, default=20)
+    parser.add_argument("--hello-bytes", type=int, default=4 * 1024 * 1024)
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--frame-bytes", type=int, default=60 * 1024 * 1024)
+    args = parser.parse_args(argv)
+
+    async def rounds() -> list[str]:
+        endings: list[str] = []
+        for round_ in range(args.rounds):
+            if round_:
+                await asyncio.sleep(args.pause)
+            endings += await flood(args.url, hellos=args.hellos, hello_bytes=args.hello_bytes,
+                                   frames=args.frames, frame_bytes=args.frame_bytes)
+        return endings
+
+    endings = asyncio.run(rounds())
+    print(json.dumps({"closed": endings.count("closed"), "denied": endings.count("denied")}))
+
+
+if __name__ == "__main__":
+    main()
