@@ -10,9 +10,10 @@ import pytest
 from pendra.errors import ProtocolError
 from pendra.protocol import signing
 from pendra.protocol.close import CLOSE_TABLE, CloseReason, retryable
-from pendra.protocol.frames import (FRAME_TYPES, HANDSHAKE_FRAME_BYTES, MAX_TOKEN_COUNT,
-                                    Challenge, End, Error, Frame, Hello, Inventory, Ping, Pong,
-                                    Progress, Request, Welcome, dump_frame, parse_frame)
+from pendra.protocol.frames import (FRAME_TYPES, HANDSHAKE_FRAME_BYTES, LARGE_FRAME_BYTES,
+                                    MAX_TOKEN_COUNT, Challenge, Chunk, End, Error, Frame, Hello,
+                                    Inventory, Ping, Pong, Progress, Request, Welcome, dump_frame,
+                                    parse_frame)
 from pendra.protocol.inventory import MAX_MODELS, BackendStatus, ModelInfo
 from pendra.protocol.peer_text import PEER_TEXT_CHARS, peer_text
 from pendra.protocol.session import (HANDSHAKE_TIMEOUT_S, Authenticated, Close, InventoryUpdated,
@@ -240,6 +241,21 @@ def test_strangers_frames_are_small_and_their_text_is_cut() -> None:
     assert "t" * 100 not in verdict.detail
     assert peer_text("a\nb") == "'a\\nb'"
     assert len(peer_text("z" * 10**6)) < PEER_TEXT_CHARS + 40
+
+
+def test_only_requests_and_chunks_may_be_large() -> None:
+    """Past LARGE_FRAME_BYTES only a request or a chunk in dump_frame's form is parsed: a huge
+    inventory (or a chunk with its type last) is refused before any parsing."""
+    big = "x" * (LARGE_FRAME_BYTES + 1)
+    for frame in (Chunk(id="r", data={"b64_json": big}),
+                  Request(id="r", kind="chat", model="m", body={"prompt": big})):
+        assert parse_frame(dump_frame(frame)) == frame
+        assert parse_frame(dump_frame(frame).encode()) == frame
+    inventory = _inventory([GOOD_BACKEND], [{**GOOD_MODEL, "id": f"m{i}", "family": "f" * 100}
+                                            for i in range(LARGE_FRAME_BYTES // 100)])
+    for raw in (inventory, '{"id": "r", "data": {"b64_json": "' + big + '"}, "type": "chunk"}'):
+        with pytest.raises(ProtocolError, match="must be a request or a chunk"):
+            parse_frame(raw)
 
 
 def test_the_worker_keeps_models_that_fit_the_protocol() -> None:

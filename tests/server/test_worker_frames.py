@@ -31,6 +31,8 @@ BAD_INVENTORIES = {
     "capabilities": [{**GOOD_MODEL, "capabilities": [{}]}],
     "context_length": [{**GOOD_MODEL, "context_length": "abc"}],
     "too many": [{**GOOD_MODEL, "id": f"m{i}"} for i in range(MAX_MODELS + 1)],
+    # Over LARGE_FRAME_BYTES: refused before it is parsed at all.
+    "huge": [{**GOOD_MODEL, "id": f"m{i}", "family": "f" * 100} for i in range(50_000)],
 }
 
 
@@ -64,7 +66,8 @@ async def test_a_bad_inventory_closes_only_its_worker(api: Api, problem: str) ->
         else:
             await bad.send_raw(inventory(BAD_INVENTORIES[problem]))
         code, reason = await closed_code(bad)
-        assert code == CloseReason.PROTOCOL_ERROR and "inventory" in reason
+        assert code == CloseReason.PROTOCOL_ERROR
+        assert ("must be a request or a chunk" if problem == "huge" else "inventory") in reason
         async with httpx.AsyncClient(base_url=api.base_url, headers=api.headers) as http:
             models = await http.get("/v1/models")
             status = await http.get("/api/v1/status")

@@ -9,7 +9,10 @@ Rules:
   ``MAX_TOKEN_COUNT``, and free text (error messages) is clipped.
 - A frame is at most ``max_bytes``: ``HANDSHAKE_FRAME_BYTES`` until the peer has authenticated
   (the socket layer enforces the same bound before reading a frame's payload), then
-  ``MAX_FRAME_BYTES``. What a refusal says about the frame is cut (peer_text.py).
+  ``MAX_FRAME_BYTES``; but a frame over ``LARGE_FRAME_BYTES`` must be a ``request`` or a ``chunk``
+  (the only frames a client's body or a backend's answer makes large) in ``dump_frame``'s form,
+  which starts with its type — checked before parsing, so a huge inventory costs nothing to
+  refuse. What a refusal says about the frame is cut (peer_text.py).
 - ``PROTOCOL_VERSION`` travels in the challenge and the hello; a worker whose version the server does
   not support is closed with ``CloseReason.UNSUPPORTED_VERSION`` (see close.py), never crashed.
 """
@@ -35,6 +38,10 @@ SUPPORTED_VERSIONS = frozenset({1, 2})
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 # Largest frame before authentication: a hello is a few hundred bytes; a stranger gets no more.
 HANDSHAKE_FRAME_BYTES = 4 * 1024
+# Largest frame of any type but request and chunk: a full inventory (2,000 models) is ~2 MB.
+LARGE_FRAME_BYTES = 4 * 1024 * 1024
+# How a large frame must begin: dump_frame writes the type first, without spaces.
+_LARGE_FRAME_STARTS = ('{"type":"request",', '{"type":"chunk",')
 # Token counts above this are clamped (the usage table's integer columns hold 2**31 - 1).
 MAX_TOKEN_COUNT = 2**31 - 1
 # Bytes of an install: clamped, like token counts (a petabyte).
@@ -234,6 +241,12 @@ def parse_frame(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
     """The one parser: text → frame model. Raises ProtocolError naming what is wrong (cut)."""
     if len(raw) > max_bytes:
         raise ProtocolError(f"frame of {len(raw)} bytes is over the limit of {max_bytes}")
+    if len(raw) > LARGE_FRAME_BYTES:
+        head = raw[:32].decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) \
+            else raw[:32]
+        if not head.startswith(_LARGE_FRAME_STARTS):
+            raise ProtocolError(f"a frame over {LARGE_FRAME_BYTES} bytes must be a request or a "
+                                "chunk, written with its type first")
     try:
         return _ADAPTER.validate_json(raw, strict=True)
     except ValidationError as exc:
