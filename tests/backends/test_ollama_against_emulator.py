@@ -19,6 +19,7 @@ from pendra.config import WorkerSettings
 from pendra.errors import (BackendRejected, BackendTimeout, InstallFailed, ModelNotFound,
                            UnsupportedOperation)
 from pendra.testing.servers import free_port, run_emulator
+from polling import eventually
 from suite_env import WAIT
 
 
@@ -252,9 +253,10 @@ async def test_cancelling_a_pull_aborts_it_at_ollama() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            async with asyncio.timeout(5):
-                while (await emu.stats())["pulls_cancelled"] == 0:
-                    await asyncio.sleep(0.05)
+            async def pull_cancelled() -> bool:
+                return (await emu.stats())["pulls_cancelled"] > 0
+
+            await eventually(pull_cancelled, timeout_s=5, interval_s=0.05)
         finally:
             await backend.aclose()
 
@@ -339,9 +341,10 @@ async def _stream_text(first_token_s: float, stall_s: float, text: str, *,
             except BackendTimeout:
                 if not aborts_stream:
                     raise
-                async with asyncio.timeout(5 * WAIT):  # the worker hung up on "Ollama"
-                    while not (await emu.stats())["cancelled"]:
-                        await asyncio.sleep(0.02)
+                async def hung_up() -> bool:  # the worker hung up on "Ollama"
+                    return bool((await emu.stats())["cancelled"])
+
+                await eventually(hung_up, timeout_s=5, interval_s=0.02)
                 raise
             return got
         finally:

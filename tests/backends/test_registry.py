@@ -13,7 +13,7 @@ from pendra.backends.registry import REPROBE_FIRST_S, BackendRegistry, reprobe_d
 from pendra.config import WorkerSettings
 from pendra.errors import BackendUnavailable
 from pendra.testing.servers import run_emulator
-from suite_env import WAIT
+from polling import eventually
 
 CHAT = "llama3.2:latest"
 # Far longer than any wait below: only the re-probe schedule can explain a prompt return.
@@ -73,16 +73,12 @@ async def test_a_refused_backend_is_down_at_once_and_back_within_seconds() -> No
                 with pytest.raises(BackendUnavailable, match="not answering") as caught:
                     registry.backend_for(CHAT)
                 assert caught.value.retry_after_s is not None and caught.value.retry_after_s >= 1
-                async with asyncio.timeout(5 * WAIT):
-                    while announced != [set()]:  # the withdrawal went out without a tick
-                        await asyncio.sleep(0.02)
+                # the withdrawal went out without a tick
+                await eventually(lambda: announced == [set()], timeout_s=5)
 
                 await emu.start()
-                async with asyncio.timeout(5 * WAIT):
-                    while not registry.statuses()[0].verified:
-                        await asyncio.sleep(0.02)
-                    while len(announced) < 2:
-                        await asyncio.sleep(0.02)
+                await eventually(lambda: registry.statuses()[0].verified and len(announced) >= 2,
+                                 timeout_s=5)
                 assert CHAT in announced[-1]
                 assert registry.backend_for(CHAT)[1].id == CHAT
                 stop.set()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from polling import eventually
 from suite_env import WAIT
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -37,7 +38,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 # A laptop screen.
 VIEWPORT = {"width": 1440, "height": 900}
 # Start-up of `pendra up` (migrations, enrolment, first discovery) on a slow machine.
-START_TIMEOUT_S = 30 * WAIT
+START_S = 30  # scaled by WAIT where it is waited on
 STOP_TIMEOUT_S = 15 * WAIT
 # Playwright waits (milliseconds) for things that happen live: installs, connections, refreshes.
 LIVE_TIMEOUT_MS = 20_000 * WAIT
@@ -58,16 +59,20 @@ class Process:
         return "\n".join(self.lines[-80:])
 
     async def wait_for_line(self, pattern: str, timeout_s: float) -> re.Match[str]:
+        """The first printed line matching ``pattern``, within ``timeout_s`` (scaled by WAIT)."""
         regex = re.compile(pattern)
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for line in self.lines:
-                    if found := regex.search(line):
-                        return found
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n"
-                                         f"{self.output()}")
-                await asyncio.sleep(0.05)
+
+        def printed() -> re.Match[str] | None:
+            for line in self.lines:
+                if found := regex.search(line):
+                    return found
+            if self.proc.returncode is not None:
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n"
+                                     f"{self.output()}")
+            return None
+
+        return await eventually(printed, timeout_s=timeout_s, interval_s=0.05,
+                                what=f"a line matching {pattern!r} from {self.name}")
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
@@ -135,9 +140,9 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         fleet = None
         try:
             url = (await up.wait_for_line(r"Pendra is running at (http://\S+)",
-                                          START_TIMEOUT_S)).group(1)
-            password = (await up.wait_for_line(r"Admin password:\s+(\S+)", START_TIMEOUT_S))
-            key = await up.wait_for_line(r"API key:\s+(pdr_sk_\S+)", START_TIMEOUT_S)
+                                          START_S)).group(1)
+            password = (await up.wait_for_line(r"Admin password:\s+(\S+)", START_S))
+            key = await up.wait_for_line(r"API key:\s+(pdr_sk_\S+)", START_S)
             fleet = Fleet(url.rstrip("/"), password.group(1), key.group(1), up, local, spare, tmp)
             yield fleet
         finally:

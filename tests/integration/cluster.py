@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from polling import eventually
 from suite_env import WAIT
 from pendra.testing.servers import EmulatorProcess, run_emulator
 
@@ -171,12 +172,11 @@ class Cluster:
             return {m["id"] for m in response.json()["data"]}
 
     async def wait_for_models(self, check: Callable[[set[str]], bool], timeout_s: float = 15) -> set[str]:
-        async with asyncio.timeout(timeout_s * WAIT):
-            while True:
-                ids = await self.model_ids()
-                if check(ids):
-                    return ids
-                await asyncio.sleep(0.1)
+        async def served() -> set[str] | None:
+            ids = await self.model_ids()
+            return ids if check(ids) else None
+
+        return await eventually(served, timeout_s=timeout_s, interval_s=0.1)
 
     async def status(self) -> dict[str, Any]:
         async with self.http() as http:
@@ -187,12 +187,11 @@ class Cluster:
 
     async def wait_for_workers(self, names: Iterable[str], timeout_s: float = 20) -> None:
         want = set(names)
-        async with asyncio.timeout(timeout_s * WAIT):
-            while True:
-                status = await self.status()
-                if want <= {w["name"] for w in status["workers"] if w.get("models")}:
-                    return
-                await asyncio.sleep(0.1)
+        async def serving() -> bool:
+            status = await self.status()
+            return want <= {w["name"] for w in status["workers"] if w.get("models")}
+
+        await eventually(serving, timeout_s=timeout_s, interval_s=0.1)
 
     # --- emulator helpers across all workers --------------------------------------------------------
 

@@ -26,6 +26,7 @@ import openai
 import pytest
 from cluster import Cluster, start_cluster
 from openai import AsyncOpenAI
+from polling import eventually
 from suite_env import POSTGRES_URL, WAIT
 
 CHAT = "llama3.2:latest"
@@ -102,12 +103,12 @@ async def test_ollama_restart_withdraws_models_then_restores_them(tmp_path: Path
 
 async def _status_code_within(http: httpx.AsyncClient, want: int, ceiling_s: float) -> httpx.Response:
     """Chat (non-streaming) until the answer has status ``want``; fails past the ceiling."""
-    async with asyncio.timeout(ceiling_s * WAIT):
-        while True:
-            response = await chat(http)
-            if response.status_code == want:
-                return response
-            await asyncio.sleep(0.1)
+    async def answered() -> httpx.Response | None:
+        response = await chat(http)
+        return response if response.status_code == want else None
+
+    return await eventually(answered, timeout_s=ceiling_s, interval_s=0.1,
+                            what=f"a {want} answer")
 
 
 async def test_ollama_killed_is_reported_at_once_and_served_again_within_seconds(
@@ -127,9 +128,10 @@ async def test_ollama_killed_is_reported_at_once_and_served_again_within_seconds
             assert 1 <= int(first.headers["retry-after"]) <= 30
             assert "alpha" in error_message(first) and "not answering" in error_message(first)
 
-            async with asyncio.timeout(5 * WAIT):
-                while (await cluster.status())["workers"][0]["backends"][0]["verified"]:
-                    await asyncio.sleep(0.05)
+            async def backend_down() -> bool:
+                return not (await cluster.status())["workers"][0]["backends"][0]["verified"]
+
+            await eventually(backend_down, timeout_s=5, interval_s=0.05)
             late = await chat(http, stream=True)
             assert late.status_code == 503, late.text
             assert 1 <= int(late.headers["retry-after"]) <= 30
@@ -287,9 +289,10 @@ async def test_frozen_worker_is_dropped_and_traffic_moves_to_the_other(tmp_path:
                         received += 1
             assert received < 400
 
-            async with asyncio.timeout(20 * WAIT):
-                while frozen in {w["name"] for w in (await cluster.status())["workers"]}:
-                    await asyncio.sleep(0.1)
+            async def frozen_dropped() -> bool:
+                return frozen not in {w["name"] for w in (await cluster.status())["workers"]}
+
+            await eventually(frozen_dropped, timeout_s=20, interval_s=0.1)
             async with cluster.http() as http:
                 for _ in range(3):
                     response = await chat(http)
@@ -376,18 +379,20 @@ async def _settled(cluster: Cluster, pid: int, sockets_at_most: int) -> int:
 
     Fails (naming the numbers) when that does not happen within the ceiling: a leak."""
     busy = sockets = -1
+
+    async def settled() -> bool:
+        nonlocal busy, sockets
+        status = await cluster.status()
+        busy = sum(w["in_flight"] for w in status["workers"]) + status["waiting_requests"]
+        sockets = _socket_count(pid)
+        return busy == 0 and sockets <= sockets_at_most
+
     try:
-        async with asyncio.timeout(20 * WAIT):
-            while True:
-                status = await cluster.status()
-                busy = sum(w["in_flight"] for w in status["workers"]) + status["waiting_requests"]
-                sockets = _socket_count(pid)
-                if busy == 0 and sockets <= sockets_at_most:
-                    return sockets
-                await asyncio.sleep(0.2)
+        await eventually(settled, timeout_s=20, interval_s=0.2)
     except TimeoutError:
         raise AssertionError(f"control plane did not settle: {busy} request(s) busy, "
                              f"{sockets} sockets open (at most {sockets_at_most} expected)") from None
+    return sockets
 
 
 async def test_200_concurrent_streams_end_cleanly_without_leaks(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from cluster import Cluster, start_cluster
+from polling import eventually
 from suite_env import WAIT
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -37,6 +38,13 @@ async def _events(http: httpx.AsyncClient, op_id: str) -> list[dict[str, Any]]:
                 if line.startswith("data: "):
                     seen.append(json.loads(line[6:]))
     return seen
+
+
+def pulled_some(http: httpx.AsyncClient, op_id: str) -> Callable[[], Awaitable[bool]]:
+    """A check for ``eventually``: the install ``op_id`` has reported some bytes."""
+    async def check() -> bool:
+        return (await http.get(f"/api/v1/installs/{op_id}")).json()["completed"] > 0
+    return check
 
 
 async def _start(http: httpx.AsyncClient, model: str, worker: str = "alpha",
@@ -95,14 +103,13 @@ async def test_cancel_stops_the_pull_at_ollama(fleet: Cluster) -> None:
     await emu.reset_stats()
     async with fleet.admin() as http:
         op = await _start(http, "llama3.2:1b", worker="beta")
-        async with asyncio.timeout(20 * WAIT):
-            while (await http.get(f"/api/v1/installs/{op['id']}")).json()["completed"] == 0:
-                await asyncio.sleep(0.1)
+        await eventually(pulled_some(http, op["id"]), timeout_s=20, interval_s=0.1)
         assert (await http.post(f"/api/v1/installs/{op['id']}/cancel")).status_code == 200
         assert (await _events(http, op["id"]))[-1]["state"] == "cancelled"
-    async with asyncio.timeout(10 * WAIT):
-        while (await emu.stats())["pulls_cancelled"] == 0:
-            await asyncio.sleep(0.1)
+    async def pull_cancelled() -> bool:
+        return (await emu.stats())["pulls_cancelled"] > 0
+
+    await eventually(pull_cancelled, interval_s=0.1)
 
 
 async def test_remove_and_remove_missing(fleet: Cluster) -> None:
@@ -158,9 +165,7 @@ async def test_worker_disconnect_mid_pull_fails_the_install(tmp_path) -> None:
         await cluster.emulator_of["alpha"].configure(pull_bytes_per_s=20_000_000)
         async with cluster.admin() as http:
             op = await _start(http, "gemma3:1b")
-            async with asyncio.timeout(20 * WAIT):
-                while (await http.get(f"/api/v1/installs/{op['id']}")).json()["completed"] == 0:
-                    await asyncio.sleep(0.1)
+            await eventually(pulled_some(http, op["id"]), timeout_s=20, interval_s=0.1)
             await cluster.kill_worker("alpha")
             final = (await _events(http, op["id"]))[-1]
             assert final["state"] == "failed"

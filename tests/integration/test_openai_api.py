@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -17,6 +18,7 @@ import pytest
 import pytest_asyncio
 from openai import AsyncOpenAI
 
+from polling import eventually
 from suite_env import WAIT
 from cluster import Cluster
 
@@ -206,9 +208,10 @@ async def test_client_disconnect_cancels_at_ollama(cluster: Cluster) -> None:
                     got += 1
                     if got == 3:
                         break
-    async with asyncio.timeout(10 * WAIT):
-        while not any(c["path"] == "/api/chat" for c in await cluster.cancelled()):
-            await asyncio.sleep(0.1)
+    async def cancelled_at_ollama() -> bool:
+        return any(c["path"] == "/api/chat" for c in await cluster.cancelled())
+
+    await eventually(cancelled_at_ollama, interval_s=0.1)
 
 
 async def test_model_list_follows_ollama(cluster: Cluster) -> None:
@@ -233,12 +236,11 @@ async def test_cli_sees_the_live_fleet_and_usage(cluster: Cluster) -> None:
     assert "llama3.2:latest" in status["models"]
     workers = json.loads(cluster.cli("workers", "list", "--json").stdout)
     assert all(w["connected"] and w["load"].endswith("/1") for w in workers)
-    async with asyncio.timeout(10 * WAIT):
-        while True:
-            usage = json.loads(cluster.cli("usage", "--json").stdout)
-            if usage["totals"]["completion_tokens"] >= 7:
-                break
-            await asyncio.sleep(0.2)
+    def recorded() -> dict[str, Any] | None:
+        usage = json.loads(cluster.cli("usage", "--json").stdout)
+        return usage if usage["totals"]["completion_tokens"] >= 7 else None
+
+    usage = await eventually(recorded, interval_s=0.2)
     per_model = {row["model"]: row for row in usage["per_model"]}
     assert per_model["llama3.2:latest"]["requests"] >= 1
     assert {row["worker"] for row in usage["per_worker"]} <= {"alpha", "beta", None}

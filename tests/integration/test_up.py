@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import socket
@@ -15,6 +14,7 @@ from openai import AsyncOpenAI
 
 from cluster import FAST, PENDRA, Proc
 from pendra.testing.servers import run_emulator
+from polling import eventually
 from suite_env import WAIT
 
 
@@ -25,9 +25,10 @@ def _closed_port() -> int:
 
 
 async def _wait_for_model(api: AsyncOpenAI, model: str) -> None:
-    async with asyncio.timeout(20 * WAIT):
-        while model not in {m.id async for m in api.models.list()}:
-            await asyncio.sleep(0.2)
+    async def listed() -> bool:
+        return model in {m.id async for m in api.models.list()}
+
+    await eventually(listed, timeout_s=20, interval_s=0.2)
 
 
 async def _start_up(home: Path, ollama: str, log: Path) -> tuple[Proc, str]:

@@ -9,6 +9,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from polling import eventually
 from suite_env import WAIT
 from cluster import Cluster, start_cluster
 
@@ -22,12 +23,13 @@ def api(cluster: Cluster) -> AsyncOpenAI:
 
 async def _worker_holding_request(cluster: Cluster, path: str) -> str:
     """The name of the worker whose emulator has received a request on ``path``."""
-    async with asyncio.timeout(10 * WAIT):
-        while True:
-            for name, emu in cluster.emulator_of.items():
-                if await emu.requests(path):
-                    return name
-            await asyncio.sleep(0.05)
+    async def receiver() -> str | None:
+        for name, emu in cluster.emulator_of.items():
+            if await emu.requests(path):
+                return name
+        return None
+
+    return await eventually(receiver, interval_s=0.05)
 
 
 async def test_worker_killed_before_first_byte_is_retried_elsewhere(tmp_path) -> None:

@@ -35,6 +35,7 @@ from pendra.server.connections import EdgeLimits
 from pendra.server.serve import serving
 from pendra.server.store import keys as key_store
 from pendra.server.store import workers as worker_store
+from polling import eventually
 from suite_env import WAIT
 
 # Every bound a test waits on, scaled by PENDRA_TEST_WAIT_SCALE.
@@ -228,9 +229,8 @@ class FakeWorker:
                                   max_concurrent=self.max_concurrent))
         self._reader = asyncio.create_task(self._read(), name=f"fake-worker:{self.name}")
         hub = api.app.state.hub
-        async with asyncio.timeout(TIMEOUT_S):
-            while (view := hub.get(self.worker_id)) is None or len(view.models) < len(self.models):
-                await asyncio.sleep(0.01)
+        await eventually(lambda: (view := hub.get(self.worker_id)) is not None
+                         and len(view.models) >= len(self.models), what=f"{self.name} connected")
 
     async def send(self, frame: Frame) -> None:
         await self.send_raw(dump_frame(frame))

@@ -22,6 +22,7 @@ from api_fixtures import (ADMIN_TOKEN, CHAT_MODEL, EMBED_MODEL, TIMEOUT_S, USAGE
                           sse_events, stream_forever)
 from pendra.server.store import keys as key_store
 from pendra.server.store import usage as usage_store
+from polling import eventually
 
 HELLO = [{"role": "user", "content": "the secret prompt text"}]
 
@@ -293,9 +294,7 @@ async def test_client_disconnect_cancels_the_request_on_the_worker(api: Api) -> 
         await worker.wait_for(lambda: bool(worker.cancelled))
         assert worker.cancelled == [worker.requests[0].id]
         hub = api.app.state.hub
-        async with asyncio.timeout(TIMEOUT_S):
-            while hub.get(worker.worker_id).in_flight:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: not hub.get(worker.worker_id).in_flight)
     rows = await usage_rows(api)
     assert rows[-1].status == 499 and rows[-1].stream
 
@@ -310,9 +309,7 @@ async def test_no_capacity_is_503_with_retry_after_after_a_bounded_wait(tmp_path
                 first = asyncio.create_task(client.post(
                     "/api/v1/chat/completions", json={"model": "llama3.2", "messages": HELLO}))
                 hub = api.app.state.hub
-                async with asyncio.timeout(TIMEOUT_S):
-                    while not any(w.in_flight for w in hub.connected()):
-                        await asyncio.sleep(0.01)
+                await eventually(lambda: any(w.in_flight for w in hub.connected()))
                 second = await client.post("/api/v1/chat/completions",
                                            json={"model": "llama3.2", "messages": HELLO})
                 assert second.status_code == 503
@@ -331,9 +328,7 @@ async def test_a_waiting_request_gets_the_slot_when_it_frees(tmp_path: Path) -> 
                 calls = [asyncio.create_task(client.post(
                     "/api/v1/chat/completions", json={"model": "llama3.2", "messages": HELLO}))
                     for _ in range(2)]
-                async with asyncio.timeout(TIMEOUT_S):
-                    while api.app.state.router.waiting < 1:
-                        await asyncio.sleep(0.01)
+                await eventually(lambda: api.app.state.router.waiting >= 1)
                 release.set()
                 assert [(await c).status_code for c in calls] == [200, 200]
 
@@ -399,9 +394,7 @@ async def test_catalogue_is_public_and_health_and_docs_answer(api: Api) -> None:
 async def test_worker_disconnect_removes_its_models(api: Api, alpha: FakeWorker) -> None:
     """When the only worker leaves, its models leave /models and chat says not found."""
     await alpha.disconnect()
-    async with asyncio.timeout(TIMEOUT_S):
-        while api.app.state.hub.connected():
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not api.app.state.hub.connected())
     assert [m async for m in sdk(api).models.list()] == []
     with pytest.raises(openai.NotFoundError):
         await sdk(api).chat.completions.create(model="llama3.2", messages=HELLO)

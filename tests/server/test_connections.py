@@ -17,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from api_fixtures import Api, running_api
 from pendra.server.connections import EdgeLimits
 from pendra.server.flood_log import FloodLog
+from polling import eventually
 from suite_env import WAIT
 
 # Short bounds so each test takes a second or two; the defaults are 10 s and 2048.
@@ -153,12 +154,11 @@ async def test_connection_over_the_cap_gets_503_json_with_retry_after(tmp_path: 
                 writer.close()
                 await writer.wait_closed()
 
-        async with asyncio.timeout(CEILING_S):
-            while True:
-                async with httpx.AsyncClient(base_url=api.base_url, timeout=CEILING_S) as http:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)
+        async def healthy() -> bool:
+            async with httpx.AsyncClient(base_url=api.base_url, timeout=CEILING_S) as http:
+                return (await http.get("/healthz")).status_code == 200
+
+        await eventually(healthy, timeout_s=15, interval_s=0.05)
 
 def test_edge_log_says_one_line_per_period_not_one_per_connection(
         caplog: pytest.LogCaptureFixture) -> None:

@@ -25,6 +25,7 @@ from pendra.protocol.frames import Inventory, dump_frame, parse_frame
 from pendra.testing.servers import EmulatorProcess, free_port, run_emulator
 from pendra.worker.daemon import build_inventory, run_worker
 from pendra.worker.local import install_local, local_backends, local_models, remove_local
+from polling import eventually
 from suite_env import WAIT
 
 DEFAULT_MODELS = {"llama3.2:latest", "qwen3:8b", "nomic-embed-text:latest", "llava:7b",
@@ -159,9 +160,7 @@ async def test_run_worker_retries_a_closed_control_plane_until_stopped(
     before = asyncio.all_tasks()
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(settings, stop=stop))
-    async with asyncio.timeout(10 * WAIT):
-        while "control plane connection" not in caplog.text:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: "control plane connection" in caplog.text)
     await asyncio.sleep(0.5)  # a few refresh ticks and reconnect attempts
     assert not task.done()
     await _stop_cleanly(task, stop)
@@ -177,9 +176,7 @@ async def test_run_worker_without_ollama_explains_and_keeps_running(
     probes = [closed_url(), closed_url()]
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(worker_settings(""), stop=stop, probe_urls=probes))
-    async with asyncio.timeout(10 * WAIT):
-        while "No Ollama found" not in caplog.text:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: "No Ollama found" in caplog.text)
     assert (f"No Ollama found at {probes[0]} or {probes[1]}; install it from "
             "https://ollama.com/download — it will be found on the next refresh tick") in caplog.text
     assert not task.done()

@@ -6,10 +6,9 @@ tells us what reached "Ollama" and what was cancelled there.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, 
                                     OpFailed, Progress, Request, Uninstall)
 from pendra.testing.servers import EmulatorProcess, run_emulator
 from pendra.worker.runner import PROGRESS_INTERVAL_S, ProgressRelay, Runner
+from polling import eventually
 from suite_env import WAIT
 
 CHAT_MODEL = "llama3.2:latest"
@@ -51,9 +51,8 @@ class Harness:
 
     async def wait_for(self, kind: type[Frame] | tuple[type[Frame], ...], key: str,
                        timeout_s: float = 10.0) -> Any:
-        async with asyncio.timeout(timeout_s * WAIT):
-            while not (found := self.frames(kind, key)):
-                await asyncio.sleep(0.01)
+        found = await eventually(lambda: self.frames(kind, key), timeout_s=timeout_s,
+                                 what=f"a {kind} frame for {key}")
         return found[0]
 
 
@@ -98,12 +97,17 @@ def chat(request_id: str, text: str, *, stream: bool = True, model: str = CHAT_M
 
 async def cancelled_at_emulator(emulator: EmulatorProcess, path: str) -> list[dict[str, Any]]:
     """Wait (bounded) until the emulator has recorded a cancelled request on ``path``."""
-    async with asyncio.timeout(5 * WAIT):
-        while True:
-            found = [c for c in (await emulator.stats())["cancelled"] if c["path"] == path]
-            if found:
-                return found
-            await asyncio.sleep(0.02)
+    async def found() -> list[dict[str, Any]]:
+        return [c for c in (await emulator.stats())["cancelled"] if c["path"] == path]
+
+    return await eventually(found, timeout_s=5, interval_s=0.02)
+
+
+def pull_cancelled(emulator: EmulatorProcess) -> Callable[[], Awaitable[bool]]:
+    """A check for ``eventually``: the emulator has recorded a cancelled pull."""
+    async def check() -> bool:
+        return (await emulator.stats())["pulls_cancelled"] >= 1
+    return check
 
 
 # --- requests ------------------------------------------------------------------------------------------
@@ -185,9 +189,7 @@ async def test_cancel_before_the_request_starts_frees_its_slot(emulator: Emulato
     async with started(emulator, max_concurrent=1) as h:
         await h.runner.on_frame(chat("r1", "hi"))
         await h.runner.on_frame(Cancel(id="r1"))
-        async with asyncio.timeout(5 * WAIT):
-            while h.runner.in_flight:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: not h.runner.in_flight, timeout_s=5)
         await h.runner.on_frame(chat("r2", "hi [[tokens=2]]"))
         await h.wait_for(End, "r2")
     assert h.frames(key="r1") == []
@@ -225,9 +227,7 @@ async def test_on_disconnect_cancels_requests_and_operations(emulator: EmulatorP
         await h.wait_for(Progress, "op1")
         await h.runner.on_disconnect()
         await cancelled_at_emulator(emulator, "/api/chat")
-        async with asyncio.timeout(5 * WAIT):
-            while (await emulator.stats())["pulls_cancelled"] < 1:
-                await asyncio.sleep(0.02)
+        await eventually(pull_cancelled(emulator), timeout_s=5, interval_s=0.02)
         assert h.runner.in_flight == 0
     assert not h.frames((End, Error), "r1")
     assert not h.frames((OpDone, OpFailed), "op1")
@@ -362,9 +362,7 @@ async def test_cancel_op_aborts_the_pull_and_reports_cancelled(emulator: Emulato
         await h.runner.on_frame(CancelOp(op_id="op1"))
         await h.runner.on_frame(CancelOp(op_id="op1"))  # a repeat is answered once
         failed = await h.wait_for((OpDone, OpFailed), "op1")
-        async with asyncio.timeout(5 * WAIT):
-            while (await emulator.stats())["pulls_cancelled"] < 1:
-                await asyncio.sleep(0.02)
+        await eventually(pull_cancelled(emulator), timeout_s=5, interval_s=0.02)
     assert isinstance(failed, OpFailed) and failed.message == "cancelled"
     assert h.frames((OpDone, OpFailed), "op1") == [failed]
     assert "gemma3:1b" not in [m.id for m in h.registry.models()]
