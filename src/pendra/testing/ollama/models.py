@@ -1,36 +1,21 @@
-"""The emulated Ollama's model store: installed models, the pullable registry, and how each model
-answers (deterministic text, tool calls, thinking, embeddings, PNG images).
+"""The emulated Ollama's models: what one model is (``ModelSpec``: details, model_info,
+capabilities), the models installed by default, the pullable registry and the layers a pull
+downloads.
 
-Shapes follow shared/reference/ollama-api.md; nothing here touches the network.
+Shapes follow shared/reference/ollama-api.md (§3.1 details, §3.2 model_info and capabilities, §3.5
+layers); nothing here touches the network. Names are matched case-insensitively and shown in their
+shortest form, ``:latest`` added (§1.3).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
-LOCAL_TZ = timezone(timedelta(hours=-7))
-
-
-def local_now() -> datetime:
-    return datetime.now(LOCAL_TZ)
-
-
-def rfc3339(moment: datetime) -> str:
-    """Go's time.Time JSON: RFC 3339 with nanoseconds, trailing zeros trimmed."""
-    text = moment.isoformat(timespec="microseconds")
-    head, _, rest = text.partition(".")
-    frac, sign, offset = rest[:6], rest[6:7], rest[7:]
-    frac = frac.rstrip("0")
-    tz = "Z" if moment.utcoffset() == timedelta(0) and moment.tzinfo is timezone.utc else sign + offset
-    return head + ("." + frac if frac else "") + tz
+from pendra.testing.ollama.wire import local_now
 
 
 def normalise(name: str) -> str:
@@ -174,107 +159,3 @@ def layers_for(spec: ModelSpec) -> list[tuple[str, int]]:
     parts = [("model", weights), ("template", 1429), ("params", 96), ("config", 487)]
     return [("sha256:" + hashlib.sha256(f"{spec.name}:{kind}".encode()).hexdigest(), size)
             for kind, size in parts]
-
-
-# --- answering ------------------------------------------------------------------------------------------
-
-# Test-only steering in the last message, removed before the reply is built: [[tokens=N]] reply
-# length, [[delay=S]] seconds before each token, [[error-after=N]] the runner dies after N tokens,
-# [[load=S]] seconds of "loading the model" before anything is sent (not even headers, as Ollama),
-# [[stall-after=N]] after N tokens the stream goes silent and stays open (a hung runner under a
-# server that still answers everything else).
-MARKER = re.compile(r"\[\[(tokens|error-after|delay|load|stall-after)=([\d.]+)\]\]")
-
-
-@dataclass
-class Steering:
-    tokens: int | None = None
-    error_after: int | None = None
-    delay_s: float | None = None
-    load_s: float = 0.0
-    stall_after: int | None = None
-
-
-def steering_of(text: str) -> tuple[str, Steering]:
-    steer = Steering()
-    for kind, value in MARKER.findall(text):
-        if kind == "tokens":
-            steer.tokens = int(float(value))
-        elif kind == "error-after":
-            steer.error_after = int(float(value))
-        elif kind == "load":
-            steer.load_s = float(value)
-        elif kind == "stall-after":
-            steer.stall_after = int(float(value))
-        else:
-            steer.delay_s = float(value)
-    return MARKER.sub("", text).strip(), steer
-
-
-def reply_tokens(text: str, count: int | None) -> list[str]:
-    """Deterministic words: 'Echo:' and the prompt's words, cycled or cut to ``count``."""
-    base = ["Echo:"] + (text.split()[:40] or ["(nothing)"])
-    if count is None:
-        return base
-    return [base[i % len(base)] for i in range(count)]
-
-
-def schema_value(schema: dict[str, Any]) -> Any:
-    kind = schema.get("type")
-    if kind == "object":
-        props = schema.get("properties") or {}
-        required = schema.get("required") or list(props)
-        return {name: schema_value(props.get(name) or {}) for name in required}
-    if kind == "array":
-        return [schema_value(schema.get("items") or {})]
-    return {"string": "test", "number": 1, "integer": 1, "boolean": True}.get(str(kind), "test")
-
-
-def tool_call_id(seed: str) -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    digest = hashlib.sha256(seed.encode()).digest()
-    return "call_" + "".join(alphabet[b % len(alphabet)] for b in digest[:8])
-
-
-def embedding(text: str, dim: int) -> list[float]:
-    """A deterministic L2-normalised vector for ``text``."""
-    values: list[float] = []
-    counter = 0
-    while len(values) < dim:
-        block = hashlib.sha256(f"{counter}:{text}".encode()).digest()
-        values.extend((b - 127.5) / 127.5 for b in block)
-        counter += 1
-    values = values[:dim]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
-
-
-def normalise_vector(values: list[float]) -> list[float]:
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
-
-
-def png(width: int, height: int, seed: str) -> bytes:
-    """A real, valid PNG (RGB, one colour derived from ``seed``)."""
-    r, g, b = hashlib.sha256(seed.encode()).digest()[:3]
-    row = b"\x00" + bytes((r, g, b)) * width
-    raw = row * height
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
-
-
-def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    total = 0
-    for message in messages:
-        content = message.get("content") or ""
-        total += len(str(content).split()) + 4 + 768 * len(message.get("images") or [])
-    return total
-
-
-def json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
