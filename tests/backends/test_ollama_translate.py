@@ -421,3 +421,34 @@ def test_image_request_maps_prompt_size_and_seed() -> None:
 def test_image_response_is_one_b64_json_image() -> None:
     response = translate.image_response({"image": PNG})
     assert response["data"] == [{"b64_json": PNG}] and isinstance(response["created"], int)
+
+
+def test_logprobs_are_asked_for_and_returned_in_openai_shape() -> None:
+    """logprobs/top_logprobs reach Ollama's native fields; each line's log probabilities come
+    back on that line's chunk as choices[0].logprobs.content (bytes null when unknown, top
+    alternatives always a list), and all together in the whole answer; not asked, none sent."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": True,
+            "top_logprobs": 2}
+    native = translate.chat_request(body, "m", num_ctx=None)
+    assert native["logprobs"] is True and native["top_logprobs"] == 2
+    assert "logprobs" not in translate.chat_request({**body, "logprobs": False}, "m", num_ctx=None)
+    line = {"message": {"role": "assistant", "content": "Hi"}, "done": False,
+            "logprobs": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
+                          "top_logprobs": [{"token": "Hello", "logprob": -1.5}]}]}
+    done = {"message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
+            "prompt_eval_count": 3, "eval_count": 1}
+    stream = translate.ChatTranslator(model="m", stream=True, logprobs=True)
+    [chunk] = stream.feed(line)
+    assert chunk["choices"][0]["logprobs"] == {"content": [
+        {"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
+         "top_logprobs": [{"token": "Hello", "logprob": -1.5, "bytes": None}]}]}
+    whole = translate.ChatTranslator(model="m", stream=False, logprobs=True)
+    whole.feed(line)
+    whole.feed(done)
+    assert whole.completion()["choices"][0]["logprobs"]["content"][0]["token"] == "Hi"
+    plain = translate.ChatTranslator(model="m", stream=False)
+    plain.feed(line)
+    plain.feed(done)
+    assert "logprobs" not in plain.completion()["choices"][0]
+    with pytest.raises(InvalidRequest):
+        translate.chat_request({**body, "logprobs": "yes"}, "m", num_ctx=None)

@@ -88,6 +88,25 @@ async def test_chat_stream_with_usage(cluster: Cluster) -> None:
     assert usage is not None and usage.completion_tokens == 12
 
 
+async def test_chat_logprobs_both_ways(cluster: Cluster) -> None:
+    """logprobs=True (with top_logprobs) reaches Ollama and every token's log probability comes
+    back through the SDK, streamed (on each token's chunk) and whole."""
+    api = client(cluster)
+    reply = await api.chat.completions.create(
+        model="llama3.2:latest", logprobs=True, top_logprobs=2,
+        messages=[{"role": "user", "content": "count [[tokens=5]]"}])
+    content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert len(content) == 5 and all(t.logprob <= 0 and len(t.top_logprobs) == 2
+                                     for t in content)
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    stream = await api.chat.completions.create(
+        model="llama3.2:latest", logprobs=True, stream=True,
+        messages=[{"role": "user", "content": "count [[tokens=4]]"}])
+    tokens = [t.token async for chunk in stream if chunk.choices and chunk.choices[0].logprobs
+              for t in chunk.choices[0].logprobs.content or []]
+    assert len(tokens) == 4
+
+
 async def test_chat_tools_round_trip(cluster: Cluster) -> None:
     """Tools go out, a tool call comes back with JSON-string arguments and finish_reason tool_calls."""
     api = client(cluster)

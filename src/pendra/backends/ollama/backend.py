@@ -89,7 +89,8 @@ class OllamaBackend:
         stream = bool(body.get("stream"))
         include_usage = translate.include_usage(body)
         translator = translate.ChatTranslator(model=str(body.get("model") or model.id),
-                                              stream=stream, include_usage=include_usage)
+                                              stream=stream, include_usage=include_usage,
+                                              logprobs=translate.wants_logprobs(body))
         result = ChatResult(chunks=_empty())
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:

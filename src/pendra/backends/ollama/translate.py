@@ -8,7 +8,9 @@ validated the body already; a malformed one that slips past still fails with ``I
 naming the field, never a TypeError (defence in depth). Responses: native NDJSON lines become OpenAI
 ``chat.completion.chunk`` objects (role only in the first, a separate finish chunk, the usage chunk
 only when asked) or one ``chat.completion``. Thinking is returned as ``reasoning``, the field name
-Ollama's own OpenAI layer uses.
+Ollama's own OpenAI layer uses. ``logprobs``/``top_logprobs`` are passed to Ollama (native since
+0.12.11) and its per-token log probabilities come back in OpenAI's ``choices[].logprobs.content``,
+on the chunk of the tokens they belong to, or all together in a whole answer.
 """
 
 from __future__ import annotations
@@ -228,7 +230,34 @@ def chat_request(body: dict[str, Any], model: str, *, num_ctx: int | None) -> di
             raise InvalidRequest("keep_alive must be a duration (\"5m\") or seconds",
                                  param="keep_alive")
         native["keep_alive"] = keep_alive
+    if wants_logprobs(body):
+        native["logprobs"] = True
+        top = _number(body, "top_logprobs", int, 0, 20)
+        if top:
+            native["top_logprobs"] = top
     return native
+
+
+def wants_logprobs(body: dict[str, Any]) -> bool:
+    """``logprobs: true``: whether the answer carries each token's log probability."""
+    value = body.get("logprobs")
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest("logprobs must be a boolean", param="logprobs")
+    return value is True
+
+
+def _openai_logprob(native: Any) -> dict[str, Any]:
+    """One native Logprob (``{token, logprob, bytes?, top_logprobs?}``) in OpenAI's shape, where
+    ``bytes`` is null when unknown and ``top_logprobs`` always a list."""
+    if not isinstance(native, dict):
+        return {"token": "", "logprob": 0.0, "bytes": None, "top_logprobs": []}
+
+    def one(entry: dict[str, Any]) -> dict[str, Any]:
+        return {"token": str(entry.get("token", "")), "logprob": float(entry.get("logprob") or 0),
+                "bytes": entry.get("bytes") or None}
+
+    top = [one(t) for t in native.get("top_logprobs") or [] if isinstance(t, dict)]
+    return {**one(native), "top_logprobs": top}
 
 
 def _openai_tool_call(call: dict[str, Any], index: int) -> dict[str, Any]:
@@ -248,6 +277,7 @@ class ChatTranslator:
     model: str
     stream: bool
     include_usage: bool = False
+    logprobs: bool = False  # the client asked for logprobs: pass Ollama's on
     id: str = field(default_factory=lambda: "chatcmpl-" + secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
@@ -256,6 +286,7 @@ class ChatTranslator:
     _content: list[str] = field(default_factory=list)
     _reasoning: list[str] = field(default_factory=list)
     _calls: list[dict[str, Any]] = field(default_factory=list)
+    _logprobs: list[dict[str, Any]] = field(default_factory=list)
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         if not self._role_sent:
@@ -281,6 +312,12 @@ class ChatTranslator:
             converted = _openai_tool_call(call, len(self._calls))
             self._calls.append(converted)
             out.append(self._chunk({"tool_calls": [converted]}))
+        if self.logprobs and (found := line.get("logprobs")):
+            converted_lps = [_openai_logprob(lp) for lp in found] if isinstance(found, list) else []
+            self._logprobs.extend(converted_lps)
+            if not out:  # log probabilities of tokens that produced no text of their own
+                out.append(self._chunk({"content": ""}))
+            out[-1]["choices"][0]["logprobs"] = {"content": converted_lps}
         if line.get("done"):
             self.usage = Usage(int(line.get("prompt_eval_count") or 0), int(line.get("eval_count") or 0))
             reason = line.get("done_reason") or "stop"
@@ -304,11 +341,12 @@ class ChatTranslator:
             message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in self._calls]
             if not message["content"]:
                 message["content"] = None
+        choice: dict[str, Any] = {"index": 0, "message": message,
+                                  "finish_reason": self.finish_reason or "stop"}
+        if self.logprobs:
+            choice["logprobs"] = {"content": list(self._logprobs)}
         return {"id": self.id, "object": "chat.completion", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "message": message,
-                             "finish_reason": self.finish_reason or "stop"}],
-                "usage": self.usage.to_dict()}
+                "model": self.model, "choices": [choice], "usage": self.usage.to_dict()}
 
 
 # --- embeddings ------------------------------------------------------------------------------------------
