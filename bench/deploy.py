@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -111,11 +112,11 @@ def enrol(server: Deployment, name: str) -> tuple[str, str]:
     """``pendra workers add``: (worker id, private key)."""
     out = subprocess.run([PENDRA, "workers", "add", "--name", name], env=_env(server.home),
                          capture_output=True, text=True, check=True, timeout=60).stdout
-    worker_id = re.search(r"\((wrk-[0-9a-f]+)\)", out)
-    private_key = re.search(r"GPU_WORKER_PRIVATE_KEY='([^']+)'", out)
-    if worker_id is None or private_key is None:
+    command = [ln for ln in out.splitlines() if ln.rstrip().endswith(" pendra worker")]
+    if not command:
         raise RuntimeError(f"unexpected `pendra workers add` output:\n{out}")
-    return worker_id.group(1), private_key.group(1)
+    env = dict(word.split("=", 1) for word in shlex.split(command[0])[:-2])
+    return env["WORKER_ID"], env["GPU_WORKER_PRIVATE_KEY"]
 
 
 @asynccontextmanager

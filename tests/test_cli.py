@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,23 @@ def test_worker_without_key_refuses_with_instructions(tmp_path: Path) -> None:
     result = _pendra(tmp_path, "worker")
     assert result.returncode == 2
     assert "pendra workers add" in result.stderr
+
+
+def test_workers_add_prints_a_command_a_shell_runs_as_is(tmp_path: Path) -> None:
+    """`pendra workers add` with a name holding an apostrophe and `$`: the printed line, run by a
+    real shell, gives the worker exactly its id, name and private key (it used to print the name
+    in raw single quotes, which the apostrophe broke)."""
+    name = "O'Brien's $GPU box"
+    result = _pendra(tmp_path, "workers", "add", "--name", name)
+    assert result.returncode == 0, result.stderr
+    [line] = [ln.strip() for ln in result.stdout.splitlines() if ln.endswith(" pendra worker")]
+    show = (f"{shlex.quote(sys.executable)} -c " + shlex.quote(
+        "import json, os; print(json.dumps({k: os.environ[k] for k in "
+        "('GPU_WORKER_PRIVATE_KEY', 'WORKER_ID', 'WORKER_NAME', 'APP_SERVER_WS_URL')}))"))
+    shown = json.loads(subprocess.run(["/bin/sh", "-c", line.removesuffix("pendra worker") + show],
+                                      capture_output=True, text=True, timeout=30,
+                                      check=True).stdout)
+    assert shown["WORKER_NAME"] == name
+    assert shown["WORKER_ID"] in result.stdout.splitlines()[0]
+    assert shown["GPU_WORKER_PRIVATE_KEY"] in result.stdout.splitlines()[1]
+    assert shown["APP_SERVER_WS_URL"].startswith("ws://")

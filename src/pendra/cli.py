@@ -420,15 +420,14 @@ def _public_url(settings: cfg.ServerSettings) -> str:
 def workers_add(name: Annotated[str, typer.Option(help="Friendly worker name.")]) -> None:
     """Enrol a worker and print its private key once, with the command to start it."""
     from pendra.server import local_admin
+    from pendra.server.enrolment import worker_command, worker_ws_url
 
     settings = _server_settings()
     new = _run(lambda: local_admin.add_worker(settings, name))
-    ws_url = "ws" + _public_url(settings)[len("http"):]
-    _announce(f"Enrolled worker {new.name} ({new.id}). Its private key is shown only once:")
+    _announce(f"Enrolled worker {new.name} ({new.worker_id}). Its private key is shown only once:")
     _announce(new.private_key)
     _announce("Start it on the GPU host with:")
-    _announce(f"  GPU_WORKER_PRIVATE_KEY='{new.private_key}' WORKER_ID={new.id} "
-              f"WORKER_NAME='{new.name}' APP_SERVER_WS_URL={ws_url} pendra worker")
+    _announce("  " + worker_command(new, worker_ws_url(_public_url(settings))))
 
 
 @workers_app.command("list")

@@ -1,10 +1,11 @@
 """``pendra up``: the control plane and one worker in one process, on the embedded SQLite store.
 
 Rules: the worker is enrolled automatically (its private key is generated once and kept in
-config.yaml, 0600; only the public key goes to the store); the first start creates the admin password
-and a first API key and prints both once; later starts print the URL and how to make keys. Both halves
-run in one TaskGroup and stop together, in order: the worker first (it stops taking work), then the
-server.
+config.yaml, 0600; only the public key goes to the store, through server/enrolment.py's
+``ensure_enrolled``); the first start creates the admin password and a first API key and prints
+both once (server/first_start.py, shared with ``pendra server``); later starts print the URL and
+how to make keys. Both halves run in one TaskGroup and stop together, in order: the worker first
+(it stops taking work), then the server.
 
 Start-up order: bind the listening socket before anything else (a taken port fails as one
 ``CannotListen`` line, and nothing is created under PENDRA_HOME), then open the store, enrol the
@@ -18,67 +19,35 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from pendra import config as cfg
 from pendra.home import Home
-from pendra.protocol import signing
 from pendra.server import state
 from pendra.server.app import create_app
 from pendra.server.connections import EdgeLimits
+from pendra.server.enrolment import ensure_enrolled
+from pendra.server.first_start import first_start
 from pendra.server.serve import bind, serving
-from pendra.server.store import admin, keys, workers
 from pendra.server.store.db import Store
 from pendra.worker.daemon import run_worker
 
 log = logging.getLogger(__name__)
-
-LOCAL_WORKER_NAME_SUFFIX = "(local)"
-
-
-@dataclass(frozen=True)
-class FirstStart:
-    admin_password: str
-    api_key: str
 
 
 async def enrol_local_worker(home: Home, store: Store,
                              environ: Mapping[str, str]) -> cfg.WorkerSettings:
     """Make sure this host's worker has a key pair and is enrolled; returns its settings."""
     settings = cfg.load_worker(home, environ, require_key=False)
-    private_key = settings.private_key
-    if not private_key:
-        private_key, _ = signing.generate_keypair()
+    async with store.session() as session:
+        enrolled = await ensure_enrolled(session, settings.worker_id, settings.worker_name,
+                                         settings.private_key or None)
+        await session.commit()
+    if enrolled.private_key != settings.private_key:  # a new key pair: keep its private half
         data = cfg.read_file(home)
-        data["gpu_worker_private_key"] = private_key
+        data["gpu_worker_private_key"] = enrolled.private_key
         cfg.write_file(home, data)
-    public_key = signing.public_key_of(private_key)
-    async with store.session() as session:
-        row = await workers.get_worker(session, settings.worker_id)
-        if row is None or row.public_key != public_key:
-            if row is not None:
-                await workers.remove_worker(session, row.id)
-            name = settings.worker_name
-            if any(w.name == name for w in await workers.list_workers(session)):
-                name = f"{name} {LOCAL_WORKER_NAME_SUFFIX}"
-            await workers.enrol_worker(session, name, public_key, worker_id=settings.worker_id)
-            settings = replace(settings, worker_name=name)
-        else:
-            settings = replace(settings, worker_name=row.name)
-        await session.commit()
-    return replace(settings, private_key=private_key)
-
-
-async def first_start(store: Store) -> FirstStart | None:
-    """Create the admin password and a first API key, once."""
-    async with store.session() as session:
-        password = await admin.ensure_admin(session)
-        if password is None:
-            await session.commit()
-            return None
-        _, raw_key = await keys.create_key(session, "default")
-        await session.commit()
-    return FirstStart(password, raw_key)
+    return replace(settings, worker_name=enrolled.name, private_key=enrolled.private_key)
 
 
 async def run_up(home: Home, *, host: str | None, port: int | None,
@@ -99,9 +68,7 @@ async def run_up(home: Home, *, host: str | None, port: int | None,
         finally:
             await store.close()
         if first is not None:
-            announce("First start: save these now, they are shown only once.")
-            announce(f"  Admin password: {first.admin_password}")
-            announce(f"  API key:        {first.api_key}")
+            first.announce(announce)
 
         server_settings = replace(server_settings, admin_token=state.new_admin_token())
         app = create_app(server_settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -271,6 +272,14 @@ class Cluster:
         return code, proc.output()
 
 
+def enrolled_from(out: str) -> tuple[str, str]:
+    """(worker id, private key) from `pendra workers add`: its command line, read as a shell
+    reads it."""
+    line = next(ln for ln in out.splitlines() if ln.rstrip().endswith(" pendra worker"))
+    env = dict(word.split("=", 1) for word in shlex.split(line)[:-2])
+    return env["WORKER_ID"], env["GPU_WORKER_PRIVATE_KEY"]
+
+
 @asynccontextmanager
 async def start_cluster(root: Path, workers: Iterable[str] = ("alpha", "beta"),
                         server_env: dict[str, str] | None = None,
@@ -290,8 +299,7 @@ async def start_cluster(root: Path, workers: Iterable[str] = ("alpha", "beta"),
         cluster = Cluster(root, url, key, server, env, stack=stack)
         for name in workers:
             out = cluster.cli("workers", "add", "--name", name).stdout
-            worker_id = re.search(r"\((wrk-[0-9a-f]+)\)", out).group(1)  # type: ignore[union-attr]
-            private_key = re.search(r"GPU_WORKER_PRIVATE_KEY='([^']+)'", out).group(1)  # type: ignore[union-attr]
+            worker_id, private_key = enrolled_from(out)
             emu = await stack.enter_async_context(run_emulator(version=VERSIONS.get(name, "0.32.15")))
             cluster.emulator_of[name] = emu
             if VERSIONS.get(name) != "0.20.0":

@@ -15,8 +15,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from pendra.config import ServerSettings
 from pendra.errors import Forbidden, Unauthorized
-from pendra.server.console.auth import CSRF_MESSAGE, csrf_passes, current_session
+from pendra.server.deps import CurrentSession, SettingsDep
+from pendra.server.sessions import CSRF_MESSAGE, csrf_passes
 
 ADMIN_TOKEN_PREFIX = "pdr_admin_"
 CLI_ADMIN = "admin (cli)"
@@ -29,17 +31,18 @@ def bearer_token(request: Request) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def is_admin_token(request: Request, token: str) -> bool:
-    expected: str = getattr(request.app.state.settings, "admin_token", "")
+def is_admin_token(settings: ServerSettings, token: str) -> bool:
+    """Whether ``token`` is this server's per-start admin token (never, when it has none)."""
+    expected = settings.admin_token or ""
     return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
 
 
-async def require_admin(request: Request) -> str:
+async def require_admin(request: Request, settings: SettingsDep,
+                        session: CurrentSession) -> str:
     """The name of the admin making the request; 401 without a credential, 403 without CSRF."""
     token = bearer_token(request)
-    if token and is_admin_token(request, token):
+    if token and is_admin_token(settings, token):
         return CLI_ADMIN
-    session = await current_session(request)
     if session is not None:
         if not await csrf_passes(request, session):
             raise Forbidden(CSRF_MESSAGE)

@@ -3,8 +3,10 @@
 Rules:
 - ``create_app(settings)`` builds a new app each call; nothing lives in module globals, so a
   process (``pendra up``, a test) may run several. What exists for the app's whole life is made by
-  the lifespan and kept on ``app.state``: ``settings`` and ``catalogue`` (at once), then ``store``,
-  ``hub``, ``router``, ``usage``, ``last_used`` and ``installs`` while it runs.
+  the lifespan and kept on ``app.state``: ``settings``, ``catalogue``, ``sessions`` (the session
+  signer, whose secret file is read on first use) and ``sign_in_throttle`` (at once), then
+  ``store``, ``hub``, ``router``, ``usage``, ``last_used`` and ``installs`` while it runs. Only
+  this module and deps.py touch ``app.state``; routes get what they need through deps.py.
 - Start-up order: open (and migrate) the store, make the hub, start the usage writer, the
   last-used writer and the installs service. Shutdown runs it backwards: the hub closes first
   (workers are told to go away, their open requests end with WorkerGone and are metered), then
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -38,8 +41,10 @@ from pendra.server.installs import Installs
 from pendra.server.last_used import LastUsed
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pendra.server.routing import Router
+from pendra.server.sessions import SECRET_FILE, Sessions
 from pendra.server.store import workers as worker_store
 from pendra.server.store.db import Store
+from pendra.server.throttle import SignInThrottle
 from pendra.server.usage import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,10 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
                   openapi_url="/api/v1/openapi.json")
     app.state.settings = settings
     app.state.catalogue = catalogue
+    app.state.sessions = Sessions(settings.home.root / SECRET_FILE)
+    app.state.sign_in_throttle = SignInThrottle(
+        per_address_per_minute=settings.sign_in_per_address_per_minute,
+        global_per_second=settings.sign_in_per_second, now=time.monotonic())
     install_error_handlers(app)
 
     async def enrolled(worker_id: str) -> Enrolled | None:

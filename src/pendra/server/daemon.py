@@ -2,7 +2,7 @@
 
 Start-up order: bind the listening socket first (a taken port fails as one ``CannotListen`` line
 before anything is created), then open and migrate the store, create the first-start secrets and
-print them at once, then serve.
+print them at once (server/first_start.py, shared with ``pendra up``), then serve.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pendra.home import Home
 from pendra.server import state
 from pendra.server.app import create_app
 from pendra.server.connections import EdgeLimits
+from pendra.server.first_start import first_start
 from pendra.server.serve import bind, serving
-from pendra.server.store import admin, keys
 from pendra.server.store.db import Store
 
 
@@ -52,13 +52,8 @@ async def _first_start(settings: cfg.ServerSettings, announce: Callable[[str], N
     """Create the admin password and a first API key once, and print them the moment they exist."""
     store = await Store.open(settings.database_url)
     try:
-        async with store.session() as session:
-            password = await admin.ensure_admin(session)
-            raw_key = (await keys.create_key(session, "default"))[1] if password else None
-            await session.commit()
+        first = await first_start(store)
     finally:
         await store.close()
-    if password:
-        announce("First start: save these now, they are shown only once.")
-        announce(f"  Admin password: {password}")
-        announce(f"  API key:        {raw_key}")
+    if first is not None:
+        first.announce(announce)

@@ -1,7 +1,10 @@
-"""The API's dependencies, as named ``Annotated`` aliases over what the lifespan put on app.state.
+"""Every route's dependencies, as named ``Annotated`` aliases over what the app keeps on app.state.
 
-Routes declare what they need (``store: StoreDep``, ``relay: RelayDep``) and never reach into
-``request.app.state`` themselves, so every app built by ``create_app`` serves from its own state.
+Rules: this module and the app factory (app.py) are the only ones that touch ``app.state``.
+Routes — the API's, the console's, the admin API's, and the authentication dependencies they
+use — declare what they need (``store: StoreDep``, ``installs: InstallsDep``) and never reach into
+``request.app`` themselves, so every app built by ``create_app`` serves from its own state and
+every service can be called without HTTP. tests/server/test_layering.py checks this.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from fastapi import Depends, Request
 from pendra.catalogue.loader import Catalogue
 from pendra.config import ServerSettings
 from pendra.server.hub import Hub
+from pendra.server.installs import Installs
+from pendra.server.last_used import LastUsed
 from pendra.server.relay import Relay
 from pendra.server.routing import Router
+from pendra.server.sessions import COOKIE_NAME, Session, Sessions, current_session
 from pendra.server.store.db import Store
+from pendra.server.throttle import SignInThrottle
 from pendra.server.usage import UsageWriter
 
 
@@ -49,9 +56,36 @@ def get_usage(request: Request) -> UsageWriter:
     return usage
 
 
+def get_installs(request: Request) -> Installs:
+    installs: Installs = request.app.state.installs
+    return installs
+
+
+def get_last_used(request: Request) -> LastUsed:
+    last_used: LastUsed = request.app.state.last_used
+    return last_used
+
+
+def get_sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def get_sign_in_throttle(request: Request) -> SignInThrottle:
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    return throttle
+
+
 def get_relay(router: Annotated[Router, Depends(get_router)],
               usage: Annotated[UsageWriter, Depends(get_usage)]) -> Relay:
     return Relay(router, usage)
+
+
+async def get_current_session(request: Request,
+                              sessions: Annotated[Sessions, Depends(get_sessions)],
+                              store: Annotated[Store, Depends(get_store)]) -> Session | None:
+    """The request's valid admin session, or None (computed once per request)."""
+    return await current_session(sessions, store, request.cookies.get(COOKIE_NAME))
 
 
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
@@ -61,3 +95,8 @@ RouterDep = Annotated[Router, Depends(get_router)]
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 UsageDep = Annotated[UsageWriter, Depends(get_usage)]
 RelayDep = Annotated[Relay, Depends(get_relay)]
+InstallsDep = Annotated[Installs, Depends(get_installs)]
+LastUsedDep = Annotated[LastUsed, Depends(get_last_used)]
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+SignInThrottleDep = Annotated[SignInThrottle, Depends(get_sign_in_throttle)]
+CurrentSession = Annotated[Session | None, Depends(get_current_session)]

@@ -8,7 +8,7 @@ Rules:
 - A worker is present from its authenticated hello until its socket ends. A second connection with
   the same id supersedes the first: the old link is dropped at once and its socket is closed with
   SUPERSEDED.
-- ``open_request`` encodes the request frame first — a body that cannot be encoded (text that is
+- ``open_request`` is synchronous (callers do not await it). It encodes the request frame first — a body that cannot be encoded (text that is
   not valid Unicode, nesting past the serialiser's depth) fails that one request with 400
   ``InvalidRequest`` before a slot is taken, and never reaches the socket — then reserves one of
   the worker's ``max_concurrent`` slots and queues the encoded frame, without waiting. The slot
@@ -17,7 +17,8 @@ Rules:
   had not ended), whichever comes first.
 - When a worker goes (its socket ends, it is superseded, removed, or the hub shuts down) every open
   request and operation of it ends with ``WorkerGone`` — after the frames already received.
-- Everything is bounded. Each request/operation buffers at most ``STREAM_FRAMES`` frames; when full,
+- Everything is bounded. Each request/operation buffers at most ``streams.STREAM_FRAMES`` frames
+  (streams.py holds the outbox and the per-request stream); when full,
   the worker's read loop waits for the consumer (back-pressure), but at most ``stall_s`` (half the
   heartbeat timeout, so a stalled HTTP client can't starve the worker's heartbeats): after that the
   request is cancelled on the worker and its handle ends with ``WorkerGone``. Frames waiting for a
@@ -34,8 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -45,12 +44,10 @@ from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, 
                                     OpDone, OpFailed, Progress, Request, Uninstall, dump_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
 from pendra.protocol.session import Close, InventoryUpdated
+from pendra.server.streams import FrameStream, Outbox, Outgoing
 
 log = logging.getLogger(__name__)
 
-# Frames buffered per request or operation before the worker's read loop waits for the consumer:
-# enough for a burst of tokens, small enough that a stuck consumer holds little memory.
-STREAM_FRAMES = 64
 # Frames waiting for one worker's socket writer. Requests are bounded by the worker's slots
 # (at most 64); reaching this means the worker has stopped reading its socket.
 OUTBOX_FRAMES = 256
@@ -96,102 +93,6 @@ class WorkerView:
         return any(b.kind == kind and b.verified for b in self.backends)
 
 
-# What the socket writer sends: a frame, or a frame already encoded (a request, checked at open).
-Outgoing = Frame | str
-
-
-class _Outbox:
-    """Frames for one worker's socket writer, in order, at most ``limit`` of them."""
-
-    def __init__(self, limit: int) -> None:
-        self._frames: deque[Outgoing] = deque()
-        self._limit = limit
-        self._nonempty = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self.closed = False
-
-    def offer(self, frame: Outgoing) -> bool:
-        """Queue ``frame`` if there is room now; False (frame dropped) when full or closed."""
-        if self.closed or len(self._frames) >= self._limit:
-            return False
-        self._frames.append(frame)
-        self._nonempty.set()
-        if len(self._frames) >= self._limit:
-            self._room.clear()
-        return True
-
-    async def put(self, frame: Frame) -> bool:
-        """Queue ``frame``, waiting for room; False when the outbox closed first."""
-        while not self.offer(frame):
-            if self.closed:
-                return False
-            await self._room.wait()
-        return True
-
-    async def get(self) -> Outgoing:
-        while not self._frames:
-            self._nonempty.clear()
-            await self._nonempty.wait()
-        frame = self._frames.popleft()
-        self._room.set()
-        return frame
-
-    def close(self) -> None:
-        """Drop what is queued and release every waiting ``put`` (they return False)."""
-        self.closed = True
-        self._frames.clear()
-        self._room.set()
-
-
-_WAKE = object()  # wakes a consumer blocked on an empty stream so it sees the failure
-
-
-class _Stream:
-    """The frames of one request or operation: bounded, ending after a terminal frame or failure."""
-
-    def __init__(self, terminal: tuple[type[Frame], ...]) -> None:
-        self._queue: asyncio.Queue[object] = asyncio.Queue(STREAM_FRAMES)
-        self._terminal = terminal
-        self.ended = False  # the terminal frame or the failure is queued: nothing more comes
-        self._consumed = False  # the consumer has seen the end
-        self._failure: WorkerGone | None = None
-
-    async def put(self, frame: Frame) -> None:
-        if self.ended:
-            return
-        await self._queue.put(frame)
-        if isinstance(frame, self._terminal):
-            self.ended = True
-
-    def fail(self, error: WorkerGone) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        self._failure = error
-        try:
-            self._queue.put_nowait(_WAKE)
-        except asyncio.QueueFull:
-            pass  # the consumer is not waiting: it reads what is queued, then sees the failure
-
-    async def next(self) -> Frame:
-        while True:
-            if self._consumed:
-                if self._failure is not None:
-                    raise self._failure
-                raise StopAsyncIteration
-            if self._failure is not None and self._queue.empty():
-                self._consumed = True
-                raise self._failure
-            item = await self._queue.get()
-            if item is _WAKE:
-                continue
-            assert isinstance(item, Frame)
-            if isinstance(item, self._terminal):
-                self._consumed = True
-            return item
-
-
 class RequestHandle:
     """One request on one worker: iterate for Chunk… then End or Error; always ``aclose``.
 
@@ -204,7 +105,7 @@ class RequestHandle:
         self.id = request_id
         self.worker = link.view
         self._link = link
-        self._stream = _Stream((End, Error))
+        self._stream = FrameStream((End, Error))
         self._cancel_sent = False
         self._closed = False
         self._released = False
@@ -216,11 +117,6 @@ class RequestHandle:
         frame = await self._stream.next()
         assert isinstance(frame, Chunk | End | Error)
         return frame
-
-    def __await__(self) -> Generator[None, None, RequestHandle]:
-        # ``await hub.open_request(...)`` also works: the request is already queued.
-        return self
-        yield  # unreachable; makes this a generator
 
     async def __aenter__(self) -> RequestHandle:
         return self
@@ -259,7 +155,7 @@ class OpHandle:
         self.op_id = op_id
         self.worker = link.view
         self._link = link
-        self._stream = _Stream((OpDone, OpFailed))
+        self._stream = FrameStream((OpDone, OpFailed))
 
     def __aiter__(self) -> OpHandle:
         return self
@@ -280,7 +176,7 @@ class WorkerLink:
     def __init__(self, hub: Hub, view: WorkerView) -> None:
         self.view = view
         self._hub = hub
-        self._outbox = _Outbox(OUTBOX_FRAMES)
+        self._outbox = Outbox(OUTBOX_FRAMES)
         self._requests: dict[str, RequestHandle] = {}
         self._ops: dict[str, OpHandle] = {}
         self._close_wanted = asyncio.Event()
@@ -346,7 +242,7 @@ class WorkerLink:
                     isinstance(frame, OpDone | OpFailed):
                 self.forget_op(op)
 
-    async def _feed(self, stream: _Stream, frame: Frame, what: str) -> bool:
+    async def _feed(self, stream: FrameStream, frame: Frame, what: str) -> bool:
         """Put with back-pressure, bounded by ``stall_s``; on a stall fail the stream instead."""
         try:
             async with asyncio.timeout(self._hub.stall_s):

@@ -7,21 +7,13 @@ InvalidRequest).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pendra.config import ServerSettings
-from pendra.protocol import signing
+from pendra.server import enrolment
 from pendra.server.store import admin, keys, usage, workers
 from pendra.server.store.db import Store
-
-
-@dataclass(frozen=True)
-class NewWorker:
-    id: str
-    name: str
-    private_key: str
 
 
 async def _with_store(settings: ServerSettings, action: Any) -> Any:
@@ -47,11 +39,9 @@ async def revoke_key(settings: ServerSettings, key: str) -> Any:
     return await _with_store(settings, lambda s: keys.revoke_key(s, key))
 
 
-async def add_worker(settings: ServerSettings, name: str) -> NewWorker:
-    """Enrol a worker: the key pair is made here, only the public half is stored."""
-    private_key, public_key = signing.generate_keypair()
-    row = await _with_store(settings, lambda s: workers.enrol_worker(s, name, public_key))
-    return NewWorker(row.id, row.name, private_key)
+async def add_worker(settings: ServerSettings, name: str) -> enrolment.Enrolment:
+    """Enrol a worker (server/enrolment.py: only the public half of its key pair is stored)."""
+    return await _with_store(settings, lambda s: enrolment.enrol_worker(s, name))
 
 
 async def list_workers(settings: ServerSettings) -> list[Any]:

@@ -257,7 +257,7 @@ class Router:
         while True:
             worker = await self.pick(served, exclude, kind)
             try:
-                return await self.hub.open_request(worker.id, kind, served, body)
+                return self.hub.open_request(worker.id, kind, served, body)
             except NoCapacity:
                 continue  # its last slot went between pick and open; pick again (bounded by pick)
 

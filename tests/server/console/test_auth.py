@@ -7,8 +7,8 @@ import stat
 import httpx
 import pytest
 
-from pendra.server.console import auth
-from pendra.server.console.auth import COOKIE_NAME, ConsoleAuth
+from pendra.server import sessions as auth
+from pendra.server.sessions import COOKIE_NAME, Sessions
 
 from .conftest import PASSWORD, Console, SignedIn, sign_in
 
@@ -73,7 +73,7 @@ async def test_open_redirects_are_refused(client: httpx.AsyncClient) -> None:
 async def test_tampered_or_foreign_cookies_are_ignored(console: Console,
                                                        client: httpx.AsyncClient) -> None:
     """A cookie signed with another secret, or edited, is no session."""
-    other = ConsoleAuth(b"x" * 32)
+    other = Sessions(b"x" * 32)
     forged, _ = other.issue("0" * 16)
     client.cookies.set(COOKIE_NAME, forged)
     assert (await client.get("/models")).status_code == 303

@@ -10,10 +10,10 @@ import time
 import httpx
 import pytest
 
-from pendra.server.console.auth import COOKIE_NAME
-from pendra.server.console.throttle import SignInThrottle, SignInThrottled
 from pendra.server.serve import serving
+from pendra.server.sessions import COOKIE_NAME
 from pendra.server.store import keys as key_store
+from pendra.server.throttle import SignInThrottle, SignInThrottled
 
 from .conftest import HTTP_TIMEOUT_S, PASSWORD, Console, console_app, sign_in
 from suite_env import WAIT

@@ -39,8 +39,9 @@ async def test_series_buckets_records_by_time(store: Store) -> None:
                 status=status, latency_ms=latency, prompt_tokens=10, completion_tokens=n,
                 created_at=when))
         await session.commit()
-        series = await usage_charts.series(session, win)
-        kinds = await usage_charts.per_kind(session, win.since)
+        series = await usage_store.usage_series(session, win.since,
+                                                int(win.bucket.total_seconds()), win.buckets)
+        kinds = await usage_store.per_kind(session, win.since)
     assert len(series) == win.buckets
     assert series[last] | {"start": None} == {
         "start": None, "requests": 2, "errors": 1, "prompt_tokens": 20, "completion_tokens": 1,

@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pendra.server.admin_auth import Admin
-from pendra.server.installs import Installs
+from pendra.server.deps import InstallsDep as InstallService
 
 router = APIRouter(tags=["installs"])
-
-
-def get_installs(request: Request) -> Installs:
-    installs: Installs = request.app.state.installs
-    return installs
-
-
-InstallService = Annotated[Installs, Depends(get_installs)]
 
 
 class InstallCreate(BaseModel):

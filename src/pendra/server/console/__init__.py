@@ -4,8 +4,9 @@
 (``views``), the forms behind them (``actions``), the event streams (``events``), the static
 files under ``/console/static`` and three exception handlers (a page without a session redirects to
 sign-in; a form without its CSRF token gets a 403 page; a throttled password attempt gets a 429
-page, or the JSON error envelope when the caller asked for JSON, with ``Retry-After``). It reads ``app.state.store``, ``hub``,
-``installs`` and ``settings`` at request time, so it may be called before the lifespan has run.
+page, or the JSON error envelope when the caller asked for JSON, with ``Retry-After``). Its routes
+get the store, hub, installs service, sessions and throttle through server/deps.py at request
+time, so it may be called before the lifespan has run; nothing here touches ``app.state``.
 
 Pages live at the root (``/models``, ``/workers``, ``/api-keys``, ``/usage``, ``/account``,
 ``/sign-in``); the public API keeps ``/api/v1`` and ``/v1``.
@@ -22,9 +23,9 @@ from fastapi.staticfiles import StaticFiles
 
 from pendra.server.console import actions, events, views
 from pendra.server.console.auth import CsrfRefused, SignInRequired
-from pendra.server.console.rendering import render
-from pendra.server.console.throttle import SignInThrottled
+from pendra.server.console.rendering import Page
 from pendra.server.errors import error_response, request_id_of, retry_after
+from pendra.server.throttle import SignInThrottled
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_PREFIX = "/console/static"
@@ -38,8 +39,8 @@ async def _sign_in_redirect(request: Request, exc: Exception) -> Response:
 
 async def _csrf_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CsrfRefused)
-    return render(request, "error.html", {"title": "Request refused", "status": 403,
-                                          "message": exc.message}, status=403)
+    return Page(request).render("error.html", {"title": "Request refused", "status": 403,
+                                               "message": exc.message}, status=403)
 
 
 async def _throttled(request: Request, exc: Exception) -> Response:
@@ -49,9 +50,9 @@ async def _throttled(request: Request, exc: Exception) -> Response:
     if "application/json" in accept and "text/html" not in accept:
         return error_response(exc.status, exc.message, exc.kind, request_id_of(request.scope),
                               headers)
-    return render(request, "error.html", {"title": "Too many attempts", "status": exc.status,
-                                          "message": exc.message},
-                  status=exc.status, headers=headers)
+    return Page(request).render("error.html", {"title": "Too many attempts",
+                                               "status": exc.status, "message": exc.message},
+                                status=exc.status, headers=headers)
 
 
 def install_console(app: FastAPI) -> None:

@@ -1,65 +1,24 @@
-"""The console's admin sign-in: signed session cookies, CSRF tokens, sign-out, and the throttle on
-password attempts.
+"""The console's gate: which pages need a session, and what a visitor without one sees.
+
+Sessions, their cookies, revocation and CSRF tokens are the server's (server/sessions.py); the
+password throttle too (server/throttle.py). This module only turns them into the console's answers:
 
 Rules:
-- A session lives in one cookie, ``<payload>.<signature>``: the payload is base64url JSON
-  ``{"sid", "exp", "pw"}`` and the signature HMAC-SHA256 over it with the console secret. The secret
-  is 32 random bytes made once and kept in ``$PENDRA_HOME/console-secret`` (0600), so sessions
-  survive a restart; the store keeps only the ids of sessions signed out early.
-- ``pw`` is a fingerprint of the stored admin password hash: changing the password ends every
-  session but the one that changed it (which gets a fresh cookie).
-- Sessions expire ``SESSION_TTL_S`` after sign-in. Signing out (``end_session``) revokes the
-  session id in the store until it would have expired anyway (store/sessions.py), so the cookie
-  stays refused after a restart and on every replica.
-- The cookie is HttpOnly, SameSite=Lax, and Secure whenever the request came over https.
-- CSRF: each session has one token, HMAC(secret, "csrf:" + sid). Every unsafe console request
-  carries it in the ``csrf_token`` form field or the ``X-CSRF-Token`` header, or gets 403.
-- Password attempts are throttled per client address and globally before any hashing
-  (``ConsoleAuth.throttle``, see throttle.py); a wrong password's answer never says more than
-  "wrong", and the failure is logged with the client address, never the password.
+- Every console page and action but sign-in needs a session (``ConsoleSession``). Without one, a
+  page (GET) redirects to sign-in remembering where it was, an action redirects to sign-in alone.
+- An unsafe console request without the session's CSRF token, or from another origin, gets a 403
+  page (``CsrfRefused``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
-import secrets
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import parse_qsl
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from pendra.errors import Forbidden, PayloadTooLarge
-from pendra.home import write_private
-from pendra.server.console.throttle import SignInThrottle
-from pendra.server.store import admin as admin_store
-from pendra.server.store import sessions as session_store
-
-COOKIE_NAME = "pendra_session"
-CSRF_FIELD = "csrf_token"
-CSRF_HEADER = "x-csrf-token"
-SECRET_FILE = "console-secret"
-SECRET_BYTES = 32
-# A working day: long enough not to nag, short enough that a forgotten laptop does not stay in.
-SESSION_TTL_S = 12 * 3600
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Console forms are a few short fields; anything bigger is not one of ours.
-FORM_MAX_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Session:
-    """A signed-in admin session."""
-
-    sid: str
-    expires_at: float
-    csrf_token: str
+from pendra.errors import Forbidden
+from pendra.server.deps import CurrentSession
+from pendra.server.sessions import CSRF_MESSAGE, SAFE_METHODS, Session, csrf_passes
 
 
 class CsrfRefused(Forbidden):
@@ -74,202 +33,13 @@ class SignInRequired(Exception):
         self.next_url = next_url
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def load_secret(path: Path) -> bytes:
-    """The console secret at ``path``, created (0600) on first use."""
-    try:
-        raw = path.read_text(encoding="ascii").strip()
-        secret = _unb64(raw)
-        if len(secret) >= SECRET_BYTES:
-            return secret
-    except FileNotFoundError:
-        pass
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        pass  # unreadable: replace it, which signs everyone out
-    secret = secrets.token_bytes(SECRET_BYTES)
-    write_private(path, _b64(secret) + "\n")
-    return secret
-
-
-def password_fingerprint(password_hash: str) -> str:
-    """Changes whenever the admin password does (each hash has a fresh salt)."""
-    return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:16]
-
-
-class ConsoleAuth:
-    """Signs and checks session cookies and CSRF tokens for one app."""
-
-    def __init__(self, secret: bytes, *, ttl_s: float = SESSION_TTL_S,
-                 throttle: SignInThrottle | None = None) -> None:
-        self._secret = secret
-        self._ttl_s = ttl_s
-        self.throttle = throttle or SignInThrottle(now=time.monotonic())
-
-    # --- signing --------------------------------------------------------------------------------
-
-    def sign(self, payload: dict[str, object]) -> str:
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-        mac = hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest()
-        return f"{body}.{_b64(mac)}"
-
-    def unsign(self, value: str) -> dict[str, object] | None:
-        body, _, mac = value.partition(".")
-        if not body or not mac:
-            return None
-        expected = hmac.new(self._secret, body.encode("ascii", "replace"), hashlib.sha256).digest()
-        try:
-            if not hmac.compare_digest(_unb64(mac), expected):
-                return None
-            data = json.loads(_unb64(body))
-        except (ValueError, binascii.Error):
-            return None
-        return data if isinstance(data, dict) else None
-
-    # --- sessions -------------------------------------------------------------------------------
-
-    def _csrf_for(self, sid: str) -> str:
-        return _b64(hmac.new(self._secret, f"csrf:{sid}".encode(), hashlib.sha256).digest())
-
-    def issue(self, fingerprint: str) -> tuple[str, Session]:
-        """A new session for the admin whose password has ``fingerprint``: cookie value and all."""
-        sid = secrets.token_urlsafe(16)
-        expires_at = time.time() + self._ttl_s
-        cookie = self.sign({"sid": sid, "exp": int(expires_at), "pw": fingerprint})
-        return cookie, Session(sid, expires_at, self._csrf_for(sid))
-
-    def read(self, cookie: str, fingerprint: str | None) -> Session | None:
-        """The session in ``cookie`` if it is genuine, unexpired and current (revocations are the
-        store's: see ``current_session``)."""
-        data = self.unsign(cookie)
-        if data is None or fingerprint is None:
-            return None
-        sid, exp, pw = data.get("sid"), data.get("exp"), data.get("pw")
-        if not isinstance(sid, str) or not isinstance(exp, int) or not isinstance(pw, str):
-            return None
-        if exp <= time.time():
-            return None
-        if not hmac.compare_digest(pw, fingerprint):
-            return None
-        return Session(sid, float(exp), self._csrf_for(sid))
-
-    @property
-    def ttl_s(self) -> float:
-        return self._ttl_s
-
-    @staticmethod
-    def csrf_ok(session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(token.encode(), session.csrf_token.encode())
-
-
-def console_auth(request: Request) -> ConsoleAuth:
-    """The app's ConsoleAuth, made on first use from the secret under ``$PENDRA_HOME``."""
-    state = request.app.state
-    auth: ConsoleAuth | None = getattr(state, "console_auth", None)
-    if auth is None:
-        settings = state.settings
-        throttle = SignInThrottle(
-            per_address_per_minute=settings.sign_in_per_address_per_minute,
-            global_per_second=settings.sign_in_per_second, now=time.monotonic())
-        auth = ConsoleAuth(load_secret(settings.home.root / SECRET_FILE), throttle=throttle)
-        state.console_auth = auth
-    return auth
-
-
 def client_address(request: Request) -> str:
     """The address password attempts are counted against (uvicorn's, proxy headers applied)."""
     return request.client.host if request.client else "unknown"
 
 
-async def end_session(request: Request, session: Session) -> None:
-    """Sign ``session`` out for good: its id is refused, by every replica, until it expires."""
-    async with request.app.state.store.session() as db:
-        await session_store.revoke_session(db, session.sid,
-                                           datetime.fromtimestamp(session.expires_at, UTC))
-        await db.commit()
-
-
-async def current_session(request: Request) -> Session | None:
-    """The request's valid console session, or None (cached on the request)."""
-    if "console_session" in request.scope:
-        cached: Session | None = request.scope["console_session"]
-        return cached
-    session = None
-    cookie = request.cookies.get(COOKIE_NAME)
-    auth = console_auth(request)
-    if cookie and auth.unsign(cookie) is not None:
-        async with request.app.state.store.session() as db:
-            stored = await admin_store.stored_hash(db)
-            session = auth.read(cookie, None if stored is None else password_fingerprint(stored))
-            if session is not None and await session_store.is_revoked(db, session.sid):
-                session = None
-    request.scope["console_session"] = session
-    return session
-
-
-def set_session_cookie(request: Request, response: object, cookie: str, ttl_s: float) -> None:
-    response.set_cookie(  # type: ignore[attr-defined]
-        COOKIE_NAME, cookie, max_age=int(ttl_s), path="/", httponly=True, samesite="lax",
-        secure=request.url.scheme == "https")
-
-
-def clear_session_cookie(request: Request, response: object) -> None:
-    response.delete_cookie(  # type: ignore[attr-defined]
-        COOKIE_NAME, path="/", httponly=True, samesite="lax",
-        secure=request.url.scheme == "https")
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """The request's url-encoded form fields (last value wins), read once and cached."""
-    if "console_form" in request.scope:
-        cached: dict[str, str] = request.scope["console_form"]
-        return cached
-    form: dict[str, str] = {}
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/x-www-form-urlencoded":
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > FORM_MAX_BYTES:
-                raise PayloadTooLarge(f"a console form is at most {FORM_MAX_BYTES} bytes")
-        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    request.scope["console_form"] = form
-    return form
-
-
-def same_origin(request: Request) -> bool:
-    """False when the browser says the request came from another site (Origin header)."""
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1].rstrip("/") == host
-
-
-CSRF_MESSAGE = ("this form has expired or did not come from the console; reload the page and "
-                "try again")
-
-
-async def csrf_passes(request: Request, session: Session) -> bool:
-    """Whether a request may act for ``session``: safe methods always; unsafe ones only with the
-    session's CSRF token (header or form field) and not from another origin."""
-    if request.method in SAFE_METHODS:
-        return True
-    token = request.headers.get(CSRF_HEADER)
-    if token is None:
-        token = (await read_form(request)).get(CSRF_FIELD)
-    return ConsoleAuth.csrf_ok(session, token) and same_origin(request)
-
-
-async def require_session(request: Request) -> Session:
+async def require_session(request: Request, session: CurrentSession) -> Session:
     """Dependency for console pages and actions: the session (CSRF-checked), else sign-in."""
-    session = await current_session(request)
     if session is None:
         target = request.url.path
         if request.method in SAFE_METHODS and request.url.query:
@@ -278,3 +48,6 @@ async def require_session(request: Request) -> Session:
     if not await csrf_passes(request, session):
         raise CsrfRefused(CSRF_MESSAGE)
     return session
+
+
+ConsoleSession = Annotated[Session, Depends(require_session)]

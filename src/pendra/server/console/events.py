@@ -20,12 +20,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from pendra.errors import Unauthorized
-from pendra.server.console.auth import current_session
 from pendra.server.console.views import install_view
+from pendra.server.deps import CurrentSession, HubDep, InstallsDep
 
 router = APIRouter(prefix="/console/events", include_in_schema=False)
 
@@ -40,8 +40,8 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
-async def _signed_in(request: Request) -> None:
-    if await current_session(request) is None:
+def _signed_in(session: CurrentSession) -> None:
+    if session is None:
         raise Unauthorized("sign in to the console first")
 
 
@@ -73,9 +73,9 @@ async def _with_keepalive(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 @router.get("/installs/{op_id}")
-async def install_events(request: Request, op_id: str) -> StreamingResponse:
-    await _signed_in(request)
-    installs = request.app.state.installs
+async def install_events(op_id: str, session: CurrentSession,
+                         installs: InstallsDep) -> StreamingResponse:
+    _signed_in(session)
     first = await installs.get(op_id)  # NotFound before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
@@ -88,9 +88,8 @@ async def install_events(request: Request, op_id: str) -> StreamingResponse:
 
 
 @router.get("/fleet")
-async def fleet_events(request: Request) -> StreamingResponse:
-    await _signed_in(request)
-    hub = request.app.state.hub
+async def fleet_events(session: CurrentSession, hub: HubDep) -> StreamingResponse:
+    _signed_in(session)
 
     async def events() -> AsyncIterator[bytes]:
         yield f"retry: {RETRY_MS}\n\n".encode()

@@ -1,9 +1,11 @@
-"""How console pages become HTML: the Jinja environment, its filters, flash messages, ``render``.
+"""How console pages become HTML: the Jinja environment, its filters, flash messages, ``Page``.
 
-Rules: a view hands ``render`` a plain dict and a template name and nothing else; ``render`` adds
-what every page shows around it (the signed-in session's CSRF token, the active sidebar entry, a
-flash message left by the previous action). Templates never reach into the app. Autoescaping is on
-for every template.
+Rules: a route gets a ``Page`` (``PageDep``) and hands ``Page.render`` a plain dict and a template
+name and nothing else; ``render`` adds what every page shows around it (the signed-in session's CSRF
+token, the active sidebar entry, a flash message left by the previous action, signed with the
+session secret). Templates never reach into the app. Autoescaping is on for every template. Error
+pages made by the exception handlers have no ``Page`` dependency: they neither show nor consume a
+flash message.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import jinja2
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from pendra import __version__
-from pendra.server.console.auth import Session, console_auth
+from pendra.server.deps import SessionsDep
+from pendra.server.sessions import Session, Sessions
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 FLASH_COOKIE = "pendra_flash"
@@ -138,43 +142,56 @@ def _environment() -> jinja2.Environment:
 ENV = _environment()
 
 
-# --- flash messages -------------------------------------------------------------------------------
+# --- pages --------------------------------------------------------------------------------------
 
 
-def redirect(request: Request, url: str, *, notice: str | None = None,
-             error: str | None = None) -> RedirectResponse:
-    """A 303 to ``url`` that shows ``notice`` (or ``error``) on the page it lands on."""
-    response = RedirectResponse(url, status_code=303)
-    if notice or error:
-        value = console_auth(request).sign(
-            {"kind": "error" if error else "notice", "text": error or notice})
-        response.set_cookie(FLASH_COOKIE, value, max_age=FLASH_TTL_S, path="/", httponly=True,
-                            samesite="lax", secure=request.url.scheme == "https")
-    return response
+@dataclass(frozen=True)
+class Page:
+    """Renders one request's answer: a page, or a redirect that leaves a flash message.
+
+    ``sessions`` signs the flash cookie; without it (error pages) no flash is shown or left."""
+
+    request: Request
+    sessions: Sessions | None = None
+
+    def redirect(self, url: str, *, notice: str | None = None,
+                 error: str | None = None) -> RedirectResponse:
+        """A 303 to ``url`` that shows ``notice`` (or ``error``) on the page it lands on."""
+        response = RedirectResponse(url, status_code=303)
+        if (notice or error) and self.sessions is not None:
+            value = self.sessions.sign({"kind": "error" if error else "notice",
+                                        "text": error or notice})
+            response.set_cookie(FLASH_COOKIE, value, max_age=FLASH_TTL_S, path="/",
+                                httponly=True, samesite="lax",
+                                secure=self.request.url.scheme == "https")
+        return response
+
+    def _take_flash(self) -> dict[str, str] | None:
+        raw = self.request.cookies.get(FLASH_COOKIE)
+        if not raw or self.sessions is None:
+            return None
+        data = self.sessions.unsign(raw)
+        if not data or not isinstance(data.get("text"), str):
+            return None
+        return {"kind": str(data.get("kind", "notice")), "text": str(data["text"])}
+
+    def render(self, template: str, data: dict[str, Any], *, session: Session | None = None,
+               status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+        """Render ``template`` with ``data`` plus the page frame (session, flash, version)."""
+        flash = self._take_flash()
+        frame = {"csrf_token": session.csrf_token if session else "",
+                 "signed_in": session is not None, "flash": flash, "version": __version__,
+                 "path": self.request.url.path}
+        html = ENV.get_template(template).render(frame | data)
+        response = HTMLResponse(html, status_code=status,
+                                headers=SECURITY_HEADERS | (headers or {}))
+        if flash is not None:
+            response.delete_cookie(FLASH_COOKIE, path="/")
+        return response
 
 
-def _take_flash(request: Request) -> dict[str, str] | None:
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
-        return None
-    data = console_auth(request).unsign(raw)
-    if not data or not isinstance(data.get("text"), str):
-        return None
-    return {"kind": str(data.get("kind", "notice")), "text": str(data["text"])}
+def get_page(request: Request, sessions: SessionsDep) -> Page:
+    return Page(request, sessions)
 
 
-# --- render ---------------------------------------------------------------------------------------
-
-
-def render(request: Request, template: str, data: dict[str, Any], *,
-           session: Session | None = None, status: int = 200,
-           headers: dict[str, str] | None = None) -> HTMLResponse:
-    """Render ``template`` with ``data`` plus the page frame (session, flash, version)."""
-    flash = _take_flash(request)
-    frame = {"csrf_token": session.csrf_token if session else "", "signed_in": session is not None,
-             "flash": flash, "version": __version__, "path": request.url.path}
-    html = ENV.get_template(template).render(frame | data)
-    response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS | (headers or {}))
-    if flash is not None:
-        response.delete_cookie(FLASH_COOKIE, path="/")
-    return response
+PageDep = Annotated[Page, Depends(get_page)]

@@ -1,10 +1,10 @@
-"""The Usage page's time series and the geometry of its inline SVG charts.
+"""The Usage page's time windows and the geometry of its inline SVG charts.
 
 Rules:
 - A period (``1h``, ``24h``, ``7d``, ``30d``) is cut into fixed buckets aligned to the epoch, so the
   bars stay put between reloads; the last bucket holds "now".
-- Bucketing happens in SQL, one grouped query per page, in a form SQLite and PostgreSQL share:
-  whole epoch seconds minus the window start, integer-divided by the bucket length.
+- The numbers come from the store (``store.usage.usage_series``, bucketed in SQL); this module only
+  turns them into shapes and reads no database.
 - ``charts`` turns the series into plain shapes (rectangles, polylines, ticks) for
   ``_chart.html``; no JavaScript draws anything. Times on the axes are UTC.
 """
@@ -15,12 +15,6 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from sqlalchemy import BigInteger, ColumnElement, Integer, case, cast, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from pendra.server.store.tables import Usage
-from pendra.server.store.usage import ERROR_STATUS
 
 # period → (its length, the bucket length): 30, 24, 28 and 30 bars.
 PERIODS: dict[str, tuple[timedelta, timedelta]] = {
@@ -57,61 +51,6 @@ def window(period: str, now: datetime) -> Window:
     end = (int(now.timestamp()) // step + 1) * step
     buckets = int(length / bucket)
     return Window(period, datetime.fromtimestamp(end - buckets * step, UTC), bucket, buckets)
-
-
-def _epoch_seconds(dialect: str) -> ColumnElement[int]:
-    if dialect == "sqlite":  # stored as naive UTC text; strftime('%s') reads it as UTC
-        return cast(func.strftime("%s", Usage.created_at), Integer)
-    return cast(func.floor(func.extract("epoch", Usage.created_at)), BigInteger)
-
-
-def _errors() -> ColumnElement[int]:
-    return func.coalesce(func.sum(case((Usage.status >= ERROR_STATUS, 1), else_=0)), 0) \
-        .label("errors")
-
-
-async def series(session: AsyncSession, win: Window) -> list[dict[str, Any]]:
-    """One dict per bucket: requests, errors, prompt/completion tokens, latency avg and max."""
-    dialect = (await session.connection()).dialect.name
-    step = int(win.bucket.total_seconds())
-    bucket = ((_epoch_seconds(dialect) - int(win.since.timestamp())) // step).label("bucket")
-    stmt = (select(bucket, func.count().label("requests"),
-                   _errors(),
-                   func.coalesce(func.sum(Usage.prompt_tokens), 0).label("prompt_tokens"),
-                   func.coalesce(func.sum(Usage.completion_tokens), 0).label("completion_tokens"),
-                   func.avg(Usage.latency_ms).label("latency_avg_ms"),
-                   func.max(Usage.latency_ms).label("latency_max_ms"))
-            .where(Usage.created_at >= win.since).group_by(bucket))
-    found = {int(row.bucket): row for row in (await session.execute(stmt)).all()}
-    out = []
-    for index in range(win.buckets):
-        row = found.get(index)
-        out.append({
-            "start": win.start_of(index),
-            "requests": int(row.requests) if row else 0,
-            "errors": int(row.errors) if row else 0,
-            "prompt_tokens": int(row.prompt_tokens) if row else 0,
-            "completion_tokens": int(row.completion_tokens) if row else 0,
-            "latency_avg_ms": float(row.latency_avg_ms) if row and row.requests else None,
-            "latency_max_ms": int(row.latency_max_ms) if row and row.requests else None,
-        })
-    return out
-
-
-async def per_kind(session: AsyncSession, since: datetime) -> list[dict[str, Any]]:
-    """Requests, errors and tokens per capability (chat, embed, image, transcribe), busiest first."""
-    stmt = (select(Usage.kind, func.count().label("requests"), _errors(),
-                   func.coalesce(func.sum(Usage.prompt_tokens), 0).label("prompt_tokens"),
-                   func.coalesce(func.sum(Usage.completion_tokens), 0).label("completion_tokens"),
-                   func.avg(Usage.latency_ms).label("latency_avg_ms"))
-            .where(Usage.created_at >= since).group_by(Usage.kind)
-            .order_by(func.count().desc(), Usage.kind))
-    return [{"kind": row.kind, "requests": int(row.requests), "errors": int(row.errors),
-             "prompt_tokens": int(row.prompt_tokens),
-             "completion_tokens": int(row.completion_tokens),
-             "latency_avg_ms": None if row.latency_avg_ms is None
-             else round(float(row.latency_avg_ms), 1)}
-            for row in (await session.execute(stmt)).all()]
 
 
 # --- geometry -------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The console's pages: one view per page gathers a plain dict, then renders it last.
 
-Rules: each ``*_page`` function reads the store, the hub, the installs service and the catalogue,
-and returns only plain values (dicts, lists, strings, numbers, datetimes) for its template; the
-route around it does nothing but call it and ``render``. Nothing here changes state; the forms on
-these pages post to ``actions``.
+Rules: each ``*_page`` function is given the store, the hub, the installs service or the catalogue
+it reads (the routes get them through server/deps.py) and returns only plain values (dicts, lists,
+strings, numbers, datetimes) for its template; the route around it does nothing but call it and
+``render``. Nothing here changes state; the forms on these pages post to ``actions``.
 """
 
 from __future__ import annotations
@@ -12,19 +12,22 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from pendra.catalogue.loader import tag_key
+from pendra.catalogue.loader import Catalogue, tag_key
 from pendra.server.console import usage_charts
-from pendra.server.console.auth import Session, current_session, require_session
-from pendra.server.console.rendering import render, size
+from pendra.server.console.auth import ConsoleSession
+from pendra.server.console.rendering import PageDep, size
+from pendra.server.deps import CatalogueDep, CurrentSession, HubDep, InstallsDep, StoreDep
+from pendra.server.hub import Hub
+from pendra.server.installs import Installs
 from pendra.server.store import keys as key_store
 from pendra.server.store import usage as usage_store
 from pendra.server.store import workers as worker_store
+from pendra.server.store.db import Store
 
 router = APIRouter(include_in_schema=False)
-ConsoleSession = Annotated[Session, Depends(require_session)]
 
 # The installs panel shows every running install and at most this many finished ones.
 RECENT_INSTALLS = 6
@@ -32,16 +35,6 @@ RECENT_REQUESTS = 50
 
 
 # --- shared reads ---------------------------------------------------------------------------------
-
-
-def catalogue_of(request: Request) -> Any:
-    """The catalogue the installs service resolves against (loaded once per app)."""
-    catalogue = getattr(request.app.state, "catalogue", None)
-    if catalogue is None:
-        from pendra.catalogue.loader import load_catalogue
-
-        catalogue = request.app.state.catalogue = load_catalogue()
-    return catalogue
 
 
 def model_row(info: Any) -> dict[str, Any]:
@@ -89,9 +82,9 @@ def safe_next(url: str | None) -> str:
     return url
 
 
-async def models_page(request: Request, query: str, capability: str) -> dict[str, Any]:
-    catalogue = catalogue_of(request)
-    connected = request.app.state.hub.connected()
+async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query: str,
+                      capability: str) -> dict[str, Any]:
+    connected = hub.connected()
     where: dict[str, list[str]] = {}
     for worker in connected:
         for model_id in worker.models:
@@ -121,7 +114,7 @@ async def models_page(request: Request, query: str, capability: str) -> dict[str
             "installable": entry.installable_into_ollama,
             "also_installed": [{"worker": name, "tag": model_id} for name, model_id in also],
         })
-    snapshots = [s.to_dict() for s in await request.app.state.installs.list()]
+    snapshots = [s.to_dict() for s in await installs.list()]
     active = [s for s in snapshots if s["state"] in ("queued", "running")]
     finished = [s for s in snapshots if s["state"] not in ("queued", "running")]
     filters = urlencode({k: v for k, v in (("q", query), ("capability", capability)) if v})
@@ -138,11 +131,11 @@ async def models_page(request: Request, query: str, capability: str) -> dict[str
     }
 
 
-async def workers_page(request: Request, new_worker: dict[str, Any] | None = None,
+async def workers_page(store: Store, hub: Hub, new_worker: dict[str, Any] | None = None,
                        error: str | None = None) -> dict[str, Any]:
-    async with request.app.state.store.session() as db:
+    async with store.session() as db:
         enrolled = await worker_store.list_workers(db)
-    live = {w.id: w for w in request.app.state.hub.connected()}
+    live = {w.id: w for w in hub.connected()}
     rows = []
     for row in enrolled:
         view = live.get(row.id)
@@ -162,24 +155,25 @@ async def workers_page(request: Request, new_worker: dict[str, Any] | None = Non
             "new_worker": new_worker, "error": error}
 
 
-async def keys_page(request: Request, new_key: dict[str, Any] | None = None,
+async def keys_page(store: Store, base_url: str, new_key: dict[str, Any] | None = None,
                     error: str | None = None) -> dict[str, Any]:
-    async with request.app.state.store.session() as db:
+    async with store.session() as db:
         rows = await key_store.list_keys(db)
     keys = [{"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at,
              "last_used_at": k.last_used_at, "revoked_at": k.revoked_at,
              "active": k.revoked_at is None} for k in rows]
     return {"title": "API keys", "page": "api-keys", "keys": keys,
-            "api_base": str(request.base_url).rstrip("/") + "/api/v1",
+            "api_base": base_url.rstrip("/") + "/api/v1",
             "active": sum(k["active"] for k in keys), "new_key": new_key, "error": error}
 
 
-async def usage_page(request: Request, period: str) -> dict[str, Any]:
+async def usage_page(store: Store, period: str) -> dict[str, Any]:
     window = usage_charts.window(period, datetime.now(UTC))
-    async with request.app.state.store.session() as db:
+    async with store.session() as db:
         summary = await usage_store.usage_summary(db, window.since)
-        series = await usage_charts.series(db, window)
-        kinds = await usage_charts.per_kind(db, window.since)
+        series = await usage_store.usage_series(db, window.since,
+                                                int(window.bucket.total_seconds()), window.buckets)
+        kinds = await usage_store.per_kind(db, window.since)
         recent = await usage_store.recent_usage(db, RECENT_REQUESTS)
     return {
         "title": "Usage", "page": "usage", "period": window.period,
@@ -204,43 +198,44 @@ def account_page(error: str | None = None) -> dict[str, Any]:
 
 
 @router.get("/")
-async def home(request: Request) -> Response:
-    session = await current_session(request)
+async def home(session: CurrentSession) -> Response:
     return RedirectResponse("/models" if session else "/sign-in", status_code=303)
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in(request: Request, next: str = "/models") -> Response:
-    if await current_session(request) is not None:
+async def sign_in(page: PageDep, session: CurrentSession, next: str = "/models") -> Response:
+    if session is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return render(request, "sign_in.html", sign_in_page(next))
+    return page.render("sign_in.html", sign_in_page(next))
 
 
 @router.get("/models", response_class=HTMLResponse)
-async def models(request: Request, session: ConsoleSession, q: str = "",
-                 capability: str = "") -> Response:
-    return render(request, "models.html", await models_page(request, q, capability),
-                  session=session)
+async def models(page: PageDep, session: ConsoleSession, hub: HubDep, installs: InstallsDep,
+                 catalogue: CatalogueDep, q: str = "", capability: str = "") -> Response:
+    return page.render("models.html", await models_page(hub, installs, catalogue, q, capability),
+                       session=session)
 
 
 @router.get("/workers", response_class=HTMLResponse)
-async def workers(request: Request, session: ConsoleSession) -> Response:
-    return render(request, "workers.html", await workers_page(request), session=session)
+async def workers(page: PageDep, session: ConsoleSession, store: StoreDep,
+                  hub: HubDep) -> Response:
+    return page.render("workers.html", await workers_page(store, hub), session=session)
 
 
 @router.get("/api-keys", response_class=HTMLResponse)
-async def api_keys(request: Request, session: ConsoleSession) -> Response:
-    return render(request, "api_keys.html", await keys_page(request), session=session)
+async def api_keys(request: Request, page: PageDep, session: ConsoleSession,
+                   store: StoreDep) -> Response:
+    return page.render("api_keys.html", await keys_page(store, str(request.base_url)),
+                       session=session)
 
 
 @router.get("/usage", response_class=HTMLResponse)
-async def usage(request: Request, session: ConsoleSession,
+async def usage(page: PageDep, session: ConsoleSession, store: StoreDep,
                 period: Annotated[str, Query(max_length=8)] = usage_charts.DEFAULT_PERIOD
                 ) -> Response:
-    return render(request, "usage.html", await usage_page(request, period), session=session)
+    return page.render("usage.html", await usage_page(store, period), session=session)
 
 
 @router.get("/account", response_class=HTMLResponse)
-async def account(request: Request, session: ConsoleSession) -> Response:
-    return render(request, "account.html", account_page(), session=session)
-
+async def account(page: PageDep, session: ConsoleSession) -> Response:
+    return page.render("account.html", account_page(), session=session)

@@ -1,7 +1,7 @@
 """Revoked console sessions: a session id signed out before its cookie expires.
 
 Rules:
-- A session lives in its signed cookie (see server/console/auth.py); the store keeps only the ids
+- A session lives in its signed cookie (see server/sessions.py); the store keeps only the ids
   of sessions ended early, each until the moment its cookie would have expired anyway, so every
   replica and every restart refuses a signed-out cookie.
 - Revoking prunes the rows whose expiry has passed, so the table holds at most the sessions signed

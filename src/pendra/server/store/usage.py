@@ -5,6 +5,8 @@ Rules:
   Client-supplied strings (model names, request ids, error reasons) are clipped to their columns.
 - Summaries aggregate in SQL, in constructs SQLite and PostgreSQL share: ``count``, ``sum``,
   ``avg``, ``CASE``, and the median as one ``ORDER BY … LIMIT 1 OFFSET`` (nearest rank).
+- Time series (``usage_series``) bucket in SQL too, one grouped query: whole epoch seconds minus
+  the window start, integer-divided by the bucket length (each dialect's epoch function).
 - An error is any request that ended with an HTTP status of 400 or more.
 - Functions flush but do not commit; the caller owns the transaction.
 """
@@ -12,10 +14,10 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import BigInteger, ColumnElement, Integer, Select, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest
@@ -141,3 +143,39 @@ async def usage_summary(session: AsyncSession, since: datetime | None) -> dict[s
                                     outer_key=True),
         "per_worker": await _breakdown(session, since, "worker", Usage.worker_name),
     }
+
+
+async def per_kind(session: AsyncSession, since: datetime | None) -> list[dict[str, Any]]:
+    """Requests, errors and tokens per capability (chat, embed, image, transcribe), busiest first."""
+    return await _breakdown(session, since, "kind", Usage.kind)
+
+
+def _epoch_seconds(dialect: str) -> ColumnElement[int]:
+    if dialect == "sqlite":  # stored as naive UTC text; strftime('%s') reads it as UTC
+        return cast(func.strftime("%s", Usage.created_at), Integer)
+    return cast(func.floor(func.extract("epoch", Usage.created_at)), BigInteger)
+
+
+async def usage_series(session: AsyncSession, since: datetime, bucket_s: int,
+                       buckets: int) -> list[dict[str, Any]]:
+    """``buckets`` buckets of ``bucket_s`` seconds from ``since``, one dict each (empty ones too):
+    its start, requests, errors, prompt/completion tokens, latency average and maximum (None
+    when empty)."""
+    dialect = (await session.connection()).dialect.name
+    bucket = ((_epoch_seconds(dialect) - int(since.timestamp())) // bucket_s).label("bucket")
+    stmt = (select(bucket, *_measures(), func.max(Usage.latency_ms).label("latency_max_ms"))
+            .where(Usage.created_at >= since).group_by(bucket))
+    found = {int(row.bucket): row for row in (await session.execute(stmt)).all()}
+    out = []
+    for index in range(buckets):
+        row = found.get(index)
+        out.append({
+            "start": since + timedelta(seconds=index * bucket_s),
+            "requests": int(row.requests) if row else 0,
+            "errors": int(row.errors) if row else 0,
+            "prompt_tokens": int(row.prompt_tokens) if row else 0,
+            "completion_tokens": int(row.completion_tokens) if row else 0,
+            "latency_avg_ms": float(row.latency_avg_ms) if row and row.requests else None,
+            "latency_max_ms": int(row.latency_max_ms) if row and row.requests else None,
+        })
+    return out
