@@ -173,11 +173,14 @@ class Cluster:
             return {m["id"] for m in response.json()["data"]}
 
     async def wait_for_models(self, check: Callable[[set[str]], bool], timeout_s: float = 15) -> set[str]:
-        async def served() -> set[str] | None:
-            ids = await self.model_ids()
-            return ids if check(ids) else None
+        seen: list[set[str]] = []
 
-        return await eventually(served, timeout_s=timeout_s, interval_s=0.1)
+        async def served() -> bool:
+            seen.append(await self.model_ids())
+            return check(seen[-1])  # the ids may be empty (falsy), so they are not the answer
+
+        await eventually(served, timeout_s=timeout_s, interval_s=0.1)
+        return seen[-1]
 
     async def status(self) -> dict[str, Any]:
         async with self.http() as http:
