@@ -241,22 +241,24 @@ def models_install(model: Annotated[str, typer.Argument(help="Catalogue id, id:v
         _remote_install(entry.id, chosen.id, worker)
         return
     from pendra.backends.base import InstallProgress
+    from pendra.catalogue.installable import install_source
     from pendra.worker.local import install_local
 
-    if entry.backend not in ("ollama", "both") or not chosen.ollama:
-        err.print(f"[red]InvalidRequest[/red]: '{entry.id}' cannot be installed into Ollama "
-                  f"(catalogued for the {entry.backend} backend)")
-        raise typer.Exit(1)
+    try:
+        tag = install_source(entry, chosen, "ollama")
+    except PendraError as exc:
+        _print_error(type(exc).__name__, exc.message)
+        raise typer.Exit(1) from exc
     settings = _run_sync(lambda: cfg.load_worker(_home(), require_key=False))
     with _progress_bar() as bar:
-        task = bar.add_task(f"{chosen.ollama}: starting", total=None)
+        task = bar.add_task(f"{tag}: starting", total=None)
 
         def on_progress(p: InstallProgress) -> None:
-            bar.update(task, description=f"{chosen.ollama}: {p.status}",
+            bar.update(task, description=f"{tag}: {p.status}",
                        completed=p.completed, total=p.total or None)
 
-        _run(lambda: install_local(settings, chosen.ollama, on_progress))
-    _announce(f"Installed {chosen.ollama}.")
+        _run(lambda: install_local(settings, tag, on_progress))
+    _announce(f"Installed {tag}.")
 
 
 def _admin_client() -> tuple[str, dict[str, str]]:

@@ -159,6 +159,24 @@ async def test_models_filter_applies() -> None:
             await registry.aclose()
 
 
+async def test_models_filter_uses_ollamas_name_rule_and_serves_exact_ids_only() -> None:
+    """MODELS names match by Ollama's rule (case, ``:latest``, ``library/``); a request must then
+    name the exact id offered: the control plane resolved it, the worker does not guess."""
+    async with run_emulator() as emu:
+        registry = BackendRegistry(settings(emu.base_url, models=(
+            "Llama3.2", "library/QWEN3:8b", "X/Z-Image-Turbo")))
+        try:
+            await registry.refresh()
+            assert {m.id for m in registry.models()} == {"llama3.2:latest", "qwen3:8b",
+                                                         "x/z-image-turbo:latest"}
+            assert registry.backend_for("llama3.2:latest")[1].id == "llama3.2:latest"
+            for near in ("llama3.2", "Llama3.2:latest", "library/qwen3:8b", "x/z-image-turbo"):
+                with pytest.raises(ModelNotFound):
+                    registry.backend_for(near)
+        finally:
+            await registry.aclose()
+
+
 async def _chat_options(emu_base: str, cap: int, body: dict[str, object]) -> dict[str, object]:
     async with run_emulator() as emu:
         registry = BackendRegistry(settings(emu.base_url, ollama_num_ctx_cap=cap))

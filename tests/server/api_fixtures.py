@@ -5,6 +5,7 @@ a temporary folder and hands back its URL, its app (whose store the test may use
 key. ``FakeWorker`` is enrolled through the store, dials ``/ws/gpu`` with websockets, signs the
 challenge with its Ed25519 key, sends an inventory, answers pings, and answers every Request by
 running a *script* — a coroutine that sends Chunk/End/Error frames, stalls, or drops the socket.
+Model operation frames are only recorded (``ops``): the test sends the worker's answers itself.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pendra.backends.base import ModelInfo
 from pendra.config import ServerSettings
 from pendra.home import Home
 from pendra.protocol import signing
-from pendra.protocol.frames import (PROTOCOL_VERSION, Cancel, Challenge, Chunk, End, Error, Frame,
-                                    Hello, Inventory, Ping, Pong, Request, dump_frame, parse_frame)
+from pendra.protocol.frames import (PROTOCOL_VERSION, Cancel, CancelOp, Challenge, Chunk, End,
+                                    Error, Frame, Hello, Install, Inventory, Ping, Pong, Request,
+                                    Uninstall, dump_frame, parse_frame)
 from pendra.server.app import create_app
 from pendra.server.connections import EdgeLimits
 from pendra.server.serve import serving
@@ -199,6 +201,8 @@ class FakeWorker:
     hello_name: str = ""
     requests: list[Request] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    # Model operation frames received (install, uninstall, cancel_op); the test answers them.
+    ops: list[Frame] = field(default_factory=list)
     _ws: ClientConnection | None = None
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _reader: asyncio.Task[None] | None = None
@@ -266,6 +270,8 @@ class FakeWorker:
                     task = self._tasks.get(frame.id)
                     if task is not None:
                         task.cancel()
+                elif isinstance(frame, Install | Uninstall | CancelOp):
+                    self.ops.append(frame)
                 self._changed.set()
         except ConnectionClosed:
             pass

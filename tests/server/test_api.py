@@ -100,7 +100,7 @@ async def test_chat_stream_relays_chunks_then_done(api: Api, alpha: FakeWorker) 
         response = await client.post("/api/v1/chat/completions", json={
             "model": "llama3.2:latest", "messages": HELLO, "stream": True})
     assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["cache-control"] == "no-store"  # sse.HEADERS, as for every stream
     assert response.headers["x-worker-name"] == "alpha" and response.headers["x-request-id"]
     events = sse_events(response.text)
     assert events[-1] == "[DONE]" and len(events) == 5

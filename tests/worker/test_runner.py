@@ -19,7 +19,7 @@ from pendra.backends.base import InstallProgress
 from pendra.backends.registry import BackendRegistry
 from pendra.config import WorkerSettings
 from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Install, OpDone,
-                                    OpFailed, Progress, Request, Uninstall)
+                                    OpFailed, OpOutcome, Progress, Request, Uninstall)
 from pendra.testing.servers import EmulatorProcess, run_emulator
 from pendra.worker.runner import PROGRESS_INTERVAL_S, ProgressRelay, Runner
 from polling import eventually
@@ -349,12 +349,12 @@ async def test_install_of_an_unknown_tag_fails_with_ollamas_message(
     async with started(emulator) as h:
         await h.runner.on_frame(Install(op_id="op1", model="nosuch:1b"))
         failed = await h.wait_for((OpDone, OpFailed), "op1")
-    assert isinstance(failed, OpFailed)
+    assert isinstance(failed, OpFailed) and failed.outcome is OpOutcome.FAILED
     assert "pull model manifest: file does not exist" in failed.message
 
 
 async def test_cancel_op_aborts_the_pull_and_reports_cancelled(emulator: EmulatorProcess) -> None:
-    """cancel_op closes the pull at Ollama and answers failed "cancelled"."""
+    """cancel_op closes the pull at Ollama and answers failed with the typed outcome cancelled."""
     await emulator.configure(pull_bytes_per_s=20_000_000)
     async with started(emulator) as h:
         await h.runner.on_frame(Install(op_id="op1", model="gemma3:1b"))
@@ -363,7 +363,8 @@ async def test_cancel_op_aborts_the_pull_and_reports_cancelled(emulator: Emulato
         await h.runner.on_frame(CancelOp(op_id="op1"))  # a repeat is answered once
         failed = await h.wait_for((OpDone, OpFailed), "op1")
         await eventually(pull_cancelled(emulator), timeout_s=5, interval_s=0.02)
-    assert isinstance(failed, OpFailed) and failed.message == "cancelled"
+    assert isinstance(failed, OpFailed) and failed.outcome is OpOutcome.CANCELLED
+    assert failed.message == "cancelled"  # for people (and version-2 control planes)
     assert h.frames((OpDone, OpFailed), "op1") == [failed]
     assert "gemma3:1b" not in [m.id for m in h.registry.models()]
 
@@ -402,8 +403,9 @@ async def test_uninstall_of_a_missing_model_fails_with_404(emulator: EmulatorPro
 # --- the progress relay on its own ------------------------------------------------------------------
 
 
-async def test_progress_relay_sends_only_the_latest_and_never_goes_back() -> None:
-    """Between sends only the latest figure counts; a smaller `completed` is raised to the last."""
+async def test_progress_relay_sends_only_the_latest_as_the_backend_reported_it() -> None:
+    """Between sends only the latest figure counts, sent as the backend reported it (the backend
+    owns "never backwards": PullProgress); an unchanged figure is not sent twice."""
     sent: list[Frame] = []
 
     async def send(frame: Frame) -> bool:
@@ -419,4 +421,4 @@ async def test_progress_relay_sends_only_the_latest_and_never_goes_back() -> Non
     relay.update(InstallProgress("pulling b", 5, 100))
     await relay.flush()
     assert sent == [Progress(op_id="op1", status="pulling a", completed=30, total=100),
-                    Progress(op_id="op1", status="pulling b", completed=30, total=100)]
+                    Progress(op_id="op1", status="pulling b", completed=5, total=100)]

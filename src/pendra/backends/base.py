@@ -91,7 +91,10 @@ class Backend(Protocol):
         ...
 
     async def install(self, model: str, progress: ProgressCallback) -> None:
-        """Install ``model`` (backend-native name/tag), reporting progress; raises InstallFailed."""
+        """Install ``model`` (backend-native name/tag), reporting progress; raises InstallFailed.
+
+        The backend owns the progress figure: ``completed`` never goes backwards and ``total`` is
+        never below it (nothing downstream corrects it)."""
         ...
 
     async def uninstall(self, model: str) -> None:

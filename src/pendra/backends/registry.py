@@ -3,8 +3,11 @@
 Rules:
 - On every refresh tick, each backend kind tries its explicit endpoint if one is configured, else
   its probe list in order, and activates the first endpoint that verifies. The reason an endpoint
-  was rejected is logged once, not every tick. The MODELS setting filters what is offered. New
+  was rejected is logged once, not every tick. The MODELS setting filters what is offered (its
+  names compared by ``pendra.names.name_key``, so ``llama3.2`` keeps ``llama3.2:latest``). New
   kinds (vLLM, LM Studio) join by adding a slot.
+- A request names the exact id the worker offers (the control plane resolved it: see
+  ``pendra.names``); ``backend_for`` does no name matching of its own.
 - A verified backend goes **down** when a tick's verification fails, or when ``recheck`` (called
   after a request could not reach it or its stream stalled) finds it no longer answering. Going
   down withdraws its models from the inventory — their ids are remembered, so a request for one is
@@ -31,6 +34,7 @@ from pendra.backends.ollama.backend import OllamaBackend
 from pendra.backends.ollama.client import StreamLimits
 from pendra.config import WorkerSettings
 from pendra.errors import BackendError, BackendUnavailable, ModelNotFound
+from pendra.names import name_key
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +86,10 @@ class BackendRegistry:
         return [slot.status for slot in self._slots.values()]
 
     def _offered(self, slot: _Slot) -> list[ModelInfo]:
-        wanted = set(self.settings.models) if self.settings.models is not None else None
-        return [model for model in slot.models
-                if wanted is None or model.id in wanted or model.id.removesuffix(":latest") in wanted]
+        if self.settings.models is None:
+            return list(slot.models)
+        wanted = {name_key(name) for name in self.settings.models}
+        return [model for model in slot.models if name_key(model.id) in wanted]
 
     def models(self) -> list[ModelInfo]:
         return [model for slot in self._slots.values() if slot.status.verified
@@ -93,12 +98,11 @@ class BackendRegistry:
     def backend_for(self, model_id: str) -> tuple[Backend, ModelInfo]:
         """The backend serving ``model_id``: ``BackendUnavailable`` (with the wait until its next
         probe) when it is one a down backend served, ``ModelNotFound`` when nothing serves it."""
-        candidates = (model_id, f"{model_id}:latest")
         for model in self.models():
-            if model.id in candidates:
+            if model.id == model_id:
                 return self._slots[model.backend].backend, model
         for kind, slot in self._slots.items():
-            if slot.down_since is not None and any(m.id in candidates for m in self._offered(slot)):
+            if slot.down_since is not None and any(m.id == model_id for m in self._offered(slot)):
                 raise BackendUnavailable(
                     f"the {kind} backend at {slot.status.endpoint} that serves '{model_id}' on "
                     f"worker '{self.settings.worker_name}' is not answering",

@@ -4,12 +4,12 @@ Rules:
 - Validation happens at load and refuses the whole file on the first problem, naming the entry and
   the field: unknown keys, unknown enums (backend, capability, features), duplicate entry ids,
   duplicate variant ids, a name that means two models (an alias or Ollama tag shared by two entries).
-- A variant is installable into Ollama when it has an ``ollama`` tag and into Pendra's built-in
-  backend when it has ``gguf_url`` + ``gguf_sha256`` (both or neither). ``backend`` must agree: an
-  ``ollama`` entry has only tagged variants, a ``pendra`` entry only GGUF ones, ``both`` has some of
-  each. The first variant is the default.
-- Names compare the way Ollama compares them: case-insensitively, with ``:latest`` implied when a
-  name has no tag (``all-minilm`` == ``all-minilm:latest``).
+- A variant has an ``ollama`` tag, or ``gguf_url`` + ``gguf_sha256`` (both or neither), or both.
+  ``backend`` must agree: an ``ollama`` entry has only tagged variants, a ``pendra`` entry only GGUF
+  ones, ``both`` has some of each. The first variant is the default. What can be installed where
+  is installable.py's rule.
+- Names compare by ``pendra.names.name_key`` (Ollama's rule: case-insensitively, with ``:latest``
+  and the ``library`` namespace implied: ``All-MiniLM`` == ``all-minilm:latest``).
 """
 
 from __future__ import annotations
@@ -24,19 +24,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pendra.errors import ConfigError
+from pendra.names import name_key
 
 Backend = Literal["ollama", "pendra", "both"]
 # The same vocabulary as GET /api/v1/models?type= (ModelInfo.types).
 Capability = Literal["chat", "embedding", "image", "transcription", "ocr"]
 Feature = Literal["tools", "thinking", "vision", "code"]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def tag_key(name: str) -> str:
-    """The form Ollama compares names in: lower case, ``:latest`` when no tag is given."""
-    name = name.strip().lower()
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else f"{name}:latest"
 
 
 class Variant(BaseModel):
@@ -107,14 +101,10 @@ class CatalogueEntry(BaseModel):
             raise ValueError("a `both` entry needs at least one Ollama tag and one GGUF variant")
         return self
 
-    @property
-    def installable_into_ollama(self) -> bool:
-        return self.backend in ("ollama", "both") and any(v.ollama for v in self.variants)
-
     def names(self) -> set[str]:
-        """Every name that means this model, in ``tag_key`` form."""
-        found = {tag_key(self.id), *(tag_key(a) for a in self.aliases)}
-        found.update(tag_key(v.ollama) for v in self.variants if v.ollama)
+        """Every name that means this model, in ``name_key`` form."""
+        found = {name_key(self.id), *(name_key(a) for a in self.aliases)}
+        found.update(name_key(v.ollama) for v in self.variants if v.ollama)
         return found
 
     def public(self) -> dict[str, Any]:
@@ -134,12 +124,12 @@ class Catalogue:
                 raise ConfigError(f"catalogue: duplicate id '{entry.id}'")
             self._by_id[entry.id] = entry
         for entry in entries:
-            self._index(entry, tag_key(entry.id), None)
+            self._index(entry, name_key(entry.id), None)
             for alias in entry.aliases:
-                self._index(entry, tag_key(alias), None)
+                self._index(entry, name_key(alias), None)
             for variant in entry.variants:
                 if variant.ollama:
-                    self._index(entry, tag_key(variant.ollama), variant)
+                    self._index(entry, name_key(variant.ollama), variant)
 
     def _index(self, entry: CatalogueEntry, name: str, variant: Variant | None) -> None:
         seen = self._by_name.get(name)
@@ -156,7 +146,7 @@ class Catalogue:
 
     def find(self, model_or_tag: str) -> CatalogueEntry | None:
         """The entry that ``model_or_tag`` names (id, alias or any variant's Ollama tag), or None."""
-        hit = self._by_name.get(tag_key(model_or_tag))
+        hit = self._by_name.get(name_key(model_or_tag))
         return hit[0] if hit else None
 
     def resolve(self, model: str,
@@ -175,7 +165,7 @@ class Catalogue:
                 entry, variant = parent, variant or tail
         chosen: Variant | None = None
         if entry is None:
-            hit = self._by_name.get(tag_key(model))
+            hit = self._by_name.get(name_key(model))
             if hit is None:
                 return None, None
             entry, chosen = hit

@@ -13,12 +13,16 @@ Rules:
   (the only frames a client's body or a backend's answer makes large) in ``dump_frame``'s form,
   which starts with its type — checked before parsing, so a huge inventory costs nothing to
   refuse. What a refusal says about the frame is cut (peer_text.py).
+- A model operation ends with ``done`` or ``failed``, and its outcome is typed (``outcome``:
+  succeeded, failed or cancelled): a ``failed`` frame with ``CANCELLED_STATUS`` is a cancellation,
+  any other status a failure; the message is for people and is never compared.
 - ``PROTOCOL_VERSION`` travels in the challenge and the hello; a worker whose version the server does
   not support is closed with ``CloseReason.UNSUPPORTED_VERSION`` (see close.py), never crashed.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -46,6 +50,9 @@ _LARGE_FRAME_STARTS = ('{"type":"request",', '{"type":"chunk",')
 MAX_TOKEN_COUNT = 2**31 - 1
 # Bytes of an install: clamped, like token counts (a petabyte).
 MAX_PROGRESS_BYTES = 2**50
+# Status of the ``failed`` frame of an operation the control plane cancelled (nginx's "client
+# closed request"); no other failure is sent with it, so it alone says "cancelled".
+CANCELLED_STATUS = 499
 
 RequestKind = Literal["chat", "embed", "image", "transcribe"]
 # Ids the two ends make for requests and operations (req_<hex>, op_<hex>).
@@ -213,16 +220,39 @@ class Progress(Frame):
     total: ByteCount = 0
 
 
+class OpOutcome(StrEnum):
+    """How a model operation ended (the install states in the store use the same words)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class OpDone(Frame):
     type: Literal["done"] = "done"
     op_id: FrameId
 
+    @property
+    def outcome(self) -> OpOutcome:
+        return OpOutcome.SUCCEEDED
+
 
 class OpFailed(Frame):
+    """Worker → server: the operation failed, or was cancelled (``status`` is
+    ``CANCELLED_STATUS``; build it with ``cancelled``)."""
+
     type: Literal["failed"] = "failed"
     op_id: FrameId
     message: ClippedText
     status: int = Field(default=500, ge=400, le=599)
+
+    @classmethod
+    def cancelled(cls, op_id: str) -> "OpFailed":
+        return cls(op_id=op_id, message="cancelled", status=CANCELLED_STATUS)
+
+    @property
+    def outcome(self) -> OpOutcome:
+        return OpOutcome.CANCELLED if self.status == CANCELLED_STATUS else OpOutcome.FAILED
 
 
 AnyFrame = Annotated[

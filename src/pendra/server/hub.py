@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pendra.errors import InvalidRequest, NoCapacity, PendraError
+from pendra.names import name_key
 from pendra.protocol.close import CloseReason, describe
 from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Hello, Install,
                                     OpDone, OpFailed, Progress, Request, Uninstall, dump_frame)
@@ -79,6 +80,8 @@ class WorkerView:
     in_flight: int = 0
     backends: list[BackendStatus] = field(default_factory=list)
     models: dict[str, ModelInfo] = field(default_factory=dict)  # by model id
+    # The same ids by ``pendra.names.name_key`` (the first in sorted order when two share a key).
+    names: dict[str, str] = field(default_factory=dict)
     # Models it served until their backend stopped answering (model id -> backend kind); kept
     # while that backend stays down, so a request for them is told "unavailable", not "not found".
     stranded: dict[str, str] = field(default_factory=dict)
@@ -220,6 +223,9 @@ class WorkerLink:
         self.view.stranded = stranded
         self.view.backends = list(event.backends)
         self.view.models = dict(event.models)
+        self.view.names = {}
+        for model_id in sorted(self.view.models):
+            self.view.names.setdefault(name_key(model_id), model_id)
         self.view.max_concurrent = event.max_concurrent
         self._hub._notify(bump=True)
 

@@ -8,9 +8,13 @@ Rules:
 - A second install of the same Ollama tag on the same worker while one runs attaches to the running
   one (same id, same progress) instead of starting another pull.
 - Progress is fanned out to any number of watchers: each watcher gets the current snapshot first,
-  then every change; ``completed`` never goes backwards. The row is written at most every
+  then every change, as the worker reports it (the worker's backend keeps ``completed`` from going
+  backwards where it reads the install stream). The row is written at most every
   ``PERSIST_EVERY_S`` while running, and always at the end.
-- Only catalogue entries whose backend is ``ollama`` or ``both`` can be installed into Ollama.
+- An install ends in the outcome its worker's frame carries (``OpDone``/``OpFailed.outcome``:
+  succeeded, failed or cancelled); a success fills the bar.
+- What can be installed into Ollama is the catalogue's rule (``catalogue.installable``); a model
+  to remove is named the way clients name it (``pendra.names.match`` against the worker's models).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pendra.catalogue.installable import install_source
 from pendra.catalogue.loader import Catalogue, CatalogueEntry, Variant
 from pendra.errors import InvalidRequest, NotFound, PendraError
-from pendra.protocol.frames import Install, OpDone, OpFailed, Progress, Uninstall
+from pendra.names import match
+from pendra.protocol.frames import Install, OpDone, OpFailed, OpOutcome, Progress, Uninstall
 from pendra.server.hub import Hub, WorkerGone
 from pendra.server.store import installs as install_rows
 from pendra.server.store.db import Store
@@ -37,8 +43,7 @@ log = logging.getLogger(__name__)
 PERSIST_EVERY_S = 2.0
 # How long a removal may take on the worker before the client is told it timed out.
 REMOVE_TIMEOUT_S = 60.0
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-INSTALLABLE_BACKENDS = frozenset({"ollama", "both"})
+TERMINAL = frozenset(outcome.value for outcome in OpOutcome)
 
 
 @dataclass(frozen=True)
@@ -126,18 +131,14 @@ class Installs:
 
     # --- resolving what to install -------------------------------------------------------------------
 
-    def resolve(self, model: str, variant: str | None) -> tuple[CatalogueEntry, Variant]:
-        """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag → entry and variant."""
+    def resolve(self, model: str, variant: str | None) -> tuple[CatalogueEntry, Variant, str]:
+        """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag → entry, variant
+        and the Ollama tag to pull."""
         entry, found = self._catalogue.resolve(model, variant)
         if entry is None or found is None:
             raise NotFound(f"'{model}' is not in the catalogue; GET /api/v1/catalogue lists what "
                            "can be installed")
-        if entry.backend not in INSTALLABLE_BACKENDS:
-            raise InvalidRequest(f"'{entry.id}' is catalogued for the {entry.backend} backend and "
-                                 "cannot be installed into Ollama")
-        if not found.ollama:
-            raise InvalidRequest(f"variant '{found.id}' of '{entry.id}' has no Ollama tag")
-        return entry, found
+        return entry, found, install_source(entry, found, "ollama")
 
     def _worker(self, worker: str) -> tuple[str, str]:
         for view in self._hub.connected():
@@ -151,9 +152,8 @@ class Installs:
 
     async def start(self, model: str, variant: str | None, worker: str,
                     requested_by: str) -> Snapshot:
-        entry, chosen = self.resolve(model, variant)
+        entry, chosen, tag = self.resolve(model, variant)
         worker_id, worker_name = self._worker(worker)
-        tag = chosen.ollama
         async with self._lock:
             for live in self._live.values():
                 snap = live.snapshot
@@ -232,26 +232,14 @@ class Installs:
             handle = await self._hub.start_op(snap.worker_id, frame)
             async for event in handle:
                 if isinstance(event, Progress):
-                    current = live.snapshot
-                    completed = max(current.completed, event.completed)
-                    total = max(event.total, completed)
                     now = time.monotonic()
                     persist = now - last_persist >= PERSIST_EVERY_S
                     if persist:
                         last_persist = now
                     await self._update(live, persist=persist, status_text=event.status,
-                                       completed=completed, total=total)
-                elif isinstance(event, OpDone):
-                    current = live.snapshot
-                    await self._update(live, state="succeeded", status_text="success",
-                                       completed=max(current.completed, current.total),
-                                       total=current.total)
-                    return
-                elif isinstance(event, OpFailed):
-                    cancelled = event.message == "cancelled"
-                    await self._update(live, state="cancelled" if cancelled else "failed",
-                                       status_text="cancelled" if cancelled else "failed",
-                                       error=None if cancelled else event.message)
+                                       completed=event.completed, total=event.total)
+                elif isinstance(event, OpDone | OpFailed):
+                    await self._end(live, event)
                     return
             await self._update(live, state="failed", status_text="failed",
                                error="the worker ended the install without a result")
@@ -269,6 +257,19 @@ class Installs:
             raise
         finally:
             self._live.pop(snap.id, None)
+
+    async def _end(self, live: _Live, event: OpDone | OpFailed) -> None:
+        outcome = event.outcome
+        if outcome is OpOutcome.SUCCEEDED:
+            current = live.snapshot
+            await self._update(live, state=outcome.value, status_text="success",
+                               completed=max(current.completed, current.total),
+                               total=current.total)
+        elif outcome is OpOutcome.CANCELLED:
+            await self._update(live, state=outcome.value, status_text="cancelled")
+        else:
+            await self._update(live, state=outcome.value, status_text="failed",
+                               error=event.message if isinstance(event, OpFailed) else None)
 
     async def _update(self, live: _Live, *, persist: bool = True, **changes: Any) -> None:
         # One clock reading for what watchers see and what is stored: the record read back later
@@ -302,8 +303,8 @@ class Installs:
         """Remove an installed model from a worker's Ollama (``DELETE /api/delete`` there)."""
         worker_id, worker_name = self._worker(worker)
         view = self._hub.get(worker_id)
-        if view is not None and model not in view.models and f"{model}:latest" in view.models:
-            model = f"{model}:latest"
+        if view is not None:
+            model = match(model, view.models) or model
         op_id = "op_" + secrets.token_hex(8)
         handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model))
         async with asyncio.timeout(REMOVE_TIMEOUT_S):

@@ -5,8 +5,8 @@ Rules:
   form, extra fields such as Ollama ``options`` included); only the model name is resolved to the
   id the fleet serves.
 - A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives.
-- A streaming answer is Server-Sent Events: ``data: <chunk json>\\n\\n`` per Chunk, flushed as it
-  arrives, then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error frame, the worker
+- A streaming answer is Server-Sent Events (encoded by ``sse``): ``data: <chunk json>\\n\\n`` per
+  Chunk, flushed as it arrives, then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error frame, the worker
   dropping, the stream going idle) is sent as one ``data: {"error": {...}}\\n\\n`` event and the
   stream ends *without* ``[DONE]``: the client sees an error, never a hang or a clean end.
 - A client that goes away (before or during the answer) cancels the request on its worker.
@@ -18,7 +18,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from pendra.errors import PendraError, UpstreamTimeout
 from pendra.protocol.frames import Chunk, End, Error, Frame
+from pendra.server import sse
 from pendra.server.errors import error_body, worker_headers
 from pendra.server.hub import WorkerGone
 from pendra.server.routing import Opened, Router, describe, error_from_frame, worker_failed
@@ -41,17 +41,13 @@ T = TypeVar("T")
 # Longest silence between two frames of a streaming answer before the client gets a 504 error
 # event (a live worker that stopped producing; a dead one is caught sooner by the heartbeat).
 STREAM_IDLE_TIMEOUT_S = 300.0
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-DONE_EVENT = b"data: [DONE]\n\n"
+# OpenAI's last event of a stream that ended well.
+DONE_EVENT = sse.message("[DONE]")
 
 
 class ClientGone(Exception):
     """The client disconnected while we were waiting on its behalf (not a PendraError: no one is
     left to send an error to)."""
-
-
-def sse_event(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -168,7 +164,7 @@ async def collect(opened: Opened, meter: UsageMeter) -> dict[str, Any]:
 class EventStream(Response):
     """The SSE answer of a streaming chat; owns the request until the stream ends either way."""
 
-    media_type = "text/event-stream"
+    media_type = sse.MEDIA_TYPE
 
     def __init__(self, opened: Opened, meter: UsageMeter, usage: UsageWriter) -> None:
         self.opened = opened
@@ -176,7 +172,7 @@ class EventStream(Response):
         self.usage = usage
         self.status_code = 200
         self.background = None
-        self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | SSE_HEADERS)
+        self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | sse.HEADERS)
         self.finished = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,7 +196,7 @@ class EventStream(Response):
         frame: Frame = self.opened.first
         while True:
             if isinstance(frame, Chunk):
-                await self._body(send, sse_event(frame.data))
+                await self._body(send, sse.event(frame.data))
             elif isinstance(frame, End):
                 self.meter.tokens(frame.usage)
                 await self._body(send, DONE_EVENT)
@@ -218,7 +214,7 @@ class EventStream(Response):
     async def _error(self, send: Send, exc: PendraError) -> None:
         self.meter.failed(exc.status, exc.message)
         log.warning("stream %s ended with an error: %s", self.meter.request_id, exc.message)
-        await self._body(send, sse_event(error_body(exc.message, exc.kind, param=exc.param,
+        await self._body(send, sse.event(error_body(exc.message, exc.kind, param=exc.param,
                                                     code=exc.code)))
 
     @staticmethod

@@ -1,8 +1,10 @@
 """Which worker runs a request, and what happens when none can.
 
 Rules:
-- A model name resolves to what the fleet serves: the exact id, else ``<name>:latest`` for a bare
-  name. A model nobody serves is 404, saying whether it is in the catalogue (by catalogue id,
+- A model name resolves once, here, to the id the fleet serves (``pendra.names``' rule): the exact
+  id when a worker serves it, else the served id with the same ``name_key`` (case-insensitive,
+  ``:latest`` and the ``library`` namespace implied); workers are sent that id. A model nobody
+  serves is 404, saying whether it is in the catalogue (by catalogue id,
   alias or any variant's Ollama tag) but installed on no connected worker. A model whose workers
   are connected but lost the backend serving it (Ollama restarting) is 503 ``ModelUnavailable``
   with ``Retry-After`` instead: the outage passes, and clients retry a 503.
@@ -41,6 +43,7 @@ from enum import Enum
 from pendra.catalogue.loader import Catalogue
 from pendra.errors import (BackendRejected, InvalidRequest, ModelUnavailable, NoCapacity, NotFound,
                            PendraError, UpstreamTimeout, WorkerFailed)
+from pendra.names import match, name_key
 from pendra.protocol.frames import Chunk, End, Error, Frame
 from pendra.server.hub import Hub, RequestHandle, WorkerGone, WorkerView
 
@@ -172,17 +175,20 @@ class Router:
 
     def resolve(self, model: str) -> str:
         """The served model id for what the client typed; NotFound when nobody serves it."""
-        candidates = (model, f"{model}:latest")
-        for candidate in candidates:
-            if self.hub.serving(candidate):
-                return candidate
+        if self.hub.serving(model):
+            return model
+        key = name_key(model)
+        served = sorted({worker.names[key] for worker in self.hub.connected()
+                         if key in worker.names})
+        if served:
+            return served[0]
         for worker in self.hub.connected():
-            for candidate in candidates:
-                if candidate in worker.stranded:
-                    raise ModelUnavailable(
-                        f"Model '{candidate}' is unavailable for now: the "
-                        f"{worker.stranded[candidate]} backend of {describe(worker)} that serves it "
-                        "is not answering", retry_after_s=RETRY_AFTER_S)
+            stranded = match(model, worker.stranded)
+            if stranded is not None:
+                raise ModelUnavailable(
+                    f"Model '{stranded}' is unavailable for now: the "
+                    f"{worker.stranded[stranded]} backend of {describe(worker)} that serves it "
+                    "is not answering", retry_after_s=RETRY_AFTER_S)
         raise self.not_found(model)
 
     def not_found(self, model: str) -> NotFound:

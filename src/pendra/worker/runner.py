@@ -16,11 +16,13 @@ Rules:
   down — that re-check, or a refresh tick's verification failing — every request in flight on it is
   cancelled at once and answered ``error 503 backend_unavailable`` instead of hanging.
 - Install progress is relayed at most every ``PROGRESS_INTERVAL_S`` (the latest figure, so it is
-  never older than that while it changes, and always the final one); ``completed`` never goes down.
+  never older than that while it changes, and always the final one), as the backend reports it:
+  the backend reading its install stream owns "never backwards" (Ollama: ``PullProgress``).
 - After an install or removal the backends are re-discovered at once and ``on_models_changed`` is
   awaited before ``done``, so the control plane hears of the new inventory without waiting a tick.
-- A cancelled operation is reported as ``failed`` with the message ``"cancelled"`` only when the
-  server asked for it with ``cancel_op``.
+- A cancelled operation is reported as ``OpFailed.cancelled`` (status ``CANCELLED_STATUS``, the
+  outcome ``cancelled``) only when the server asked for it with ``cancel_op``; no other failure is
+  sent with that status.
 
 Use: ``async with Runner(...) as runner:`` then hand ``runner`` to the Connection as its
 FrameHandler. For an orderly shutdown call ``stop_accepting()`` then ``await drain(timeout_s)``.
@@ -36,16 +38,14 @@ from typing import Any
 from pendra.backends.base import Backend, InstallProgress, ModelInfo, Usage
 from pendra.backends.registry import BackendRegistry
 from pendra.errors import BackendTimeout, BackendUnavailable, PendraError
-from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Install, OpDone,
-                                    OpFailed, Progress, Request, Uninstall)
+from pendra.protocol.frames import (CANCELLED_STATUS, Cancel, CancelOp, Chunk, End, Error, Frame,
+                                    Install, OpDone, OpFailed, Progress, Request, Uninstall)
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[Frame], Awaitable[bool]]
 # At most four progress frames a second per operation: smooth in the console, cheap on the socket.
 PROGRESS_INTERVAL_S = 0.25
-# Status of the "failed" frame for an operation the server cancelled (nginx's "client closed").
-CANCELLED_STATUS = 499
 
 
 class Runner:
@@ -275,6 +275,8 @@ class Runner:
 
     async def _fail_op(self, op_id: str, message: str, status: int) -> None:
         self._ops.pop(op_id, None)
+        if status == CANCELLED_STATUS:  # that status means "cancelled"; this is a failure
+            status = 502
         await self.send(OpFailed(op_id=op_id, message=message, status=status))
 
     async def _install(self, frame: Install, backend: Backend) -> None:
@@ -289,7 +291,7 @@ class Runner:
     async def _report_cancelled(self, op_id: str, task: asyncio.Task[None]) -> None:
         await asyncio.wait([task])
         if task.cancelled():  # it may have finished (and said so) before the cancel landed
-            await self.send(OpFailed(op_id=op_id, message="cancelled", status=CANCELLED_STATUS))
+            await self.send(OpFailed.cancelled(op_id))
 
 
 class ProgressRelay:
@@ -312,10 +314,8 @@ class ProgressRelay:
         """Send the latest figure if it differs from the last one sent."""
         if self._latest is None:
             return
-        floor = self._sent.completed if self._sent is not None else 0
-        completed = max(self._latest.completed, floor)
-        frame = Progress(op_id=self.op_id, status=self._latest.status, completed=completed,
-                         total=max(self._latest.total, completed))
+        frame = Progress(op_id=self.op_id, status=self._latest.status,
+                         completed=self._latest.completed, total=self._latest.total)
         if frame != self._sent:
             self._sent = frame
             await self._send(frame)

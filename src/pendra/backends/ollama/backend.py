@@ -2,9 +2,10 @@
 
 Chat goes to native ``/api/chat`` with ``options.num_ctx`` injected (see translate.py); embeddings
 to ``/api/embed`` and images to ``/api/generate`` without injection; installs stream ``/api/pull``
-progress as one overall figure; removals use ``DELETE /api/delete``. A chat stream is bounded by
-``limits`` (first token, then stall: see client.py); a pull is not, because Ollama may verify a large
-blob for minutes without a line.
+progress as one overall figure (``PullProgress``, where Ollama's stream is read, is the one place
+that keeps it from going backwards); removals use ``DELETE /api/delete``. A chat stream is bounded
+by ``limits`` (first token, then stall: see client.py); a pull is not, because Ollama may verify a
+large blob for minutes without a line.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from pendra.errors import (BackendError, BackendRejected, BackendUnavailable, In
 
 
 class PullProgress:
-    """Aggregates per-layer pull lines into bytes done / bytes total that never go backwards."""
+    """Aggregates per-layer pull lines into bytes done / bytes total that never go backwards.
+
+    Ollama's figures may go back (a layer retried, a new layer's ``total`` not yet known); each
+    layer keeps its largest figures and the overall ``completed`` its largest sum, and ``total``
+    is never below ``completed``. The runner and the control plane relay what this says."""
 
     def __init__(self) -> None:
         self._layers: dict[str, tuple[int, int]] = {}

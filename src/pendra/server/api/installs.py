@@ -1,14 +1,14 @@
 """Installs and removals of catalogue models on workers (admin only).
 
 ``POST /installs`` starts (or attaches to) an install, ``GET /installs/{id}/events`` streams its
-progress as server-sent events (a snapshot first, then every change, then the final state),
+progress as server-sent events (a snapshot first, then every change, then the final state, with
+``sse``'s keep-alive comments while it is quiet),
 ``POST /installs/{id}/cancel`` stops it, and ``DELETE /workers/{worker}/models/{model}`` removes an
 installed model from that worker's Ollama.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +16,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from pendra.server import sse
 from pendra.server.admin_auth import Admin
 from pendra.server.deps import InstallsDep as InstallService
 
@@ -55,11 +56,9 @@ async def install_events(op_id: str, installs: InstallService, _: Admin) -> Stre
 
     async def events() -> AsyncIterator[bytes]:
         async for snapshot in installs.watch(first.id):
-            kind = "end" if snapshot.done else "progress"
-            yield f"event: {kind}\ndata: {json.dumps(snapshot.to_dict())}\n\n".encode()
+            yield sse.event(snapshot.to_dict(), "end" if snapshot.done else "progress")
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse.response(events())
 
 
 @router.post("/installs/{op_id}/cancel")

@@ -15,7 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from pendra.catalogue.loader import Catalogue, tag_key
+from pendra.catalogue.installable import installable_into
+from pendra.catalogue.loader import Catalogue
+from pendra.names import name_key
 from pendra.server.console import usage_charts
 from pendra.server.console.auth import ConsoleSession
 from pendra.server.console.rendering import PageDep, size
@@ -88,7 +90,7 @@ async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query:
     where: dict[str, list[str]] = {}
     for worker in connected:
         for model_id in worker.models:
-            where.setdefault(tag_key(model_id), []).append(worker.name)
+            where.setdefault(name_key(model_id), []).append(worker.name)
     needle = query.strip().lower()
     entries, capabilities = [], set()
     for entry in catalogue.entries:
@@ -99,9 +101,9 @@ async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query:
             continue
         variants = [{"id": v.id, "tag": v.ollama, "quantization": v.quantization,
                      "size_bytes": v.size_bytes,
-                     "installed_on": sorted(where.get(tag_key(v.ollama), [])) if v.ollama else []}
+                     "installed_on": sorted(where.get(name_key(v.ollama), [])) if v.ollama else []}
                     for v in entry.variants]
-        variant_tags = {tag_key(v.ollama) for v in entry.variants if v.ollama}
+        variant_tags = {name_key(v.ollama) for v in entry.variants if v.ollama}
         # Aliases (e.g. "llama3.2:latest" for "llama3.2:3b") are the same model under another name.
         also = sorted({(name, model_id) for model_id, names in where.items()
                        if model_id in entry.names() and model_id not in variant_tags
@@ -111,7 +113,7 @@ async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query:
             "capability": entry.capability, "features": list(entry.features),
             "parameter_size": entry.parameter_size, "context_length": entry.context_length,
             "licence": entry.licence, "description": entry.description, "variants": variants,
-            "installable": entry.installable_into_ollama,
+            "installable": installable_into(entry, "ollama"),
             "also_installed": [{"worker": name, "tag": model_id} for name, model_id in also],
         })
     snapshots = [s.to_dict() for s in await installs.list()]
