@@ -41,9 +41,10 @@ async def test_each_key_is_different(store: Store) -> None:
     assert raw_a != raw_b and a.id != b.id and a.hash != b.hash
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 101])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101, "line\nbreak", "bell\x07"])
 async def test_create_refuses_bad_names(store: Store, name: str) -> None:
-    """A key name must be 1 to 100 characters once trimmed."""
+    """A key name must be 1 to 100 printable characters once trimmed (the rule worker names
+    follow too: store.tables.clean_name)."""
     async with store.session() as session:
         with pytest.raises(InvalidRequest, match="name"):
             await keys.create_key(session, name)

@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest, NotFound
-from pendra.server.store.tables import NAME_MAX_CHARS, ApiKey, utcnow
+from pendra.server.store.tables import ApiKey, clean_name, utcnow
 
 KEY_PREFIX = "pdr_sk_"
 KEY_RANDOM_BYTES = 32
@@ -38,19 +38,10 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-def _clean_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise InvalidRequest("a key needs a name")
-    if len(name) > NAME_MAX_CHARS:
-        raise InvalidRequest(f"a key name is at most {NAME_MAX_CHARS} characters")
-    return name
-
-
 async def create_key(session: AsyncSession, name: str) -> tuple[ApiKey, str]:
     """Make a key; returns its row and the raw key, which exists only in this return value."""
     raw = KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
-    row = ApiKey(id="key_" + secrets.token_hex(8), name=_clean_name(name),
+    row = ApiKey(id="key_" + secrets.token_hex(8), name=clean_name(name, "key"),
                  prefix=raw[:PREFIX_CHARS], hash=hash_key(raw), created_at=utcnow())
     session.add(row)
     await session.flush()

@@ -19,6 +19,8 @@ from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Dialect, ForeignKe
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from pendra.errors import InvalidRequest
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -43,6 +45,19 @@ USAGE_ERROR_MAX_CHARS = 500
 
 # SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a 64-bit identity.
 _ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def clean_name(name: str, what: str) -> str:
+    """A name people give a thing (a key, a worker): trimmed, 1 to NAME_MAX_CHARS printable
+    characters (it is shown in the console, the CLI and headers); InvalidRequest otherwise."""
+    name = name.strip()
+    if not name:
+        raise InvalidRequest(f"a {what} needs a name")
+    if len(name) > NAME_MAX_CHARS:
+        raise InvalidRequest(f"a {what} name is at most {NAME_MAX_CHARS} characters")
+    if not name.isprintable():
+        raise InvalidRequest(f"a {what} name may not contain control characters")
+    return name
 
 
 def utcnow() -> datetime:

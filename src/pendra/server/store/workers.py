@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import Conflict, InvalidRequest, NotFound
-from pendra.server.store.tables import ID_MAX_CHARS, NAME_MAX_CHARS, Worker, utcnow
+from pendra.server.store.tables import ID_MAX_CHARS, Worker, clean_name, utcnow
 
 PUBLIC_KEY_BYTES = 32  # Ed25519
 # Workers may send their key in either base64 alphabet; it is kept exactly as given.
@@ -29,17 +29,6 @@ _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 def new_worker_id() -> str:
     return "wrk-" + secrets.token_hex(4)
-
-
-def _clean_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise InvalidRequest("a worker needs a name")
-    if len(name) > NAME_MAX_CHARS:
-        raise InvalidRequest(f"a worker name is at most {NAME_MAX_CHARS} characters")
-    if not name.isprintable():
-        raise InvalidRequest("a worker name may not contain control characters")
-    return name
 
 
 def _check_public_key(public_key_b64: str) -> str:
@@ -57,7 +46,7 @@ def _check_public_key(public_key_b64: str) -> str:
 async def enrol_worker(session: AsyncSession, name: str, public_key_b64: str,
                        worker_id: str | None = None) -> Worker:
     """Enrol a worker; Conflict if the name (or the given id) is taken."""
-    name = _clean_name(name)
+    name = clean_name(name, "worker")
     public_key = _check_public_key(public_key_b64)
     worker_id = worker_id or new_worker_id()
     if len(worker_id) > ID_MAX_CHARS or not worker_id.isprintable():
