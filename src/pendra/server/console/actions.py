@@ -106,9 +106,7 @@ async def change_password(request: Request, page: PageDep, session: ConsoleSessi
         error = await _current_password_error(client_address(request), store, throttle, current)
     if error is None:
         try:
-            async with store.session() as db:
-                row = await admin_store.set_admin_password(db, new)
-                await db.commit()
+            row = await store.change(lambda db: admin_store.set_admin_password(db, new))
         except PendraError as exc:
             error = exc.message.capitalize() + "."
     if error is not None:
@@ -173,9 +171,7 @@ async def add_worker(request: Request, page: PageDep, session: ConsoleSession, s
                      hub: HubDep) -> Response:
     name = (await read_form(request)).get("name", "")
     try:
-        async with store.session() as db:
-            enrolled = await enrol_worker(db, name)
-            await db.commit()
+        enrolled = await store.change(lambda db: enrol_worker(db, name))
     except PendraError as exc:
         return page.render("workers.html", await workers_page(store, hub, error=exc.message),
                            session=session, status=exc.status)
@@ -189,9 +185,7 @@ async def add_worker(request: Request, page: PageDep, session: ConsoleSession, s
 async def remove_worker(page: PageDep, worker_id: str, _: ConsoleSession, store: StoreDep,
                         hub: HubDep) -> Response:
     try:
-        async with store.session() as db:
-            row = await worker_store.remove_worker(db, worker_id)
-            await db.commit()
+        row = await store.change(lambda db: worker_store.remove_worker(db, worker_id))
     except PendraError as exc:
         return page.redirect("/workers", error=exc.message)
     if hub.get(row.id) is not None:
@@ -209,9 +203,7 @@ async def create_key(request: Request, page: PageDep, session: ConsoleSession,
     name = (await read_form(request)).get("name", "")
     base_url = str(request.base_url)
     try:
-        async with store.session() as db:
-            row, raw = await key_store.create_key(db, name)
-            await db.commit()
+        row, raw = await store.change(lambda db: key_store.create_key(db, name))
     except PendraError as exc:
         return page.render("api_keys.html", await keys_page(store, base_url, error=exc.message),
                            session=session, status=exc.status)
@@ -223,9 +215,7 @@ async def create_key(request: Request, page: PageDep, session: ConsoleSession,
 @router.post("/api-keys/{key_id}/revoke")
 async def revoke_key(page: PageDep, key_id: str, _: ConsoleSession, store: StoreDep) -> Response:
     try:
-        async with store.session() as db:
-            row = await key_store.revoke_key(db, key_id)
-            await db.commit()
+        row = await store.change(lambda db: key_store.revoke_key(db, key_id))
     except PendraError as exc:
         return page.redirect("/api-keys", error=exc.message)
     return page.redirect("/api-keys",

@@ -24,8 +24,9 @@ import logging
 import os
 import re
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -40,6 +41,8 @@ from pendra.errors import ConfigError
 from pendra.home import too_open
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Drivers people write in DATABASE_URL, mapped to the async driver Pendra ships with.
@@ -221,6 +224,13 @@ class Store:
     def session(self) -> AsyncSession:
         """A new session; use ``async with store.session() as session:`` and commit in it."""
         return self._sessions()
+
+    async def change(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``work`` in a session of its own and commit it; nothing is kept if it raises."""
+        async with self.session() as session:
+            result = await work(session)
+            await session.commit()
+        return result
 
     async def close(self) -> None:
         await self._engine.dispose()
