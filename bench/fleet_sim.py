@@ -11,13 +11,14 @@ TaskGroup; ``set_models`` sends a new inventory at once, as a worker does after 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pendra.backends.base import ModelInfo
 from pendra.protocol import signing
@@ -79,8 +80,18 @@ class SimWorker:
         await self._ws.send(dump_frame(self.inventory()))
 
     async def run(self, ws_url: str, gate: asyncio.Semaphore) -> None:
-        async with gate:
-            ws = await connect(ws_url, max_size=MAX_FRAME_BYTES, ping_interval=None)
+        while True:
+            try:
+                async with gate:
+                    ws = await connect(ws_url, max_size=MAX_FRAME_BYTES, ping_interval=None)
+                break
+            except InvalidStatus as exc:
+                # Too many unauthenticated sockets from this address: back off and come back,
+                # as a real worker does.
+                if exc.response.status_code != 503:
+                    raise
+                await asyncio.sleep(random.uniform(0, float(exc.response.headers.get(
+                    "Retry-After", "1"))))
         self._ws = ws
         session = WorkerSession(now=time.monotonic(), worker_id=self.worker_id, name=self.name,
                                 private_key=self.private_key, max_concurrent=self.max_concurrent,

@@ -47,9 +47,10 @@ from pendra.server.ws_limits import raise_frame_limit
 log = logging.getLogger(__name__)
 
 # Unauthenticated sockets at once, in all and from one address: a real fleet reconnecting after a
-# restart handshakes in milliseconds each, and its workers retry a denial with backoff.
+# restart handshakes in milliseconds each, and its workers retry a denial with backoff. A whole
+# fleet may sit behind one NAT address, so one address may hold a quarter of the total.
 MAX_HANDSHAKES = 256
-MAX_HANDSHAKES_PER_ADDRESS = 16
+MAX_HANDSHAKES_PER_ADDRESS = 64
 # What a denied stranger is told to wait before trying again.
 DENIED_RETRY_AFTER_S = 2
 # WebSocket close code for "message too big" (RFC 6455), sent by the socket layer.
