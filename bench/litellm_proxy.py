@@ -7,7 +7,7 @@ pointing its ``ollama_chat/`` (``/api/chat``) and ``ollama/`` (``/api/embed``) p
 emulator's native API (the emulator has no ``/v1`` layer), one master key, no database, listens on
 127.0.0.1 only, and is measured by the same load generator and the same load shapes as Pendra.
 
-Rules: if it is not installed, or does not start or answer a chat within its deadline, the reason is
+Rules: ``PENDRA_BENCH_LITELLM=0`` skips it; if it is not installed, or does not start or answer a chat within its deadline, the reason is
 returned (and printed by the benchmark) and everything else still runs; the process and its
 children are killed on exit; its output goes to a log file next to its config.
 """
@@ -47,8 +47,8 @@ class Proxy:
 
 
 def executable() -> Path | None:
-    """The ``litellm`` command of the bench's own virtualenv (``PENDRA_BENCH_LITELLM`` overrides)."""
-    path = Path(os.environ.get("PENDRA_BENCH_LITELLM", VENV / "bin" / "litellm"))
+    """The ``litellm`` command of the bench's own virtualenv, if it is there."""
+    path = VENV / "bin" / "litellm"
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
@@ -100,6 +100,9 @@ def _tail(log: Path, lines: int = 5) -> str:
 async def litellm_proxy(root: Path, emulator_url: str) -> AsyncIterator[Proxy]:
     """LiteLLM's proxy in front of ``emulator_url``, ready once a chat through it succeeds."""
     command = executable()
+    if os.environ.get("PENDRA_BENCH_LITELLM") == "0":
+        yield Proxy(None, "skipped (PENDRA_BENCH_LITELLM=0)")
+        return
     if command is None:
         yield Proxy(None, f"LiteLLM is not installed ({VENV / 'bin' / 'litellm'} is missing; "
                           "scripts/bench.sh makes it)")

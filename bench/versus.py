@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from bench import embeddings, latency, streaming, throughput
+from bench.client import HttpError
 from bench.measure import Result, fmt
 from bench.setup import Setup
 
@@ -23,10 +24,17 @@ async def run(setup: Setup) -> list[Result]:
     if relay is None:
         return [Result(NAME, "LiteLLM's proxy: not measured", math.nan, "",
                        note=setup.litellm.reason)]
-    return (await latency.measure(setup, relay, NAME, "latency, ", concurrent=False)
-            + await throughput.measure(setup, relay, NAME, "throughput, ", levels=(16, 64))
-            + await streaming.measure(setup, relay, NAME, "streaming, ", long_first_chunk=False)
-            + await embeddings.measure(setup, relay, NAME, "embeddings, "))
+    results: list[Result] = []
+    try:
+        results += await latency.measure(setup, relay, NAME, "latency, ", concurrent=False)
+        results += await throughput.measure(setup, relay, NAME, "throughput, ", levels=(16, 64))
+        results += await streaming.measure(setup, relay, NAME, "streaming, ",
+                                           long_first_chunk=False)
+        results += await embeddings.measure(setup, relay, NAME, "embeddings, ")
+    except HttpError as exc:  # its failure is a finding, not a reason to lose the rest of the run
+        results.append(Result(NAME, "LiteLLM's proxy: measurement stopped", math.nan, "",
+                              note=str(exc)[:300]))
+    return results
 
 
 def _cell(result: Result) -> str:
