@@ -108,6 +108,25 @@ async def pendra_server(root: Path, **env: str) -> AsyncIterator[Deployment]:
         yield Deployment(child.url, await _read_key(child), child, home)
 
 
+async def pendra_cli(home: Path, *args: str, timeout_s: float = 60) -> str:
+    """Run ``pendra ARGS`` against the control plane whose home is ``home``, without blocking the
+    event loop (load may be running); its stdout, or RuntimeError with its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        PENDRA, *args, env=_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"`pendra {' '.join(args)}` took more than {timeout_s:.0f}s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"`pendra {' '.join(args)}` failed ({proc.returncode}): "
+                           f"{err.decode(errors='replace')[-500:]}")
+    return out.decode(errors="replace")
+
+
 def enrol(server: Deployment, name: str) -> tuple[str, str]:
     """``pendra workers add``: (worker id, private key)."""
     out = subprocess.run([PENDRA, "workers", "add", "--name", name], env=_env(server.home),

@@ -40,8 +40,8 @@ async def run(root: Path, quick: bool) -> list[Result]:
             outcomes = await asyncio.gather(*(one_stream(target) for _ in range(STREAMS)))
             wall = asyncio.get_running_loop().time() - started
         busy_cpu = 100 * (cpu_seconds(pid) - before) / wall
-        if any(events < tokens for _, _, events in outcomes):
-            raise HttpError("a stream ended early")
+        if not all(complete for _, _, complete in outcomes):
+            raise HttpError("a stream ended without its end marker")
         after_rss = rss_mib(pid)
     return [Result(NAME, "idle worker RSS", idle_rss, "MiB"),
             Result(NAME, "idle worker CPU", idle_cpu, "% of a core"),

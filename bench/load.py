@@ -1,9 +1,11 @@
-"""Load shapes shared by the benchmarks: the request bodies, a timed request, closed-loop clients.
+"""Load shapes shared by the benchmarks: the relays under test, the request bodies, a timed
+request, closed-loop clients.
 
-Rules: the baseline is Ollama's own API on the emulator (``/api/chat``) and Pendra's is the OpenAI
-API (``/api/v1/chat/completions``) carrying the same conversation; a closed-loop client sends its
-next request as soon as its last one ended, one keep-alive connection per client; any non-200 answer
-fails the benchmark (a fast error is not a fast answer).
+Rules: the baseline is Ollama's own API on the emulator (``/api/chat``, ``/api/embed``) and a
+relay's is the OpenAI API (``/chat/completions``, ``/embeddings``) carrying the same body; every
+relay (Pendra, or LiteLLM's proxy for comparison) is driven by the same client and the same load
+shapes; a closed-loop client sends its next request as soon as its last one ended, one keep-alive
+connection per client; any non-200 answer fails the benchmark (a fast error is not a fast answer).
 """
 
 from __future__ import annotations
@@ -18,7 +20,31 @@ from bench.client import Connection, HttpError
 from bench.deploy import CHAT_MODEL, Deployment
 
 DIRECT_PATH = "/api/chat"
+DIRECT_EMBED_PATH = "/api/embed"
 PENDRA_PATH = "/api/v1/chat/completions"
+PENDRA_EMBED_PATH = "/api/v1/embeddings"
+EMBED_MODEL = "nomic-embed-text:latest"
+# How each side marks the end of a streamed answer: Ollama's last NDJSON line, OpenAI's SSE sentinel.
+NDJSON_END = b'"done":true'
+SSE_END = b"data: [DONE]"
+
+
+@dataclass(frozen=True)
+class Relay:
+    """A proxy under test in front of the emulator, and where its OpenAI routes are."""
+
+    name: str
+    base_url: str
+    api_key: str
+    chat_path: str
+    embed_path: str
+
+    def connection(self) -> Connection:
+        return Connection(self.base_url, {"Authorization": f"Bearer {self.api_key}"})
+
+
+def pendra_relay(pendra: Deployment) -> Relay:
+    return Relay("pendra", pendra.base_url, pendra.api_key, PENDRA_PATH, PENDRA_EMBED_PATH)
 
 
 def messages(text: str = "Say hello in five words") -> list[dict[str, str]]:
@@ -38,13 +64,25 @@ class Target:
     connect: Callable[[], Connection]
     path: str
     body: dict[str, Any]
+    end: bytes = SSE_END  # what the last event of a streamed answer contains
 
 
-def targets(emulator_url: str, pendra: Deployment, *, text: str = "Say hello in five words",
+def targets(emulator_url: str, relay: Relay, *, text: str = "Say hello in five words",
             stream: bool = False) -> tuple[Target, Target]:
+    """(straight to the emulator, through ``relay``) for the same chat."""
     body = chat_body(text, stream=stream)
-    return (Target("direct", lambda: Connection(emulator_url), DIRECT_PATH, body),
-            Target("pendra", pendra.connection, PENDRA_PATH, body))
+    return (Target("direct", lambda: Connection(emulator_url), DIRECT_PATH, body, NDJSON_END),
+            Target(relay.name, relay.connection, relay.chat_path, body))
+
+
+def embed_targets(emulator_url: str, relay: Relay, inputs: int) -> tuple[Target, Target]:
+    """(straight to the emulator, through ``relay``) for one batch of ``inputs`` texts; Ollama's
+    ``/api/embed`` and OpenAI's ``/embeddings`` take the same ``{"model", "input": [...]}``."""
+    body = {"model": EMBED_MODEL,
+            "input": [f"passage {i}: the quick brown fox jumps over the lazy dog"
+                      for i in range(inputs)]}
+    return (Target("direct", lambda: Connection(emulator_url), DIRECT_EMBED_PATH, body),
+            Target(relay.name, relay.connection, relay.embed_path, body))
 
 
 async def timed(conn: Connection, target: Target) -> float:

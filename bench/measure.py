@@ -65,6 +65,8 @@ class Result:
 
 
 def fmt(value: float) -> str:
+    if isinstance(value, int):  # a count
+        return f"{value:,}"
     if math.isnan(value):
         return "n/a"
     if abs(value) >= 100:
