@@ -89,7 +89,8 @@ KEYS: tuple[Key, ...] = (
         "Address the control plane listens on.", "server"),
     Key("port", "PENDRA_PORT", "int", 8080, "Port the control plane listens on.", "server"),
     Key("heartbeat_interval", "HEARTBEAT_INTERVAL", "float", 5.0,
-        "Seconds between heartbeats on /ws/gpu, both ways.", "both"),
+        "Seconds between a worker's pings on /ws/gpu (the server answers each) and between "
+        "the control plane's batched last-seen writes.", "both"),
     Key("heartbeat_timeout", "HEARTBEAT_TIMEOUT", "float", 15.0,
         "Seconds of silence after which a /ws/gpu peer is dropped.", "both"),
     Key("queue_timeout", "QUEUE_TIMEOUT", "float", 10.0,

@@ -80,12 +80,18 @@ def test_happy_handshake_inventory_and_heartbeats() -> None:
     assert updated.models["llama3.2:latest"].context_length == 8192
     end = End(id="req_1", usage={})
     assert server.receive(end, 0.2) == [Received(end)]
-    assert server.tick(0.5) == []
-    [ping] = server.tick(1.0)
+    assert server.tick(1.0) == []  # the worker pings every interval; the server only answers
+    [worker_ping] = worker.tick(1.0)
+    assert isinstance(worker_ping, Ping)
+    [answer] = server.receive(worker_ping, 1.0)
+    assert isinstance(answer, Pong) and worker.receive(answer, 1.0) == []
+    # A silent worker is probed half-way between the interval and the timeout (2 s after 1.0).
+    assert server.next_tick_at() == 3.0 and server.tick(2.9) == []
+    [ping] = server.tick(3.0)
     assert isinstance(ping, Ping)
-    [pong] = worker.receive(ping, 1.0)
-    assert isinstance(pong, Pong) and server.receive(pong, 1.1) == []
-    assert server.next_tick_at() == 2.0  # the next ping is due before the silence bound (4.1)
+    [pong] = worker.receive(ping, 3.0)
+    assert isinstance(pong, Pong) and server.receive(pong, 3.1) == []
+    assert server.next_tick_at() == 5.1  # the next probe comes before the silence bound (6.1)
 
 
 def test_unknown_worker_wrong_key_and_old_version_are_refused() -> None:
@@ -132,7 +138,7 @@ def test_out_of_order_and_timeouts() -> None:
     assert closed(server.receive(wrong_way, 1)).reason is CloseReason.PROTOCOL_ERROR
     server, worker = pair(private)
     handshake(server, worker, public)
-    server.tick(1.0)  # the ping goes out, nothing comes back
+    assert isinstance(server.tick(2.0)[0], Ping)  # the probe goes out, nothing comes back
     assert closed(server.tick(3.5)).reason is CloseReason.HEARTBEAT_TIMEOUT
     worker2 = WorkerSession(worker_id="wrk-1", name="w", private_key=private, max_concurrent=1,
                             software_version="", heartbeat_interval_s=1, heartbeat_timeout_s=3, now=0)

@@ -23,6 +23,7 @@ from pendra.protocol.close import CloseReason
 from pendra.protocol.frames import (HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, Challenge, Hello,
                                     Ping, Pong, dump_frame, parse_frame)
 from pendra.server.gpu_socket import MAX_HANDSHAKES_PER_ADDRESS, MESSAGE_TOO_BIG
+from pendra.server.store import workers as worker_store
 from polling import eventually
 
 
@@ -113,6 +114,38 @@ async def test_a_second_connection_supersedes_the_first(api: Api) -> None:
             assert isinstance(ping, Ping)
             await newer.send(dump_frame(Pong(ts=ping.ts)))
             assert hub.get(worker.worker_id) is not None
+
+
+async def test_a_pinging_worker_is_answered_not_pinged_and_its_last_seen_is_stored(
+        api: Api) -> None:
+    """A worker that pings every interval gets a pong for each and no ping of the server's own:
+    one frame each way per interval. When it leaves, the time it was last heard from reaches the
+    store (written in a batch, not by its socket loop)."""
+    worker = FakeWorker("beating")
+    await worker.enrol(api)
+    async with connect(api.ws_url) as ws:
+        await ws.send(dump_frame(await hello_for(ws, worker)))
+        assert parse_frame(await ws.recv()).type == "welcome"
+        received = []
+        for i in range(6):  # six heartbeat intervals (0.2 s each)
+            await ws.send(dump_frame(Ping(ts=float(i))))
+            async with asyncio.timeout(TIMEOUT_S):
+                received.append(parse_frame(await ws.recv()))
+            await asyncio.sleep(0.2)
+        assert [type(f) for f in received] == [Pong] * 6
+        with pytest.raises(TimeoutError):  # and nothing else is waiting
+            async with asyncio.timeout(0.1):
+                await ws.recv()
+        heard = api.app.state.hub.get(worker.worker_id).last_seen
+    await eventually(lambda: api.app.state.hub.get(worker.worker_id) is None)
+
+    async def stored() -> object:
+        async with api.app.state.store.session() as session:
+            row = await worker_store.get_worker(session, worker.worker_id)
+            return row.last_seen_at if row is not None and row.last_seen_at is not None \
+                and row.last_seen_at >= heard else None
+
+    assert await eventually(stored, interval_s=0.05) is not None
 
 
 async def test_a_stranger_gets_a_small_frame_and_few_sockets(api: Api) -> None:

@@ -30,9 +30,13 @@ Rules stated once:
   (HANDSHAKE_TIMEOUT). Until it has, a frame may be at most ``HANDSHAKE_FRAME_BYTES``.
 - Whatever the peer sent that a close detail repeats (a worker id, a frame type) is cut first
   (``peer_text``): a refusal costs the same whatever the peer sent.
-- Once ready, each side sends a ``Ping`` every ``heartbeat_interval_s`` and answers every ``Ping``
-  with a ``Pong``. Any frame from the peer counts as life; ``heartbeat_timeout_s`` without one:
-  HEARTBEAT_TIMEOUT. Each side applies its own bounds; the server's travel in the welcome.
+- Once ready, every ``Ping`` is answered with a ``Pong``, and any frame from the peer counts as
+  life; ``heartbeat_timeout_s`` without one: HEARTBEAT_TIMEOUT. Each side applies its own bounds;
+  the server's travel in the welcome. The worker sends a ``Ping`` every ``heartbeat_interval_s``;
+  the server's ``Pong`` is the worker's sign of the server's life. The server pings only a worker
+  it has heard nothing from for ``probe_after_s`` (half-way between the interval and the timeout):
+  a live worker's own pings keep that from happening, so an idle worker costs the server one
+  frame in and one out per interval, not four.
 - ``tick(now)`` must be called at ``next_tick_at()`` (or later; earlier is harmless).
 - A closed session ignores every input.
 """
@@ -164,18 +168,21 @@ class _Session:
             if silent >= self.heartbeat_timeout_s:
                 return self._close(CloseReason.HEARTBEAT_TIMEOUT,
                                    f"nothing heard for {silent:.1f}s")
-            if now - self.last_ping >= self.heartbeat_interval_s:
+            if now >= self._ping_due_at():
                 self.last_ping = now
                 return [Ping(ts=now)]
         return []
+
+    def _ping_due_at(self) -> float:
+        """When this side sends its next ``Ping`` (the worker's rule; the server overrides it)."""
+        return self.last_ping + self.heartbeat_interval_s
 
     def next_tick_at(self) -> float:
         """When ``tick`` next has something to do (infinity once closed)."""
         if self.state in self._handshaking:
             return self.handshake_deadline
         if self.state is State.READY:
-            return min(self.last_ping + self.heartbeat_interval_s,
-                       self.last_heard + self.heartbeat_timeout_s)
+            return min(self._ping_due_at(), self.last_heard + self.heartbeat_timeout_s)
         return math.inf
 
     def close(self, reason: CloseReason, detail: str) -> list[Output]:
@@ -218,6 +225,12 @@ class ServerSession(_Session):
         self.nonce = nonce or signing.new_nonce()
         self.hello: Hello | None = None  # set once authenticated
         self._pending: Hello | None = None  # a well-formed hello waiting for its key
+        # Silence after which the server probes the worker with a ping of its own: past the
+        # worker's interval (its pings keep this from firing), short of the timeout.
+        self.probe_after_s = (heartbeat_interval_s + heartbeat_timeout_s) / 2
+
+    def _ping_due_at(self) -> float:
+        return max(self.last_heard, self.last_ping) + self.probe_after_s
 
     def challenge(self) -> Challenge:
         """The first frame of the connection (the server speaks first)."""

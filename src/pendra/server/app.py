@@ -5,30 +5,31 @@ Rules:
   process (``pendra up``, a test) may run several. What exists for the app's whole life is made by
   the lifespan and kept on ``app.state``: ``settings``, ``catalogue``, ``sessions`` (the session
   signer, whose secret file is read on first use) and ``sign_in_throttle`` (at once), then
-  ``store``, ``hub``, ``router``, ``usage``, ``last_used`` and ``installs`` while it runs. Only
+  ``store``, ``hub``, ``router``, ``usage``, ``last_used``, ``last_seen`` and ``installs`` while it
+  runs. Only
   this module and deps.py touch ``app.state``; routes get what they need through deps.py.
 - Start-up order: open (and migrate) the store, make the hub, start the usage writer, the
-  last-used writer and the installs service. Shutdown runs it backwards: the hub closes first
-  (workers are told to go away, their open requests end with WorkerGone and are metered), then
-  installs, the last-used stamps and the usage writer drain into the store, then the store
+  last-used and last-seen writers and the installs service. Shutdown runs it backwards: the hub
+  closes first (workers are told to go away, their open requests end with WorkerGone and are
+  metered, their last-seen stamps noted), then installs, the last-seen and last-used stamps and
+  the usage writer drain into the store, then the store
   closes. A hub passed in by the caller is the caller's to
   close.
-- ``/ws/gpu`` is the workers' socket: the enrolled public key and name come from the store and every
-  heartbeat stamps the worker's ``last_seen_at`` (a failure to stamp is logged, never fatal to the
-  worker's connection).
+- ``/ws/gpu`` is the workers' socket: the enrolled public key and name come from the store; the
+  workers' ``last_seen_at`` is written in batches by ``LastSeen`` (last_seen.py: every few seconds
+  from the hub's views, and as each connection ends), never from a socket loop, and a failure to
+  write it is logged, never fatal to a worker's connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import FastAPI, WebSocket
-from sqlalchemy.exc import SQLAlchemyError
 
 from pendra import __version__
 from pendra.catalogue.loader import load_catalogue
@@ -38,6 +39,7 @@ from pendra.server.errors import install_error_handlers
 from pendra.server.gpu_socket import Enrolled, StrangerBudget, serve_gpu_socket
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
+from pendra.server.last_seen import LastSeen
 from pendra.server.last_used import LastUsed
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pendra.server.routing import Router
@@ -49,8 +51,6 @@ from pendra.server.usage import UsageWriter
 
 log = logging.getLogger(__name__)
 
-# A store write on the worker's heartbeat path may not hold the heartbeat up for longer than this.
-TOUCH_TIMEOUT_S = 2.0
 DESCRIPTION = ("An OpenAI-compatible API in front of your own fleet of Ollama hosts. Send your "
                "API key as `Authorization: Bearer pdr_sk_…` (or `x-api-key`). The same routes "
                "answer under `/v1` for SDKs configured with that base URL.")
@@ -69,10 +69,11 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
             fleet = hub or Hub(heartbeat_interval_s=settings.heartbeat_interval_s,
                                heartbeat_timeout_s=settings.heartbeat_timeout_s)
             async with (UsageWriter(store) as usage, LastUsed(store) as last_used,
+                        LastSeen(store, fleet, interval_s=fleet.heartbeat_interval_s) as last_seen,
                         Installs(store, fleet, catalogue) as installs):
                 app.state.store, app.state.hub = store, fleet
                 app.state.usage, app.state.installs = usage, installs
-                app.state.last_used = last_used
+                app.state.last_used, app.state.last_seen = last_used, last_seen
                 app.state.router = Router(fleet, catalogue,
                                           queue_timeout_s=settings.queue_timeout_s)
                 try:
@@ -99,13 +100,8 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
             row = await worker_store.get_worker(session, worker_id)
             return Enrolled(row.public_key, row.name) if row is not None else None
 
-    async def seen(worker_id: str) -> None:
-        try:
-            async with asyncio.timeout(TOUCH_TIMEOUT_S), app.state.store.session() as session:
-                await worker_store.touch_worker(session, worker_id, datetime.now(UTC))
-                await session.commit()
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            log.warning("could not record that worker %s was seen: %s", worker_id, exc)
+    def seen(worker_id: str, when: datetime) -> None:
+        app.state.last_seen.note(worker_id, when)
 
     strangers = StrangerBudget()
 

@@ -16,10 +16,12 @@ module only moves frames between them and the socket:
   ``MAX_FRAME_BYTES`` and the worker is attached under its *enrolled* name;
 - then four tasks, the first to end ends the connection: *read* (frames to the session, its
   outputs to the link), *write* (the link's outbox to the socket), *beat* (the session's clock:
-  pings out, the silence bound) and *close* (the hub asked for this socket to go: superseded,
+  a probe of a silent worker, the silence bound; it wakes about once a heartbeat interval and
+  touches no store) and *close* (the hub asked for this socket to go: superseded,
   removed, shutting down);
-- whatever ended it, the link is detached (open requests end with WorkerGone) and the socket is
-  closed with the reason that ended it.
+- whatever ended it, ``on_seen`` is told the worker's last sign of life (no I/O: last_seen.py
+  writes it with the others), the link is detached (open requests end with WorkerGone) and the
+  socket is closed with the reason that ended it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -66,7 +69,8 @@ class Enrolled:
 
 
 LookupWorker = Callable[[str], Awaitable[Enrolled | None]]
-OnSeen = Callable[[str], Awaitable[None]]
+# Told a worker's last sign of life as its connection ends (it must not block: last_seen.py).
+OnSeen = Callable[[str, datetime], None]
 
 
 class StrangerBudget:
@@ -174,12 +178,12 @@ async def serve_gpu_socket(websocket: WebSocket, hub: Hub, lookup_worker: Lookup
     link = hub.attach(hello, enrolled.name)
     detail = "connection closed"
     try:
-        if on_seen is not None:
-            await on_seen(hello.worker_id)
-        detail = await _connected(socket, session, link, on_seen)
+        detail = await _connected(socket, session, link)
     except (OSError, RuntimeError, WebSocketDisconnect) as exc:
         detail = f"socket error: {exc}"
     finally:
+        if on_seen is not None:
+            on_seen(link.view.id, link.view.last_seen)
         hub.detach(link, detail)
         await socket.close(CloseReason.NORMAL, "bye")
 
@@ -235,8 +239,7 @@ async def _handshake(socket: _Socket, session: ServerSession, lookup_worker: Loo
                 await socket.send(output)
 
 
-async def _connected(socket: _Socket, session: ServerSession, link: WorkerLink,
-                     on_seen: OnSeen | None) -> str:
+async def _connected(socket: _Socket, session: ServerSession, link: WorkerLink) -> str:
     """Serve an authenticated worker until something ends the connection; returns why."""
 
     async def act(outputs: list[Output]) -> str | None:
@@ -276,16 +279,10 @@ async def _connected(socket: _Socket, session: ServerSession, link: WorkerLink,
             await socket.send(text)
 
     async def beat() -> str:
-        last_seen_stamp = time.monotonic()
         while True:
-            due = min(session.next_tick_at(), last_seen_stamp + session.heartbeat_interval_s)
-            await asyncio.sleep(max(due - time.monotonic(), 0))
+            await asyncio.sleep(max(session.next_tick_at() - time.monotonic(), 0))
             if (ended := await act(session.tick(time.monotonic()))) is not None:
                 return ended
-            if on_seen is not None and time.monotonic() - last_seen_stamp >= \
-                    session.heartbeat_interval_s and not link.closed:
-                last_seen_stamp = time.monotonic()
-                await on_seen(link.view.id)
 
     async def closer() -> str:
         wanted = await link.close_requested()

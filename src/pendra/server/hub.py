@@ -26,6 +26,9 @@ Rules:
   past that, and ``open_request`` then says ``NoCapacity``.
 - A worker's models whose backend stops answering leave ``models`` (the worker's inventory says
   so) but are remembered in ``stranded`` until that backend answers again or the worker goes.
+- ``index`` (fleet_index.py) is kept exact here: a worker is put in it on attach and on every
+  inventory, removed when it is dropped or superseded, and refiled whenever its ``in_flight`` or
+  ``max_concurrent`` moves (the view's setters); the router reads it instead of scanning.
 - ``version`` bumps on every connect, disconnect and inventory change; ``wait_changed`` waiters wake
   then, ``wait_for_capacity`` waiters also whenever a slot frees.
 """
@@ -35,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pendra.errors import InvalidRequest, NoCapacity, PendraError
@@ -45,6 +47,7 @@ from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, 
                                     OpDone, OpFailed, Progress, Request, Uninstall, dump_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
 from pendra.protocol.session import Close, InventoryUpdated
+from pendra.server.fleet_index import FleetIndex
 from pendra.server.streams import FrameStream, Outbox, Outgoing
 
 log = logging.getLogger(__name__)
@@ -68,24 +71,58 @@ class WorkerGone(PendraError):
         self.worker_name = worker_name
 
 
-@dataclass
 class WorkerView:
-    """One connected worker as the router and the console see it (live; copy it to snapshot)."""
+    """One connected worker as the router and the console see it (live; copy it to snapshot).
 
-    id: str
-    name: str
-    connected_at: datetime
-    last_seen: datetime
-    max_concurrent: int
-    in_flight: int = 0
-    backends: list[BackendStatus] = field(default_factory=list)
-    models: dict[str, ModelInfo] = field(default_factory=dict)  # by model id
-    # The same ids by ``pendra.names.name_key`` (the first in sorted order when two share a key).
-    names: dict[str, str] = field(default_factory=dict)
-    # Models it served until their backend stopped answering (model id -> backend kind); kept
-    # while that backend stays down, so a request for them is told "unavailable", not "not found".
-    stranded: dict[str, str] = field(default_factory=dict)
-    software_version: str = ""
+    ``in_flight`` and ``max_concurrent`` are properties: setting either refiles the worker in the
+    hub's ``FleetIndex`` by its new load, so whoever moves them keeps routing exact.
+    """
+
+    def __init__(self, *, id: str, name: str, connected_at: datetime, last_seen: datetime,
+                 max_concurrent: int, in_flight: int = 0,
+                 backends: list[BackendStatus] | None = None,
+                 models: dict[str, ModelInfo] | None = None, names: dict[str, str] | None = None,
+                 stranded: dict[str, str] | None = None, software_version: str = "") -> None:
+        self.id = id
+        self.name = name
+        self.connected_at = connected_at
+        self.last_seen = last_seen
+        self._index: FleetIndex | None = None  # set while the hub's index holds this view
+        self._max_concurrent = max_concurrent
+        self._in_flight = in_flight
+        self.backends: list[BackendStatus] = backends or []
+        self.models: dict[str, ModelInfo] = models or {}  # by model id
+        # The same ids by ``pendra.names.name_key`` (the first in sorted order when two share a key).
+        self.names: dict[str, str] = names or {}
+        # Models it served until their backend stopped answering (model id -> backend kind); kept
+        # while that backend stays down, so a request for them is told "unavailable", not "not
+        # found".
+        self.stranded: dict[str, str] = stranded or {}
+        self.software_version = software_version
+
+    def __repr__(self) -> str:
+        return (f"WorkerView(id={self.id!r}, name={self.name!r}, "
+                f"in_flight={self.in_flight}/{self.max_concurrent}, models={sorted(self.models)})")
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._in_flight = value
+        if self._index is not None:
+            self._index.load_changed(self)
+
+    @property
+    def max_concurrent(self) -> int:
+        return self._max_concurrent
+
+    @max_concurrent.setter
+    def max_concurrent(self, value: int) -> None:
+        self._max_concurrent = value
+        if self._index is not None:
+            self._index.load_changed(self)
 
     @property
     def free(self) -> int:
@@ -226,7 +263,9 @@ class WorkerLink:
         self.view.names = {}
         for model_id in sorted(self.view.models):
             self.view.names.setdefault(name_key(model_id), model_id)
-        self.view.max_concurrent = event.max_concurrent
+        self.view._max_concurrent = event.max_concurrent  # the index refiles it just below
+        if not self.closed:
+            self._hub.index.put(self.view)
         self._hub._notify(bump=True)
 
     async def deliver(self, frame: Frame) -> None:
@@ -307,6 +346,8 @@ class Hub:
         # Longest the socket read loop waits for one slow consumer (see the module rules).
         self.stall_s = heartbeat_timeout_s / 2
         self._links: dict[str, WorkerLink] = {}
+        # Who serves what and who is least loaded, kept exact on every change (fleet_index.py).
+        self.index = FleetIndex()
         self._version = 0
         self._changed = asyncio.Event()
         self._closing = False
@@ -321,8 +362,8 @@ class Hub:
         return link.view if link else None
 
     def serving(self, model_id: str) -> list[WorkerView]:
-        """Connected workers whose latest inventory has ``model_id``."""
-        return [link.view for link in self._links.values() if model_id in link.view.models]
+        """Connected workers whose latest inventory has ``model_id`` (from the index)."""
+        return self.index.serving(model_id)
 
     def models(self) -> dict[str, tuple[ModelInfo, list[WorkerView]]]:
         """Every model served now, with the workers serving it (metadata from the first)."""
@@ -441,6 +482,7 @@ class Hub:
             return link
         old = self._links.get(view.id)
         self._links[view.id] = link
+        self.index.put(view)  # replaces the old link's entry, if any
         if old is not None:
             log.info("worker %s (%s) connected again; closing its older connection", view.name,
                      view.id)
@@ -464,5 +506,6 @@ class Hub:
         link._fail_all(detail)
         if self._links.get(link.view.id) is link:
             del self._links[link.view.id]
+            self.index.remove(link.view.id)
             log.info("worker %s (%s) %s", link.view.name, link.view.id, detail)
             self._notify(bump=True)

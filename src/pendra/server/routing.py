@@ -9,7 +9,8 @@ Rules:
   are connected but lost the backend serving it (Ollama restarting) is 503 ``ModelUnavailable``
   with ``Retry-After`` instead: the outage passes, and clients retry a 503.
 - ``pick``: among connected workers serving the model with a free slot, the least loaded
-  (in_flight / max_concurrent, then fewer in flight, then at random). When all are busy the request
+  (in_flight / max_concurrent, then fewer in flight, then at random), found through the hub's
+  index (fleet_index.py) without scanning the fleet. When all are busy the request
   waits for a slot, at most ``queue_timeout_s`` and with at most ``MAX_WAITERS`` requests waiting
   at once (beyond that: 503 straight away); then 503 ``NoCapacity`` with ``Retry-After``.
 - A request for a model that cannot do what it asks (chat on an embedding-only model, images on
@@ -43,8 +44,8 @@ from enum import Enum
 from pendra.catalogue.loader import Catalogue
 from pendra.errors import (BackendRejected, InvalidRequest, ModelUnavailable, NoCapacity, NotFound,
                            PendraError, UpstreamTimeout, WorkerFailed)
-from pendra.names import match, name_key
 from pendra.protocol.frames import Chunk, End, Error, Frame
+from pendra.server.fleet_index import load_key
 from pendra.server.hub import Hub, RequestHandle, WorkerGone, WorkerView
 
 log = logging.getLogger(__name__)
@@ -175,20 +176,16 @@ class Router:
 
     def resolve(self, model: str) -> str:
         """The served model id for what the client typed; NotFound when nobody serves it."""
-        if self.hub.serving(model):
-            return model
-        key = name_key(model)
-        served = sorted({worker.names[key] for worker in self.hub.connected()
-                         if key in worker.names})
-        if served:
-            return served[0]
-        for worker in self.hub.connected():
-            stranded = match(model, worker.stranded)
-            if stranded is not None:
-                raise ModelUnavailable(
-                    f"Model '{stranded}' is unavailable for now: the "
-                    f"{worker.stranded[stranded]} backend of {describe(worker)} that serves it "
-                    "is not answering", retry_after_s=RETRY_AFTER_S)
+        served = self.hub.index.resolve(model)
+        if served is not None:
+            return served
+        stranded = self.hub.index.stranded(model)
+        if stranded is not None:
+            worker, model_id = stranded
+            raise ModelUnavailable(
+                f"Model '{model_id}' is unavailable for now: the "
+                f"{worker.stranded[model_id]} backend of {describe(worker)} that serves it "
+                "is not answering", retry_after_s=RETRY_AFTER_S)
         raise self.not_found(model)
 
     def not_found(self, model: str) -> NotFound:
@@ -201,7 +198,9 @@ class Router:
         """400 naming the model and what it does serve, when no connected copy of it can do
         ``kind`` (chat on an embedding model, images where image generation is missing, ...)."""
         wanted = TYPE_FOR_KIND[kind]
-        types: set[str] = set()
+        if self.hub.index.serving(served, wanted):
+            return
+        types: set[str] = set()  # the refusal's text only: every copy's types
         for worker in self.hub.serving(served):
             types.update(worker.models[served].types)
         if wanted not in types:
@@ -214,16 +213,16 @@ class Router:
                    kind: str | None = None) -> list[WorkerView]:
         """Connected workers serving ``served`` (whose copy can do ``kind``), not in ``exclude``."""
         wanted = TYPE_FOR_KIND.get(kind or "")
-        return [w for w in self.hub.serving(served) if w.id not in exclude
-                and (wanted is None or wanted in w.models[served].types)]
+        return [w for w in self.hub.index.serving(served, wanted) if w.id not in exclude]
 
     @staticmethod
     def least_loaded(workers: list[WorkerView]) -> WorkerView | None:
+        """The rule ``pick`` follows, over a list (``FleetIndex.least_loaded`` keeps it without
+        scanning): the free worker with the lowest ``load_key``, ties at random."""
         free = [w for w in workers if w.free > 0]
         if not free:
             return None
-        return min(free, key=lambda w: (w.in_flight / w.max_concurrent, w.in_flight,
-                                        random.random()))
+        return min(free, key=lambda w: (load_key(w), random.random()))
 
     async def pick(self, model: str, exclude: Collection[str] = (),
                    kind: str | None = None) -> WorkerView:
@@ -236,13 +235,14 @@ class Router:
         deadline = loop.time() + self.queue_timeout_s
         waiting = False
         try:
+            wanted = TYPE_FOR_KIND.get(kind or "")
+            index = self.hub.index
             while True:
-                workers = self.candidates(model, exclude, kind)
-                if not workers:
-                    raise self.not_found(model)
-                chosen = self.least_loaded(workers)
+                chosen = index.least_loaded(model, wanted, exclude)
                 if chosen is not None:
                     return chosen
+                if not index.has_candidate(model, wanted, exclude):
+                    raise self.not_found(model)
                 if not waiting:
                     if self._waiters >= self.max_waiters:
                         raise NoCapacity(f"every worker serving '{model}' is busy and "

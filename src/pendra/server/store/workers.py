@@ -15,7 +15,7 @@ import binascii
 import secrets
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -89,3 +89,17 @@ async def remove_worker(session: AsyncSession, worker_id_or_name: str) -> Worker
 async def touch_worker(session: AsyncSession, worker_id: str, when: datetime) -> None:
     """Record that the worker was seen at ``when`` (a no-op if it has been removed)."""
     await session.execute(update(Worker).where(Worker.id == worker_id).values(last_seen_at=when))
+
+
+async def stamp_last_seen(session: AsyncSession, stamps: dict[str, datetime]) -> None:
+    """Move each worker's ``last_seen_at`` forward to its stamp, all in one executemany of one
+    UPDATE (never back; removed workers are skipped)."""
+    if not stamps:
+        return
+    table = Worker.__table__
+    statement = (update(table).where(table.c.id == bindparam("worker_id"))
+                 .where(or_(table.c.last_seen_at.is_(None),
+                            table.c.last_seen_at < bindparam("seen_at")))
+                 .values(last_seen_at=bindparam("seen_at")))
+    await session.execute(statement, [{"worker_id": worker_id, "seen_at": when}
+                                      for worker_id, when in sorted(stamps.items())])
