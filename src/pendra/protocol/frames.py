@@ -332,7 +332,8 @@ def dump_frame_bytes(frame: Frame) -> bytes:
     if type(frame) is Chunk:
         return _chunk_frame(frame.id, [_json(frame.data)])  # type: ignore[attr-defined]
     if type(frame) is Chunks:
-        return _chunk_frame(frame.id, [_json(item) for item in frame.data])  # type: ignore[attr-defined]
+        return _chunk_frame(frame.id, [_json(item) for item in frame.data],  # type: ignore[attr-defined]
+                            many=True)
     if type(frame) is End:
         try:
             return b'{"type":"end",' + orjson.dumps(
@@ -352,9 +353,9 @@ def _json(data: Any) -> bytes:
         return to_json(data)
 
 
-def _chunk_frame(request_id: str, encoded: list[bytes]) -> bytes:
-    """A ``chunk`` frame for one encoded piece, a ``chunks`` frame for several."""
-    if len(encoded) == 1:
+def _chunk_frame(request_id: str, encoded: list[bytes], *, many: bool = False) -> bytes:
+    """A ``chunk`` frame for one encoded piece, a ``chunks`` frame for several (or ``many``)."""
+    if len(encoded) == 1 and not many:
         return b'{"type":"chunk","id":' + orjson.dumps(request_id) + b',"data":' + encoded[0] + b"}"
     return b'{"type":"chunks","id":' + orjson.dumps(request_id) + b',"data":[' \
         + b",".join(encoded) + b"]}"
