@@ -332,8 +332,8 @@ def dump_frame_bytes(frame: Frame) -> bytes:
     if type(frame) is Chunk:
         return _chunk_frame(frame.id, [_json(frame.data)])  # type: ignore[attr-defined]
     if type(frame) is Chunks:
-        return _chunk_frame(frame.id, [_json(item) for item in frame.data],  # type: ignore[attr-defined]
-                            many=True)
+        pieces = [_json(item) for item in frame.data]  # type: ignore[attr-defined]
+        return _chunk_frame(frame.id, pieces, many=True)  # type: ignore[attr-defined]
     if type(frame) is End:
         try:
             return b'{"type":"end",' + orjson.dumps(
