@@ -199,6 +199,8 @@ class FakeWorker:
     private_key: str = ""
     # The name its hello claims (default: the enrolled one); the control plane shows the enrolled.
     hello_name: str = ""
+    # The protocol version its hello speaks (an older worker's, to test that it still works).
+    protocol_version: int = PROTOCOL_VERSION
     requests: list[Request] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     # Model operation frames received (install, uninstall, cancel_op); the test answers them.
@@ -222,7 +224,7 @@ class FakeWorker:
         assert isinstance(challenge, Challenge)
         signature = signing.sign(self.private_key,
                                  signing.handshake_message(challenge.nonce, self.worker_id))
-        await self.send(Hello(protocol_version=PROTOCOL_VERSION, worker_id=self.worker_id,
+        await self.send(Hello(protocol_version=self.protocol_version, worker_id=self.worker_id,
                               name=self.hello_name or self.name, nonce=challenge.nonce,
                               signature=signature, max_concurrent=self.max_concurrent))
         welcome = parse_frame(await self._ws.recv())

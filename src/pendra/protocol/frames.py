@@ -9,10 +9,18 @@ Rules:
   ``MAX_TOKEN_COUNT``, and free text (error messages) is clipped.
 - A frame is at most ``max_bytes``: ``HANDSHAKE_FRAME_BYTES`` until the peer has authenticated
   (the socket layer enforces the same bound before reading a frame's payload), then
-  ``MAX_FRAME_BYTES``; but a frame over ``LARGE_FRAME_BYTES`` must be a ``request`` or a ``chunk``
-  (the only frames a client's body or a backend's answer makes large) in ``dump_frame``'s form,
-  which starts with its type — checked before parsing, so a huge inventory costs nothing to
-  refuse. What a refusal says about the frame is cut (peer_text.py).
+  ``MAX_FRAME_BYTES``; but a frame over ``LARGE_FRAME_BYTES`` must be a ``request``, a ``chunk``
+  or a ``chunks`` (the only frames a client's body or a backend's answer makes large) in
+  ``dump_frame``'s form, which starts with its type — checked before parsing, so a huge inventory
+  costs nothing to refuse. What a refusal says about the frame is cut (peer_text.py).
+- ``chunks`` (version 3) carries, in order, the pieces of one request's answer that were waiting
+  to be sent together (``coalesce`` builds them): 1 to ``MAX_CHUNKS_PER_FRAME`` JSON objects, each
+  exactly what a ``chunk``'s ``data`` would be. A run of one stays a ``chunk``.
+- ``dump_frame`` writes the hot frames (``chunk``, ``chunks``, ``end``) with orjson and every other
+  frame, or one orjson refuses (an integer past 64 bits, text that is not valid Unicode, nesting
+  past its depth), with pydantic: the output parses to the same frame either way. Parsing stays
+  pydantic's strict ``validate_json`` for every frame (measured: 2.3 µs for a chunk frame, which a
+  hand-checked path would cut by well under a microsecond; coalescing makes it per batch anyway).
 - A model operation ends with ``done`` or ``failed``, and its outcome is typed (``outcome``:
   succeeded, failed or cancelled): a ``failed`` frame with ``CANCELLED_STATUS`` is a cancellation,
   any other status a failure; the message is for people and is never compared.
@@ -22,30 +30,40 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import to_json
 
 from pendra.errors import ProtocolError
 from pendra.protocol.inventory import MAX_BACKENDS, MAX_MODELS, BackendStatus, ModelInfo
 from pendra.protocol.peer_text import ClippedText, peer_text
 
 # 2: error frames may carry retry_after_s (a version-1 control plane would refuse the field, so a
-# version-2 worker is told UNSUPPORTED_VERSION there instead). Version-1 workers' frames are all
-# valid version-2 frames, so this control plane still takes them.
-PROTOCOL_VERSION = 2
-SUPPORTED_VERSIONS = frozenset({1, 2})
+# version-2 worker is told UNSUPPORTED_VERSION there instead). 3: the worker may send ``chunks``
+# (several pieces of one answer in one frame). Version-1 and version-2 workers' frames are all
+# valid version-3 frames, so this control plane still takes them.
+PROTOCOL_VERSION = 3
+SUPPORTED_VERSIONS = frozenset({1, 2, 3})
 # Largest frame either end accepts once the peer is authenticated: a request carries a client body
 # of up to max_body_bytes (32 MiB by default) and an image response (base64 PNGs) is the biggest
 # answer.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 # Largest frame before authentication: a hello is a few hundred bytes; a stranger gets no more.
 HANDSHAKE_FRAME_BYTES = 4 * 1024
-# Largest frame of any type but request and chunk: a full inventory (2,000 models) is ~2 MB.
+# Largest frame of any type but request, chunk and chunks: a full inventory (2,000 models) is ~2 MB.
 LARGE_FRAME_BYTES = 4 * 1024 * 1024
 # How a large frame must begin: dump_frame writes the type first, without spaces.
-_LARGE_FRAME_STARTS = ('{"type":"request",', '{"type":"chunk",')
+_LARGE_FRAME_STARTS = ('{"type":"request",', '{"type":"chunk",', '{"type":"chunks",')
+# Pieces in one ``chunks`` frame: a burst of tokens read from the backend at once is rarely more
+# than a few dozen; the bound keeps one frame's list (and the SSE write it becomes) small.
+MAX_CHUNKS_PER_FRAME = 256
+# Encoded data bytes the worker puts in one ``chunks`` frame before starting another: far below
+# LARGE_FRAME_BYTES, so a coalesced frame is never a large one unless a single piece is.
+COALESCE_BYTES = 256 * 1024
 # Token counts above this are clamped (the usage table's integer columns hold 2**31 - 1).
 MAX_TOKEN_COUNT = 2**31 - 1
 # Bytes of an install: clamped, like token counts (a petabyte).
@@ -165,6 +183,14 @@ class Chunk(Frame):
     data: dict[str, Any]
 
 
+class Chunks(Frame):
+    """Worker → server (version 3): pieces of one response, in order, sent together."""
+
+    type: Literal["chunks"] = "chunks"
+    id: FrameId
+    data: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_CHUNKS_PER_FRAME)
+
+
 class End(Frame):
     """Worker → server: the request finished; usage for the usage record."""
 
@@ -256,14 +282,14 @@ class OpFailed(Frame):
 
 
 AnyFrame = Annotated[
-    Union[Challenge, Hello, Welcome, Ping, Pong, Inventory, Request, Cancel, Chunk, End, Error,
-          Install, Uninstall, CancelOp, Progress, OpDone, OpFailed],
+    Union[Challenge, Hello, Welcome, Ping, Pong, Inventory, Request, Cancel, Chunk, Chunks, End,
+          Error, Install, Uninstall, CancelOp, Progress, OpDone, OpFailed],
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyFrame)
 
 FRAME_TYPES: tuple[type[Frame], ...] = (
-    Challenge, Hello, Welcome, Ping, Pong, Inventory, Request, Cancel, Chunk, End, Error,
+    Challenge, Hello, Welcome, Ping, Pong, Inventory, Request, Cancel, Chunk, Chunks, End, Error,
     Install, Uninstall, CancelOp, Progress, OpDone, OpFailed)
 
 
@@ -276,7 +302,7 @@ def parse_frame(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
             else raw[:32]
         if not head.startswith(_LARGE_FRAME_STARTS):
             raise ProtocolError(f"a frame over {LARGE_FRAME_BYTES} bytes must be a request or a "
-                                "chunk, written with its type first")
+                                "chunk or chunks frame, written with its type first")
     try:
         return _ADAPTER.validate_json(raw, strict=True)
     except ValidationError as exc:
@@ -297,4 +323,76 @@ def _refusal(exc: ValidationError) -> str:
 
 
 def dump_frame(frame: Frame) -> str:
-    return frame.model_dump_json()
+    """The one serialiser: frame model → text, with its type first (see the module rules)."""
+    return dump_frame_bytes(frame).decode()
+
+
+def dump_frame_bytes(frame: Frame) -> bytes:
+    """``dump_frame`` as UTF-8 bytes (what a socket sends as a text message)."""
+    if type(frame) is Chunk:
+        return _chunk_frame(frame.id, [_json(frame.data)])  # type: ignore[attr-defined]
+    if type(frame) is Chunks:
+        pieces = [_json(item) for item in frame.data]  # type: ignore[attr-defined]
+        return _chunk_frame(frame.id, pieces, many=True)  # type: ignore[attr-defined]
+    if type(frame) is End:
+        try:
+            return b'{"type":"end",' + orjson.dumps(
+                {"id": frame.id, "usage": frame.usage,  # type: ignore[attr-defined]
+                 "finish_reason": frame.finish_reason})[1:]  # type: ignore[attr-defined]
+        except orjson.JSONEncodeError:
+            pass  # pydantic decides
+    return frame.model_dump_json().encode()
+
+
+def _json(data: Any) -> bytes:
+    """Compact JSON of a frame's payload: orjson, or pydantic's encoder for what orjson refuses
+    (which raises as ``model_dump_json`` would when it refuses too)."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return to_json(data)
+
+
+def _chunk_frame(request_id: str, encoded: list[bytes], *, many: bool = False) -> bytes:
+    """A ``chunk`` frame for one encoded piece, a ``chunks`` frame for several (or ``many``)."""
+    if len(encoded) == 1 and not many:
+        return b'{"type":"chunk","id":' + orjson.dumps(request_id) + b',"data":' + encoded[0] + b"}"
+    return b'{"type":"chunks","id":' + orjson.dumps(request_id) + b',"data":[' \
+        + b",".join(encoded) + b"]}"
+
+
+# A frame encoded for the send queue: (request id, its data) for a chunk, (None, the whole frame)
+# for anything else. Encoding happens when the frame is queued, so its sender sees the error.
+Piece = tuple[str | None, bytes]
+
+
+def piece(frame: Frame) -> Piece:
+    if type(frame) is Chunk:
+        return frame.id, _json(frame.data)  # type: ignore[attr-defined]
+    return None, dump_frame_bytes(frame)
+
+
+def coalesce(pieces: Iterable[Piece]) -> list[bytes]:
+    """Frames waiting to be sent, in order, with each run of consecutive chunks of one request
+    merged into ``chunks`` frames of at most ``MAX_CHUNKS_PER_FRAME`` pieces and about
+    ``COALESCE_BYTES`` of data (a run of one stays a ``chunk``)."""
+    out: list[bytes] = []
+    run_id: str | None = None
+    run: list[bytes] = []
+    size = 0
+    for request_id, encoded in pieces:
+        if run and (request_id != run_id or len(run) >= MAX_CHUNKS_PER_FRAME
+                    or size >= COALESCE_BYTES):
+            assert run_id is not None
+            out.append(_chunk_frame(run_id, run))
+            run, size = [], 0
+        if request_id is None:
+            out.append(encoded)
+            continue
+        run_id = request_id
+        run.append(encoded)
+        size += len(encoded)
+    if run:
+        assert run_id is not None
+        out.append(_chunk_frame(run_id, run))
+    return out

@@ -52,9 +52,9 @@ from pendra.errors import ProtocolError
 from pendra.protocol import signing
 from pendra.protocol.close import CloseReason
 from pendra.protocol.frames import (HANDSHAKE_FRAME_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-                                    SUPPORTED_VERSIONS, Cancel, CancelOp, Challenge, Chunk, End,
-                                    Error, Frame, Hello, Install, Inventory, OpDone, OpFailed, Ping,
-                                    Pong, Progress, Request, Uninstall, Welcome, parse_frame)
+                                    SUPPORTED_VERSIONS, Cancel, CancelOp, Challenge, Chunk, Chunks,
+                                    End, Error, Frame, Hello, Install, Inventory, OpDone, OpFailed,
+                                    Ping, Pong, Progress, Request, Uninstall, Welcome, parse_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
 from pendra.protocol.peer_text import peer_text
 
@@ -63,7 +63,7 @@ from pendra.protocol.peer_text import peer_text
 HANDSHAKE_TIMEOUT_S = 5.0
 
 # Application frames each side may receive once ready (everything else is out of order).
-TO_SERVER: tuple[type[Frame], ...] = (Chunk, End, Error, Progress, OpDone, OpFailed)
+TO_SERVER: tuple[type[Frame], ...] = (Chunk, Chunks, End, Error, Progress, OpDone, OpFailed)
 TO_WORKER: tuple[type[Frame], ...] = (Request, Cancel, Install, Uninstall, CancelOp)
 
 

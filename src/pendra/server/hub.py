@@ -43,8 +43,9 @@ from datetime import UTC, datetime
 from pendra.errors import InvalidRequest, NoCapacity, PendraError
 from pendra.names import name_key
 from pendra.protocol.close import CloseReason, describe
-from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Hello, Install,
-                                    OpDone, OpFailed, Progress, Request, Uninstall, dump_frame)
+from pendra.protocol.frames import (Cancel, CancelOp, Chunk, Chunks, End, Error, Frame, Hello,
+                                    Install, OpDone, OpFailed, Progress, Request, Uninstall,
+                                    dump_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
 from pendra.protocol.session import Close, InventoryUpdated
 from pendra.server.fleet_index import FleetIndex
@@ -134,7 +135,7 @@ class WorkerView:
 
 
 class RequestHandle:
-    """One request on one worker: iterate for Chunk… then End or Error; always ``aclose``.
+    """One request on one worker: iterate for Chunk/Chunks… then End or Error; always ``aclose``.
 
     Iterating raises ``WorkerGone`` if the worker goes before End/Error. ``aclose`` is idempotent
     and releases the slot (sending ``cancel`` first if the request had not ended); it is safe in a
@@ -153,10 +154,14 @@ class RequestHandle:
     def __aiter__(self) -> RequestHandle:
         return self
 
-    async def __anext__(self) -> Chunk | End | Error:
+    async def __anext__(self) -> Chunk | Chunks | End | Error:
         frame = await self._stream.next()
-        assert isinstance(frame, Chunk | End | Error)
+        assert isinstance(frame, Chunk | Chunks | End | Error)
         return frame
+
+    def ready(self) -> list[Chunk | Chunks | End | Error]:
+        """The frames that have arrived and not been read, without waiting (see FrameStream)."""
+        return self._stream.ready()  # type: ignore[return-value]
 
     async def __aenter__(self) -> RequestHandle:
         return self
@@ -270,7 +275,7 @@ class WorkerLink:
 
     async def deliver(self, frame: Frame) -> None:
         """An application frame from the worker: route it to its request or operation."""
-        if isinstance(frame, Chunk | End | Error):
+        if isinstance(frame, Chunk | Chunks | End | Error):
             handle = self._requests.get(frame.id)
             if handle is None:
                 return  # its consumer closed it already
@@ -289,6 +294,8 @@ class WorkerLink:
 
     async def _feed(self, stream: FrameStream, frame: Frame, what: str) -> bool:
         """Put with back-pressure, bounded by ``stall_s``; on a stall fail the stream instead."""
+        if stream.offer(frame):
+            return True  # room at once: no timer to arm (the common case, once per frame)
         try:
             async with asyncio.timeout(self._hub.stall_s):
                 await stream.put(frame)

@@ -6,10 +6,13 @@ Rules:
   id the fleet serves.
 - A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives.
 - A streaming answer is Server-Sent Events (encoded by ``sse``): ``data: <chunk json>\\n\\n`` per
-  Chunk, flushed as it arrives, then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error frame, the worker
-  dropping, the stream going idle) is sent as one ``data: {"error": {...}}\\n\\n`` event and the
-  stream ends *without* ``[DONE]``: the client sees an error, never a hang or a clean end.
-- A client that goes away (before or during the answer) cancels the request on its worker.
+  piece of a Chunk or Chunks frame, flushed as it arrives (every frame that has arrived by then
+  goes out in one write), then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error
+  frame, the worker dropping, the stream going idle) is sent as one ``data: {"error": {...}}\\n\\n``
+  event and the stream ends *without* ``[DONE]``: the client sees an error, never a hang or a
+  clean end.
+- A client that goes away (before or during the answer) cancels the request on its worker; one
+  watcher task per wait notices it (``unless_client_leaves``), the work runs in the request's task.
 - Every relayed request leaves exactly one usage row: counts, timings and statuses, never content.
 - Clean-up (release the worker's slot, cancel, queue the usage row) runs shielded in ``finally``:
   a cancelled request task must still give its slot back.
@@ -27,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from pendra.errors import PendraError, UpstreamTimeout
-from pendra.protocol.frames import Chunk, End, Error, Frame
+from pendra.protocol.frames import Chunk, Chunks, End, Error, Frame
 from pendra.server import sse
 from pendra.server.errors import error_body, worker_headers
 from pendra.server.hub import WorkerGone
@@ -58,25 +61,28 @@ async def _disconnected(receive: Receive) -> None:
 
 
 async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` until it ends or the client disconnects (then it is cancelled: ClientGone)."""
-    task: asyncio.Task[T] = asyncio.create_task(work)
-    watch = asyncio.create_task(_disconnected(receive))
-    delivered = False
+    """Await ``work`` in this task until it ends or the client disconnects (then it is cancelled:
+    ClientGone). One watcher task per call: ``work`` runs in the caller's task, and the watcher
+    cancels that task when the client goes. A cancellation from elsewhere (shutdown) stays one."""
+    owner = asyncio.current_task()
+    assert owner is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(receive)
+        gone = True
+        owner.cancel()  # delivered where ``work`` waits: it never runs while the watcher does
+
+    watcher = asyncio.create_task(watch(), name="client-watch")
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            result = task.result()
-            delivered = True
-            return result
-        raise ClientGone()
+        return await work
+    except asyncio.CancelledError as exc:
+        if gone and owner.uncancel() == 0:
+            raise ClientGone() from exc  # the cancellation was ours, and is consumed here
+        raise
     finally:
-        for pending in (task, watch):
-            pending.cancel()
-        await asyncio.gather(task, watch, return_exceptions=True)
-        if not delivered and task.done() and not task.cancelled() and task.exception() is None:
-            leftover = task.result()
-            if isinstance(leftover, Opened):  # opened just as we were cancelled: give it back
-                await asyncio.shield(leftover.handle.aclose())
+        watcher.cancel()
 
 
 class Relay:
@@ -151,6 +157,8 @@ async def collect(opened: Opened, meter: UsageMeter) -> dict[str, Any]:
     while True:
         if isinstance(frame, Chunk):
             data = frame.data
+        elif isinstance(frame, Chunks):
+            data = frame.data[-1]
         elif isinstance(frame, End):
             meter.tokens(frame.usage)
             if data is None:
@@ -176,46 +184,53 @@ class EventStream(Response):
         self.finished = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pump = asyncio.create_task(self._pump(send), name=f"sse:{self.meter.request_id}")
-        watch = asyncio.create_task(_disconnected(receive))
         try:
-            await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done():
-                self.meter.failed(CLIENT_CLOSED, "client closed the connection mid-stream")
-            else:
-                pump.result()  # surface a bug in the pump instead of hiding it
+            await unless_client_leaves(receive, self._pump(send))
+        except ClientGone:
+            self.meter.failed(CLIENT_CLOSED, "client closed the connection mid-stream")
         finally:
-            for task in (pump, watch):
-                task.cancel()
-            await asyncio.gather(pump, watch, return_exceptions=True)
             await asyncio.shield(_finish(self.opened, self.meter, self.usage))
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})
-        frame: Frame = self.opened.first
+        frames: list[Frame] = [self.opened.first]
         while True:
-            if isinstance(frame, Chunk):
-                await self._body(send, sse.event(frame.data))
-            elif isinstance(frame, End):
-                self.meter.tokens(frame.usage)
-                await self._body(send, DONE_EVENT)
-                break
-            elif isinstance(frame, Error):
-                await self._error(send, error_from_frame(frame, self.opened.worker))
+            frames += self.opened.handle.ready()  # all that has arrived goes out in one write
+            body, ended = self._events(frames)
+            if body:
+                await self._body(send, body)
+            if ended:
                 break
             try:
-                frame = await _next_frame(self.opened, STREAM_IDLE_TIMEOUT_S)
+                frames = [await _next_frame(self.opened, STREAM_IDLE_TIMEOUT_S)]
             except PendraError as exc:
-                await self._error(send, exc)
+                await self._body(send, self._error(exc))
                 break
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _error(self, send: Send, exc: PendraError) -> None:
+    def _events(self, frames: list[Frame]) -> tuple[bytes, bool]:
+        """The SSE events for ``frames``, and whether the stream ends with them."""
+        parts: list[bytes] = []
+        for frame in frames:
+            if isinstance(frame, Chunk):
+                parts.append(sse.event(frame.data))
+            elif isinstance(frame, Chunks):
+                parts.extend(sse.event(data) for data in frame.data)
+            elif isinstance(frame, End):
+                self.meter.tokens(frame.usage)
+                parts.append(DONE_EVENT)
+                return b"".join(parts), True
+            elif isinstance(frame, Error):
+                parts.append(self._error(error_from_frame(frame, self.opened.worker)))
+                return b"".join(parts), True
+        return b"".join(parts), False
+
+    def _error(self, exc: PendraError) -> bytes:
+        """The error event that ends a failed stream (never followed by [DONE])."""
         self.meter.failed(exc.status, exc.message)
         log.warning("stream %s ended with an error: %s", self.meter.request_id, exc.message)
-        await self._body(send, sse.event(error_body(exc.message, exc.kind, param=exc.param,
-                                                    code=exc.code)))
+        return sse.event(error_body(exc.message, exc.kind, param=exc.param, code=exc.code))
 
     @staticmethod
     async def _body(send: Send, data: bytes) -> None:

@@ -44,7 +44,7 @@ from enum import Enum
 from pendra.catalogue.loader import Catalogue
 from pendra.errors import (BackendRejected, InvalidRequest, ModelUnavailable, NoCapacity, NotFound,
                            PendraError, UpstreamTimeout, WorkerFailed)
-from pendra.protocol.frames import Chunk, End, Error, Frame
+from pendra.protocol.frames import Chunk, Chunks, End, Error, Frame
 from pendra.server.fleet_index import load_key
 from pendra.server.hub import Hub, RequestHandle, WorkerGone, WorkerView
 
@@ -97,7 +97,7 @@ class Opened:
     """A request that a worker has started answering: its first frame, and the rest to come."""
 
     handle: RequestHandle
-    first: Chunk | End
+    first: Chunk | Chunks | End
     frames: AsyncIterator[Frame]
     served: str
 
@@ -294,7 +294,7 @@ class Router:
                                           f"{FIRST_FRAME_TIMEOUT_S:g}s") from exc
                 except WorkerGone as exc:
                     first = exc
-                if isinstance(first, Chunk | End):
+                if isinstance(first, Chunk | Chunks | End):
                     opened = Opened(handle, first, frames, served)
                     return opened
                 earlier = f"{describe(tried[-1])} {failure}" if tried else ""

@@ -2,7 +2,9 @@
 
 Rules:
 - An event is an optional ``event: <name>`` line, one ``data:`` line per line of its text, then a
-  blank line. JSON data is written compact on one line (``event``), so it is one ``data:`` line.
+  blank line. JSON data is written compact on one line (``event``), so it is one ``data:`` line:
+  UTF-8 by orjson, or by ``json`` (ASCII with escapes) for what orjson refuses (an integer past 64
+  bits, a lone surrogate, a non-string key).
 - A stream that can go quiet goes through ``with_keepalive``: a comment line (``: keepalive``) at
   least every ``KEEPALIVE_S`` keeps proxies from closing an idle connection and is how a client
   that vanished is noticed (the write fails). Comment lines are ignored by every SSE client.
@@ -16,6 +18,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi.responses import StreamingResponse
 
 MEDIA_TYPE = "text/event-stream"
@@ -35,9 +38,13 @@ def message(text: str, name: str | None = None) -> bytes:
 
 def event(data: Any, name: str | None = None) -> bytes:
     """One event carrying ``data`` as compact JSON."""
-    payload = json.dumps(data, separators=(",", ":"))
-    head = f"event: {name}\n" if name else ""
-    return f"{head}data: {payload}\n\n".encode()
+    try:
+        payload = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        payload = json.dumps(data, separators=(",", ":")).encode()
+    if name:
+        return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
+    return b"data: " + payload + b"\n\n"
 
 
 def retry(ms: int) -> bytes:

@@ -89,6 +89,32 @@ class FrameStream:
         if isinstance(frame, self._terminal):
             self.ended = True
 
+    def offer(self, frame: Frame) -> bool:
+        """``put`` without waiting: False (nothing queued) when the stream is full."""
+        if self.ended:
+            return True
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            return False
+        if isinstance(frame, self._terminal):
+            self.ended = True
+        return True
+
+    def ready(self) -> list[Frame]:
+        """The frames queued now, without waiting (up to and including a terminal frame); a
+        failure is left for ``next`` to raise."""
+        frames: list[Frame] = []
+        while not self._consumed and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is WAKE:
+                continue
+            assert isinstance(item, Frame)
+            frames.append(item)
+            if isinstance(item, self._terminal):
+                self._consumed = True
+        return frames
+
     def fail(self, error: PendraError) -> None:
         """End the stream with ``error``, raised to the consumer after what is already queued."""
         if self.ended:

@@ -3,6 +3,14 @@
 ``decide`` is the one place that says retry or give up: a refused key, an unsupported protocol
 version or a removed worker end ``run()`` with a clear error; anything else reconnects with capped,
 fully jittered exponential backoff that resets after a connection that stayed up.
+
+Sending: every frame goes through one ``SendQueue`` per connection, encoded when it is queued (so
+its sender sees an encoding error) and written by one writer task, in order. The writer takes
+everything that is waiting at once and merges each run of chunks of one request into ``chunks``
+frames (``frames.coalesce``): a backend that hands over a burst of tokens costs one frame and one
+socket write, not one per token, and nothing waits for company (a lone chunk goes out as soon as
+its sender yields). ``send`` waits while ``SEND_QUEUE_FRAMES`` are queued; ``flush`` waits until
+the queue is written.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -20,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from pendra.config import WorkerSettings
 from pendra.errors import AuthenticationFailed, ProtocolError
 from pendra.protocol.close import CloseReason, close_reason_text, describe, retryable
-from pendra.protocol.frames import MAX_FRAME_BYTES, Frame, Inventory, dump_frame
+from pendra.protocol.frames import MAX_FRAME_BYTES, Frame, Inventory, Piece, coalesce, piece
 from pendra.protocol.session import Close, Output, Ready, Received, WorkerSession
 
 log = logging.getLogger(__name__)
@@ -29,6 +38,61 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 # A connection that lived this long counts as good: the next failure starts backoff over.
 STABLE_AFTER_S = 30.0
+# Frames queued for the socket before ``send`` waits: a few bursts of every running request; a
+# socket that stops draining holds back its senders instead of memory.
+SEND_QUEUE_FRAMES = 1024
+
+
+class SendQueue:
+    """Encoded frames waiting for the connection's writer, in order, at most ``limit``."""
+
+    def __init__(self, limit: int = SEND_QUEUE_FRAMES) -> None:
+        self._pieces: list[Piece] = []
+        self._limit = limit
+        self._waiting = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.closed = False
+
+    async def put(self, frame: Frame) -> bool:
+        """Queue ``frame`` (encoding errors raise here); False once the queue is closed."""
+        encoded = piece(frame)
+        while len(self._pieces) >= self._limit and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+        if self.closed:
+            return False
+        self._pieces.append(encoded)
+        self._waiting.set()
+        self._empty.clear()
+        return True
+
+    async def take(self) -> list[bytes]:
+        """Everything queued, coalesced (waits while the queue is empty)."""
+        while not self._pieces:
+            self._empty.set()
+            self._waiting.clear()
+            await self._waiting.wait()
+        pieces, self._pieces = self._pieces, []
+        self._room.set()
+        return coalesce(pieces)
+
+    def written(self) -> None:
+        """The writer has sent what it took."""
+        if not self._pieces:
+            self._empty.set()
+
+    async def drained(self) -> None:
+        await self._empty.wait()
+
+    def close(self) -> None:
+        """Drop what is queued; release every waiting ``put`` (False) and ``drained``."""
+        self.closed = True
+        self._pieces.clear()
+        self._room.set()
+        self._empty.set()
 
 
 class FrameHandler(Protocol):
@@ -61,7 +125,7 @@ class Connection:
         self.software_version = software_version
         self._ws: ClientConnection | None = None
         self._session: WorkerSession | None = None
-        self._send_lock = asyncio.Lock()
+        self._queue: SendQueue | None = None
         self._last_error = ""
 
     @property
@@ -69,15 +133,21 @@ class Connection:
         return self._ws is not None and self._session is not None and self._session.ready
 
     async def send(self, frame: Frame) -> bool:
-        ws = self._ws
-        if ws is None or not self.connected:
+        """Queue ``frame`` for the control plane; False when not connected (or the connection
+        ended while it waited for room). Frames queued when the socket drops are lost with it."""
+        queue = self._queue
+        if queue is None or not self.connected:
             return False
-        try:
-            async with self._send_lock:
-                await ws.send(dump_frame(frame))
-        except ConnectionClosed:
-            return False
-        return True
+        return await queue.put(frame)
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until every queued frame has been written."""
+        if (queue := self._queue) is not None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await queue.drained()
+            except TimeoutError:
+                log.warning("frames for the control plane still unsent after %.0fs", timeout_s)
 
     async def inventory_changed(self) -> None:
         await self.send(self.inventory())
@@ -112,16 +182,20 @@ class Connection:
                     software_version=self.software_version,
                     heartbeat_interval_s=self.settings.heartbeat_interval_s,
                     heartbeat_timeout_s=self.settings.heartbeat_timeout_s, now=time.monotonic())
-                self._ws, self._session = ws, session
+                _no_delay(ws)
+                queue = SendQueue()
+                self._ws, self._session, self._queue = ws, session, queue
                 try:
-                    return await self._serve(ws, session)
+                    return await self._serve(ws, session, queue)
                 finally:
-                    self._ws, self._session = None, None
+                    queue.close()
+                    self._ws, self._session, self._queue = None, None, None
                     await self.handler.on_disconnect()
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             return None, f"cannot reach {url} ({type(exc).__name__}: {exc})"
 
-    async def _serve(self, ws: ClientConnection, session: WorkerSession) -> tuple[int | None, str]:
+    async def _serve(self, ws: ClientConnection, session: WorkerSession,
+                     queue: SendQueue) -> tuple[int | None, str]:
         """Drive ``session`` over ``ws`` until it closes: (close code or None, detail)."""
 
         async def act(outputs: list[Output]) -> tuple[int, str] | None:
@@ -130,8 +204,7 @@ class Connection:
                     await ws.close(int(output.reason), close_reason_text(output.detail))
                     return int(output.reason), output.detail
                 if isinstance(output, Frame):
-                    async with self._send_lock:
-                        await ws.send(dump_frame(output))
+                    await queue.put(output)
                 elif isinstance(output, Ready):
                     self._last_error = ""
                     log.info("connected to %s as %s (%s)", self.settings.gpu_ws_url,
@@ -153,8 +226,15 @@ class Connection:
                 if (ended := await act(session.receive_raw(raw, time.monotonic()))) is not None:
                     return ended
 
+        async def write() -> tuple[int, str]:
+            while True:
+                for message in await queue.take():
+                    await ws.send(message, text=True)
+                queue.written()
+
         tasks = [asyncio.create_task(read(), name="ws-worker-read"),
-                 asyncio.create_task(beat(), name="ws-worker-beat")]
+                 asyncio.create_task(beat(), name="ws-worker-beat"),
+                 asyncio.create_task(write(), name="ws-worker-write")]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             return next(iter(done)).result()
@@ -165,3 +245,11 @@ class Connection:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _no_delay(ws: ClientConnection) -> None:
+    """TCP_NODELAY on the socket to the control plane: a frame is a whole message, and Nagle's
+    algorithm would hold a small one back for the peer's delayed ACK (docs/performance.md)."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -9,7 +9,8 @@ Shutdown starts when ``stop`` is set (signals are the caller's business) and has
 1. stop taking work: the runner refuses new requests with 503 and the server is sent an inventory
    with no models, so it routes elsewhere;
 2. drain: running requests get up to ``DRAIN_S`` to finish over the still-open socket;
-3. cancel whatever is left (requests and installs);
+3. cancel whatever is left (requests and installs), and let the frames they queued be written
+   (at most ``FLUSH_S``);
 4. close the socket, then release the backends.
 A refused key or an unsupported protocol version ends ``run_worker`` with that error
 (``AuthenticationFailed`` / ``ProtocolError``); every other failure to connect is retried.
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # How long running requests may take to finish once the worker is asked to stop.
 DRAIN_S = 5.0
+# How long the last frames (ends, errors) may take to reach the socket before it is closed.
+FLUSH_S = 1.0
 
 
 def build_inventory(registry: BackendRegistry, settings: WorkerSettings, *,
@@ -108,6 +111,7 @@ async def _serve(settings: WorkerSettings, registry: BackendRegistry, stop: asyn
         runner.stop_accepting()
         await connection.inventory_changed()
         await runner.drain(DRAIN_S)
+        await connection.flush(FLUSH_S)  # the last ends and errors are queued, not yet written
         dial.cancel()  # closes the socket; the discovery loop ends on `stop` by itself
 
 
