@@ -59,11 +59,19 @@ def raise_for(status: int, text: str) -> None:
     raise BackendRejected(message, status=status)
 
 
+# Connections to one Ollama: a worker runs at most 64 requests (MAX_CONCURRENT) plus discovery's 5
+# /api/show calls and an install or two. All of them are kept alive between requests (httpx keeps
+# only 20 by default, so at 64 concurrent requests most would reconnect for every request).
+POOL_CONNECTIONS = 128
+
+
 class OllamaClient:
     def __init__(self, base_url: str, *, timeout: httpx.Timeout = INFERENCE_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
-                                       limits=httpx.Limits(max_connections=128))
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout,
+            limits=httpx.Limits(max_connections=POOL_CONNECTIONS,
+                                max_keepalive_connections=POOL_CONNECTIONS))
 
     async def aclose(self) -> None:
         await self._http.aclose()
