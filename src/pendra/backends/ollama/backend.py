@@ -10,6 +10,8 @@ large blob for minutes without a line.
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,6 +47,11 @@ class PullProgress:
         return InstallProgress(str(line.get("status", "")), self._completed, max(total, self._completed))
 
 
+# How old an /api/tags answer from verification may be for list_models to use it instead of
+# asking again (a discovery pass lists right after it verifies).
+TAGS_FRESH_S = 1.0
+
+
 class OllamaBackend:
     kind = "ollama"
 
@@ -54,6 +61,8 @@ class OllamaBackend:
         self.client: OllamaClient | None = None
         self.version = ""
         self._cache: dict[str, ModelInfo] = {}
+        # /api/tags as the last verification read it, and when (monotonic seconds).
+        self._tags: tuple[float, dict[str, Any]] | None = None
 
     def _require(self) -> OllamaClient:
         if self.client is None:
@@ -65,7 +74,8 @@ class OllamaBackend:
         endpoint = endpoint.rstrip("/")
         active = self.client is not None and self.client.base_url == endpoint
         client = self.client if active and self.client is not None else OllamaClient(endpoint)
-        status = await discovery.verify(client)
+        status, tags = await discovery.verify(client)
+        self._tags = (time.monotonic(), tags) if tags is not None else None
         if status.verified:
             if not active:
                 if self.client is not None:
@@ -78,7 +88,11 @@ class OllamaBackend:
         return status
 
     async def list_models(self) -> list[ModelInfo]:
-        return await discovery.list_models(self._require(), self._cache, self.version)
+        # The tags verification has just read (a discovery pass verifies, then lists), used once;
+        # anything older is asked for again.
+        read, self._tags = self._tags, None
+        tags = read[1] if read is not None and time.monotonic() - read[0] < TAGS_FRESH_S else None
+        return await discovery.list_models(self._require(), self._cache, self.version, tags)
 
     def num_ctx_for(self, model: ModelInfo) -> int | None:
         """The context to inject: discovery's, capped if configured; stable per model."""

@@ -43,23 +43,25 @@ def served_capabilities(capabilities: tuple[str, ...], version: str) -> tuple[st
     return tuple(c for c in capabilities if c not in dropped)
 
 
-async def verify(client: OllamaClient) -> BackendStatus:
+async def verify(client: OllamaClient) -> tuple[BackendStatus, dict[str, Any] | None]:
+    """The endpoint's status, and the ``/api/tags`` answer that verified it (None if it did not):
+    ``list_models`` right after may use that answer instead of asking again."""
     endpoint = client.base_url
     try:
         version = await client.get_json("/api/version")
         if not isinstance(version, dict) or not isinstance(version.get("version"), str):
             return BackendStatus("ollama", endpoint, False,
-                                 reason="GET /api/version did not answer Ollama's {\"version\": …}")
+                                 reason="GET /api/version did not answer Ollama's {\"version\": …}"), None
         tags = await client.get_json("/api/tags")
         if not isinstance(tags, dict) or not isinstance(tags.get("models"), list):
             return BackendStatus("ollama", endpoint, False, version=version["version"],
-                                 reason="GET /api/tags did not answer Ollama's {\"models\": […]}")
+                                 reason="GET /api/tags did not answer Ollama's {\"models\": […]}"), None
     except BackendError as exc:
-        return BackendStatus("ollama", endpoint, False, reason=exc.message)
+        return BackendStatus("ollama", endpoint, False, reason=exc.message), None
     capabilities = tuple(c for c in CAPABILITIES
                          if c != "image" or has_image_generation(version["version"]))
     return BackendStatus("ollama", endpoint, True, version=version["version"],
-                         capabilities=capabilities)
+                         capabilities=capabilities), tags
 
 
 def _info(tag: dict[str, Any], show: dict[str, Any] | None) -> ModelInfo:
@@ -85,15 +87,17 @@ def _info(tag: dict[str, Any], show: dict[str, Any] | None) -> ModelInfo:
         digest=tag.get("digest", ""), modified_at=tag.get("modified_at", ""))
 
 
-async def list_models(client: OllamaClient, cache: dict[str, ModelInfo],
-                      version: str) -> list[ModelInfo]:
+async def list_models(client: OllamaClient, cache: dict[str, ModelInfo], version: str,
+                      tags: dict[str, Any] | None = None) -> list[ModelInfo]:
     """Every installed model with metadata, advertising what this Ollama ``version`` can serve.
 
-    ``cache`` maps digest → metadata from earlier ticks and is updated in place: fully described
-    models are kept, models that are gone are dropped, and a model whose ``show`` failed is left
-    out so the next tick asks again.
+    ``tags`` is a fresh ``/api/tags`` answer (the one verification just read), else it is asked
+    for. ``cache`` maps digest → metadata from earlier ticks and is updated in place: fully
+    described models are kept, models that are gone are dropped, and a model whose ``show`` failed
+    is left out so the next tick asks again.
     """
-    tags = await client.get_json("/api/tags")
+    if tags is None:
+        tags = await client.get_json("/api/tags")
     entries = [t for t in (tags.get("models") or []) if isinstance(t, dict)]
     gate = asyncio.Semaphore(SHOW_CONCURRENCY)
     results: dict[int, ModelInfo] = {}
