@@ -5,10 +5,12 @@ Rules:
   process (``pendra up``, a test) may run several. What exists for the app's whole life is made by
   the lifespan and kept on ``app.state``: ``settings``, ``catalogue``, ``sessions`` (the session
   signer, whose secret file is read on first use) and ``sign_in_throttle`` (at once), then
-  ``store``, ``hub``, ``router``, ``usage``, ``last_used`` and ``installs`` while it runs. Only
+  ``store``, ``hub``, ``router``, ``usage``, ``last_used``, ``keys`` (the in-memory key index) and
+  ``installs`` while it runs. Only
   this module and deps.py touch ``app.state``; routes get what they need through deps.py.
 - Start-up order: open (and migrate) the store, make the hub, start the usage writer, the
-  last-used writer and the installs service. Shutdown runs it backwards: the hub closes first
+  last-used writer, the key index (read whole from the store before anything is served) and the
+  installs service. Shutdown runs it backwards: the hub closes first
   (workers are told to go away, their open requests end with WorkerGone and are metered), then
   installs, the last-used stamps and the usage writer drain into the store, then the store
   closes. A hub passed in by the caller is the caller's to
@@ -38,6 +40,7 @@ from pendra.server.errors import install_error_handlers
 from pendra.server.gpu_socket import Enrolled, StrangerBudget, serve_gpu_socket
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
+from pendra.server.key_index import KeyIndex
 from pendra.server.last_used import LastUsed
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pendra.server.routing import Router
@@ -69,10 +72,10 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
             fleet = hub or Hub(heartbeat_interval_s=settings.heartbeat_interval_s,
                                heartbeat_timeout_s=settings.heartbeat_timeout_s)
             async with (UsageWriter(store) as usage, LastUsed(store) as last_used,
-                        Installs(store, fleet, catalogue) as installs):
+                        KeyIndex(store) as keys, Installs(store, fleet, catalogue) as installs):
                 app.state.store, app.state.hub = store, fleet
                 app.state.usage, app.state.installs = usage, installs
-                app.state.last_used = last_used
+                app.state.last_used, app.state.keys = last_used, keys
                 app.state.router = Router(fleet, catalogue,
                                           queue_timeout_s=settings.queue_timeout_s)
                 try:

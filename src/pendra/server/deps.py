@@ -17,6 +17,7 @@ from pendra.catalogue.loader import Catalogue
 from pendra.config import ServerSettings
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
+from pendra.server.key_index import KeyIndex
 from pendra.server.last_used import LastUsed
 from pendra.server.relay import Relay
 from pendra.server.routing import Router
@@ -66,6 +67,11 @@ def get_last_used(request: Request) -> LastUsed:
     return last_used
 
 
+def get_key_index(request: Request) -> KeyIndex:
+    keys: KeyIndex = request.app.state.keys
+    return keys
+
+
 def get_sessions(request: Request) -> Sessions:
     sessions: Sessions = request.app.state.sessions
     return sessions
@@ -97,6 +103,7 @@ UsageDep = Annotated[UsageWriter, Depends(get_usage)]
 RelayDep = Annotated[Relay, Depends(get_relay)]
 InstallsDep = Annotated[Installs, Depends(get_installs)]
 LastUsedDep = Annotated[LastUsed, Depends(get_last_used)]
+KeyIndexDep = Annotated[KeyIndex, Depends(get_key_index)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 SignInThrottleDep = Annotated[SignInThrottle, Depends(get_sign_in_throttle)]
 CurrentSession = Annotated[Session | None, Depends(get_current_session)]
