@@ -11,7 +11,9 @@ Rules:
   backoff; the stamps stay pending (a newer one for the same key wins) until they are stored. One
   that fails for good is logged and its stamps dropped: last-used is bookkeeping, never worth a
   request. The pending map holds at most one entry per key (``PENDING_MAX`` bounds it anyway).
-- On exit the pending stamps are written one last time, bounded by ``flush_timeout_s``.
+- On exit the pending stamps are written one last time, bounded by ``flush_timeout_s``; stamps
+  whose write the exit interrupted are among them (a key's use is noted once a minute, so a stamp
+  lost here would not come back).
 """
 
 from __future__ import annotations
@@ -115,6 +117,12 @@ class LastUsed:
             except TimeoutError:
                 pass
 
+    def _keep(self, stamps: dict[str, datetime]) -> None:
+        """Put stamps that were not written back with the pending ones (the newer of two wins)."""
+        for key_id, when in stamps.items():
+            if key_id not in self._pending or self._pending[key_id] < when:
+                self._pending[key_id] = when
+
     async def _write_pending(self) -> bool:
         """Write the pending stamps; False when they were kept for a retry."""
         stamps, self._pending = self._pending, {}
@@ -124,14 +132,15 @@ class LastUsed:
             async with self._store.session() as session:
                 await keys.stamp_last_used(session, stamps)
                 await session.commit()
+        except asyncio.CancelledError:  # stopped mid-write (shutdown): the exit flush has them
+            self._keep(stamps)
+            raise
         # The writer task's boundary: whatever a write raises, the task goes on.
         except Exception as exc:
             if not transient(exc):
                 log.error("dropped the last-used time of %d key(s): %s", len(stamps), brief(exc))
                 return True
-            for key_id, when in stamps.items():  # keep the newer of the two
-                if key_id not in self._pending or self._pending[key_id] < when:
-                    self._pending[key_id] = when
+            self._keep(stamps)
             if not self._failing:
                 log.warning("could not record when %d key(s) were last used, retrying until "
                             "stored: %s", len(stamps), brief(exc))
