@@ -350,13 +350,41 @@ def _server_settings() -> cfg.ServerSettings:
     return _run_sync(lambda: cfg.load_server(_home()))
 
 
+def _through_live_server(path: str, payload: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """POST a key change to the running control plane's admin API (so its key index has it before
+    the command returns); None when no control plane answers here, and then the caller writes the
+    store directly (a server started later reads it; one sharing the store elsewhere picks the
+    change up within its key index's sync interval, see server/key_index.py)."""
+    from pendra.server.state import read_server_state
+
+    live = read_server_state(_home())
+    url = os.environ.get("PENDRA_URL") or (live.url if live else None)
+    token = os.environ.get("PENDRA_ADMIN_TOKEN") or (live.admin_token if live else None)
+    if not url or not token:
+        return None
+    try:
+        response = httpx.post(url.rstrip("/") + path, json=payload,
+                              headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    except httpx.ConnectError:  # nothing listens there (server.yaml outlived its server)
+        return None
+    if response.status_code >= 400:
+        _fail_from(response)
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
 @keys_app.command("create")
 def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")]) -> None:
     """Create an API key and print it once."""
     from pendra.server import local_admin
 
-    row, raw = _run(lambda: local_admin.create_key(_server_settings(), name))
-    _announce(f"Created key {row.id} ({row.name}). Copy it now, it is not shown again:")
+    made = _through_live_server("/api/v1/keys", {"name": name})
+    if made is not None:
+        key_id, key_name, raw = made["id"], made["name"], made["key"]
+    else:
+        row, raw = _run(lambda: local_admin.create_key(_server_settings(), name))
+        key_id, key_name = row.id, row.name
+    _announce(f"Created key {key_id} ({key_name}). Copy it now, it is not shown again:")
     _announce(raw)
 
 
@@ -383,8 +411,13 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -
     """Revoke a key; it stops working on the next request."""
     from pendra.server import local_admin
 
-    row = _run(lambda: local_admin.revoke_key(_server_settings(), key))
-    _announce(f"Revoked {row.id} ({row.name}).")
+    revoked = _through_live_server("/api/v1/keys/revoke", {"key": key})
+    if revoked is not None:
+        key_id, key_name = revoked["id"], revoked["name"]
+    else:
+        row = _run(lambda: local_admin.revoke_key(_server_settings(), key))
+        key_id, key_name = row.id, row.name
+    _announce(f"Revoked {key_id} ({key_name}).")
 
 
 @admin_app.command("reset-password")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +22,7 @@ from openai import AsyncOpenAI
 
 from polling import eventually
 from suite_env import WAIT
-from cluster import Cluster
+from cluster import PENDRA, Cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -176,7 +178,9 @@ async def test_v1_root_alias(cluster: Cluster) -> None:
 
 
 async def test_keys_absent_bad_and_revoked(cluster: Cluster) -> None:
-    """No key, an unknown key and a revoked key are all 401; revocation is immediate."""
+    """No key, an unknown key and a revoked key are all 401; ``pendra keys create`` and ``revoke``
+    go through the running control plane, so the new key works, and the revoked one is refused, on
+    the very next request."""
     async with httpx.AsyncClient(base_url=cluster.base_url) as http:
         r = await http.get("/api/v1/models")
         assert r.status_code == 401 and r.headers["x-request-id"]
@@ -189,6 +193,31 @@ async def test_keys_absent_bad_and_revoked(cluster: Cluster) -> None:
         await client(cluster, key=key).models.list()
     async with httpx.AsyncClient(base_url=cluster.base_url, headers={"x-api-key": cluster.api_key}) as http:
         assert (await http.get("/api/v1/models")).status_code == 200
+
+
+async def test_cli_key_changes_reach_the_running_server_through_the_store(cluster: Cluster) -> None:
+    """When the CLI cannot reach the control plane (PENDRA_URL points at a closed port), ``pendra
+    keys create`` and ``revoke`` write the store directly, and the running server still accepts the
+    new key, then refuses it, once its key index has synced (within a second; the ceiling here is
+    generous)."""
+    env = {**cluster.server_env, "PENDRA_URL": "http://127.0.0.1:1"}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([PENDRA, *args], env=env, capture_output=True, text=True,
+                              timeout=60 * WAIT, check=True)
+        return done.stdout
+
+    key = re.search(r"pdr_sk_[A-Za-z0-9_-]{43}", cli("keys", "create", "--name", "offline"))
+    assert key is not None
+
+    async def answers(expected: int) -> bool:
+        async with httpx.AsyncClient(base_url=cluster.base_url,
+                                     headers={"Authorization": f"Bearer {key.group(0)}"}) as http:
+            return (await http.get("/api/v1/models")).status_code == expected
+
+    await eventually(lambda: answers(200), timeout_s=5, what="the key made in the store works")
+    cli("keys", "revoke", key.group(0)[:12])
+    await eventually(lambda: answers(401), timeout_s=5, what="the key revoked in the store fails")
 
 
 async def test_unknown_model_and_catalogue_model(cluster: Cluster) -> None:

@@ -35,7 +35,6 @@ from pendra.protocol.frames import (PROTOCOL_VERSION, Cancel, CancelOp, Challeng
 from pendra.server.app import create_app
 from pendra.server.connections import EdgeLimits
 from pendra.server.serve import serving
-from pendra.server.store import keys as key_store
 from pendra.server.store import workers as worker_store
 from polling import eventually
 from suite_env import WAIT
@@ -78,9 +77,9 @@ class Api:
         return {"Authorization": f"Bearer {self.key}"}
 
     async def new_key(self, name: str) -> str:
-        async with self.app.state.store.session() as session:
-            _, raw = await key_store.create_key(session, name)
-            await session.commit()
+        """A key made through the running app's key index, as the console and admin API make
+        them: usable on the next request."""
+        _, raw = await self.app.state.keys.create(name)
         return raw
 
 

@@ -20,7 +20,6 @@ from openai import AsyncOpenAI
 from api_fixtures import (ADMIN_TOKEN, CHAT_MODEL, EMBED_MODEL, TIMEOUT_S, USAGE, Api,
                           FakeWorker, drop, drop_after, fail_with, fleet, hold, running_api,
                           sse_events, stream_forever)
-from pendra.server.store import keys as key_store
 from pendra.server.store import usage as usage_store
 from polling import eventually
 
@@ -145,8 +144,8 @@ async def test_models_filter_by_type_and_describe_workers(api: Api, alpha: FakeW
 
 
 async def test_keys_absent_unknown_and_revoked_are_401(api: Api, alpha: FakeWorker) -> None:
-    """No key, an unknown key and a revoked key get 401 saying why; revocation is immediate; the
-    x-api-key header works too."""
+    """No key, an unknown key and a revoked key get 401 saying why; revocation through the admin
+    API is immediate; the x-api-key header works too."""
     async with http(api) as client:
         absent = await client.get("/api/v1/models")
         assert absent.status_code == 401 and "missing API key" in absent.json()["detail"]
@@ -155,9 +154,10 @@ async def test_keys_absent_unknown_and_revoked_are_401(api: Api, alpha: FakeWork
         await sdk(api, key="pdr_sk_" + "x" * 43).models.list()
     key = await api.new_key("short-lived")
     assert [m async for m in sdk(api, key=key).models.list()]
-    async with api.app.state.store.session() as session:
-        await key_store.revoke_key(session, key)
-        await session.commit()
+    async with http(api) as client:
+        revoked = await client.post("/api/v1/keys/revoke", json={"key": key[:12]},
+                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"], revoked.text
     with pytest.raises(openai.AuthenticationError):
         await sdk(api, key=key).chat.completions.create(model="llama3.2", messages=HELLO)
     async with httpx.AsyncClient(base_url=api.base_url, headers={"x-api-key": api.key}) as client:

@@ -28,7 +28,7 @@ async def test_uses_coalesce_into_one_stamp_written_by_the_task(store: Store) ->
     row = await make_key(store, "busy")
     async with LastUsed(store, interval_s=60) as last_used:
         for _ in range(100):
-            last_used.note(row)
+            last_used.note(row.id)
         assert len(last_used._pending) == 1
         latest = last_used._pending[row.id]
         await last_used.flush()
@@ -39,8 +39,21 @@ async def test_pending_stamps_are_written_on_exit(store: Store) -> None:
     """A stamp noted just before shutdown is still written: exiting flushes what is pending."""
     first, second = await make_key(store, "a"), await make_key(store, "b")
     async with LastUsed(store, interval_s=60) as last_used:
-        last_used.note(first)
+        last_used.note(first.id)
         await last_used.flush()
-        last_used.note(second)  # the task now waits out its 60 s pause
+        last_used.note(second.id)  # the task now waits out its 60 s pause
     assert await stamp_of(store, first.id) is not None
     assert await stamp_of(store, second.id) is not None
+
+
+async def test_a_key_is_noted_at_most_once_a_minute(store: Store) -> None:
+    """Once a key's use is written, more uses within the minute note nothing (no write, no read:
+    the time it was noted is kept in memory); another key is noted as usual."""
+    first, second = await make_key(store, "a"), await make_key(store, "b")
+    async with LastUsed(store, interval_s=60) as last_used:
+        last_used.note(first.id)
+        await last_used.flush()
+        last_used.note(first.id)
+        assert last_used._pending == {}
+        last_used.note(second.id)
+        assert list(last_used._pending) == [second.id]

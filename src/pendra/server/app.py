@@ -5,16 +5,15 @@ Rules:
   process (``pendra up``, a test) may run several. What exists for the app's whole life is made by
   the lifespan and kept on ``app.state``: ``settings``, ``catalogue``, ``sessions`` (the session
   signer, whose secret file is read on first use) and ``sign_in_throttle`` (at once), then
-  ``store``, ``hub``, ``router``, ``usage``, ``last_used``, ``last_seen`` and ``installs`` while it
-  runs. Only
-  this module and deps.py touch ``app.state``; routes get what they need through deps.py.
+  ``store``, ``hub``, ``router``, ``usage``, ``last_used``, ``last_seen``, ``keys`` (the in-memory
+  key index) and ``installs`` while it runs. Only this module and deps.py touch ``app.state``;
+  routes get what they need through deps.py.
 - Start-up order: open (and migrate) the store, make the hub, start the usage writer, the
-  last-used and last-seen writers and the installs service. Shutdown runs it backwards: the hub
-  closes first (workers are told to go away, their open requests end with WorkerGone and are
-  metered, their last-seen stamps noted), then installs, the last-seen and last-used stamps and
-  the usage writer drain into the store, then the store
-  closes. A hub passed in by the caller is the caller's to
-  close.
+  last-used and last-seen writers, the key index (read whole from the store before anything is
+  served) and the installs service. Shutdown runs it backwards: the hub closes first (workers are
+  told to go away, their open requests end with WorkerGone and are metered, their last-seen stamps
+  noted), then installs, the last-seen and last-used stamps and the usage writer drain into the
+  store, then the store closes. A hub passed in by the caller is the caller's to close.
 - ``/ws/gpu`` is the workers' socket: the enrolled public key and name come from the store; the
   workers' ``last_seen_at`` is written in batches by ``LastSeen`` (last_seen.py: every few seconds
   from the hub's views, and as each connection ends), never from a socket loop, and a failure to
@@ -39,6 +38,7 @@ from pendra.server.errors import install_error_handlers
 from pendra.server.gpu_socket import Enrolled, StrangerBudget, serve_gpu_socket
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
+from pendra.server.key_index import KeyIndex
 from pendra.server.last_seen import LastSeen
 from pendra.server.last_used import LastUsed
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -70,10 +70,11 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
                                heartbeat_timeout_s=settings.heartbeat_timeout_s)
             async with (UsageWriter(store) as usage, LastUsed(store) as last_used,
                         LastSeen(store, fleet, interval_s=fleet.heartbeat_interval_s) as last_seen,
-                        Installs(store, fleet, catalogue) as installs):
+                        KeyIndex(store) as keys, Installs(store, fleet, catalogue) as installs):
                 app.state.store, app.state.hub = store, fleet
                 app.state.usage, app.state.installs = usage, installs
                 app.state.last_used, app.state.last_seen = last_used, last_seen
+                app.state.keys = keys
                 app.state.router = Router(fleet, catalogue,
                                           queue_timeout_s=settings.queue_timeout_s)
                 try:

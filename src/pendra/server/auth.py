@@ -1,12 +1,14 @@
 """API-key authentication for the public API: ``Authorization: Bearer pdr_sk_…`` or ``x-api-key``.
 
 Rules:
-- Every request looks its key up in the store (by SHA-256, see store/keys.py); nothing is cached,
-  so a revoked key is refused on the very next request. The lookup only reads: the use is noted in
-  the app's ``LastUsed`` and written later, off the request path (server/last_used.py), so a
-  slow or locked database cannot fail a request over bookkeeping.
+- A request's key is checked against the app's in-memory ``KeyIndex`` (server/key_index.py): no
+  store query, no await. The index, not this module, owns how current it is: a key created or
+  revoked through this control plane (console, admin API, ``pendra keys``) counts on the very next
+  request; one changed in the store from elsewhere counts within ``key_index.SYNC_INTERVAL_S``.
+- The use is noted in the app's ``LastUsed`` and written later, off the request path
+  (server/last_used.py), so a slow or locked database cannot fail a request over bookkeeping.
 - Absent, unknown and revoked keys are all 401, with a message saying which of the first two it
-  was (an unknown and a revoked key are indistinguishable by design: the store does not say).
+  was (an unknown and a revoked key are indistinguishable by design: the index does not say).
 - ``/status`` also accepts the per-start admin token the local CLI reads from server.yaml.
 """
 
@@ -18,11 +20,10 @@ from fastapi import Depends, Request
 
 from pendra.errors import Unauthorized
 from pendra.server.admin_auth import is_admin_token
-from pendra.server.deps import LastUsedDep, SettingsDep, StoreDep
+from pendra.server.deps import KeyIndexDep, LastUsedDep, SettingsDep
+from pendra.server.key_index import KeyIndex
 from pendra.server.last_used import LastUsed
-from pendra.server.store import keys
-from pendra.server.store.db import Store
-from pendra.server.store.tables import ApiKey
+from pendra.server.store.keys import KeyRow
 
 KEY_HINT = "send it as `Authorization: Bearer pdr_sk_…` or in the `x-api-key` header"
 
@@ -35,32 +36,32 @@ def presented_key(request: Request) -> str:
     return request.headers.get("x-api-key", "").strip()
 
 
-async def _authenticate(request: Request, raw: str, store: Store, last_used: LastUsed) -> ApiKey:
+def _authenticate(request: Request, raw: str, index: KeyIndex, last_used: LastUsed) -> KeyRow:
     if not raw:
         raise Unauthorized(f"missing API key: {KEY_HINT}")
-    async with store.session() as session:
-        row = await keys.authenticate(session, raw)
-    if row is None:
+    key = index.authenticate(raw)
+    if key is None:
         raise Unauthorized("invalid API key: it is unknown or has been revoked")
-    last_used.note(row)
-    request.state.api_key_id = row.id
-    return row
+    last_used.note(key.id)
+    request.state.api_key_id = key.id
+    return key
 
 
-async def authenticate_request(request: Request, store: StoreDep,
-                               last_used: LastUsedDep) -> ApiKey:
+# ``async`` though they never await: FastAPI runs a plain ``def`` dependency in a thread.
+async def authenticate_request(request: Request, index: KeyIndexDep,
+                               last_used: LastUsedDep) -> KeyRow:
     """The live API key of this request; Unauthorized otherwise."""
-    return await _authenticate(request, presented_key(request), store, last_used)
+    return _authenticate(request, presented_key(request), index, last_used)
 
 
-async def authenticate_reader(request: Request, settings: SettingsDep, store: StoreDep,
-                              last_used: LastUsedDep) -> ApiKey | None:
+async def authenticate_reader(request: Request, settings: SettingsDep, index: KeyIndexDep,
+                              last_used: LastUsedDep) -> KeyRow | None:
     """An API key, or the local admin token (then None): who may read ``/status``."""
     raw = presented_key(request)
     if raw and is_admin_token(settings, raw):
         return None
-    return await _authenticate(request, raw, store, last_used)
+    return _authenticate(request, raw, index, last_used)
 
 
-ApiKeyAuth = Annotated[ApiKey, Depends(authenticate_request)]
-StatusReader = Annotated[ApiKey | None, Depends(authenticate_reader)]
+ApiKeyAuth = Annotated[KeyRow, Depends(authenticate_request)]
+StatusReader = Annotated[KeyRow | None, Depends(authenticate_reader)]

@@ -1,33 +1,39 @@
 """When each API key was last used, recorded off the request path.
 
 Rules:
-- Authentication only notes a use (``LastUsed.note``: a dict assignment, no I/O); one background
-  task, owned by the app's lifespan (``async with LastUsed(store) as last_used``), writes the noted
-  stamps in one transaction at most every ``interval_s``. Many uses of a key between two writes
-  coalesce into one stamp, the latest.
+- Authentication only notes a use (``LastUsed.note(key_id)``: a dict lookup, no I/O); one
+  background task, owned by the app's lifespan (``async with LastUsed(store) as last_used``),
+  writes the noted stamps in one transaction at most every ``interval_s``. Many uses of a key
+  between two writes coalesce into one stamp, the latest; and a key's use is noted at most once
+  per ``LAST_USED_RESOLUTION`` (the time it was last noted is kept here, so a busy key costs
+  neither a write nor a read per request).
 - A write that fails for a passing reason (``store.retry.transient``) is retried with capped
   backoff; the stamps stay pending (a newer one for the same key wins) until they are stored. One
   that fails for good is logged and its stamps dropped: last-used is bookkeeping, never worth a
   request. The pending map holds at most one entry per key (``PENDING_MAX`` bounds it anyway).
-- On exit the pending stamps are written one last time, bounded by ``flush_timeout_s``.
+- On exit the pending stamps are written one last time, bounded by ``flush_timeout_s``; stamps
+  whose write the exit interrupted are among them (a key's use is noted once a minute, so a stamp
+  lost here would not come back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from pendra.server.store import keys
 from pendra.server.store.db import Store
 from pendra.server.store.retry import Backoff, transient
-from pendra.server.store.tables import ApiKey, utcnow
+from pendra.server.store.tables import utcnow
 from pendra.server.usage import brief
 from pendra.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+# Last-used is shown to the minute: one stamp a minute per key is all anyone can see.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Stamps are written at most this often: last-used is shown to the minute, so seconds are plenty.
 INTERVAL_S = 5.0
 # Keys waiting for a stamp; far more keys than anyone makes, so only a bug could reach it.
@@ -49,6 +55,7 @@ class LastUsed:
         self._flush_timeout_s = flush_timeout_s
         self._backoff = Backoff(retry_first_s, retry_max_s)
         self._pending: dict[str, datetime] = {}
+        self._noted: dict[str, datetime] = {}  # key id → when its use was last noted
         self._wake = asyncio.Event()  # there are stamps to write
         self._urgent = asyncio.Event()  # someone waits in flush(): skip the coalescing pause
         self._idle = asyncio.Event()
@@ -73,14 +80,19 @@ class LastUsed:
             log.warning("shutting down with the last-used time of %d key(s) unwritten",
                         len(self._pending))
 
-    def note(self, row: ApiKey) -> None:
-        """Record that ``row`` was used now (if that moves its stamp); never blocks or raises."""
+    def note(self, key_id: str) -> None:
+        """Record that key ``key_id`` was used now (at most once per ``LAST_USED_RESOLUTION``);
+        never blocks or raises."""
         now = utcnow()
-        if not keys.needs_stamp(row, now):
+        last = self._noted.get(key_id)
+        if last is not None and now - last < LAST_USED_RESOLUTION:
             return
-        if row.id not in self._pending and len(self._pending) >= PENDING_MAX:
+        if key_id not in self._pending and len(self._pending) >= PENDING_MAX:
             return
-        self._pending[row.id] = now
+        if len(self._noted) >= PENDING_MAX:
+            self._noted.clear()  # only a bug could get here; forgetting costs one write a key
+        self._noted[key_id] = now
+        self._pending[key_id] = now
         self._idle.clear()
         self._wake.set()
 
@@ -105,6 +117,12 @@ class LastUsed:
             except TimeoutError:
                 pass
 
+    def _keep(self, stamps: dict[str, datetime]) -> None:
+        """Put stamps that were not written back with the pending ones (the newer of two wins)."""
+        for key_id, when in stamps.items():
+            if key_id not in self._pending or self._pending[key_id] < when:
+                self._pending[key_id] = when
+
     async def _write_pending(self) -> bool:
         """Write the pending stamps; False when they were kept for a retry."""
         stamps, self._pending = self._pending, {}
@@ -114,14 +132,15 @@ class LastUsed:
             async with self._store.session() as session:
                 await keys.stamp_last_used(session, stamps)
                 await session.commit()
+        except asyncio.CancelledError:  # stopped mid-write (shutdown): the exit flush has them
+            self._keep(stamps)
+            raise
         # The writer task's boundary: whatever a write raises, the task goes on.
         except Exception as exc:
             if not transient(exc):
                 log.error("dropped the last-used time of %d key(s): %s", len(stamps), brief(exc))
                 return True
-            for key_id, when in stamps.items():  # keep the newer of the two
-                if key_id not in self._pending or self._pending[key_id] < when:
-                    self._pending[key_id] = when
+            self._keep(stamps)
             if not self._failing:
                 log.warning("could not record when %d key(s) were last used, retrying until "
                             "stored: %s", len(stamps), brief(exc))

@@ -17,7 +17,8 @@ RAW_KEY = re.compile(r"pdr_sk_[A-Za-z0-9_-]{43}")
 
 async def test_create_key_shows_it_once_and_it_authenticates(console: Console,
                                                              admin: SignedIn) -> None:
-    """Creating a key renders it once (not cached); the list afterwards shows only its prefix."""
+    """Creating a key renders it once (not cached) and it works on the very next API request; the
+    list afterwards shows only its prefix."""
     response = await admin.http.post("/api-keys", data=admin.form(name="ci pipeline"))
     assert response.status_code == 201
     assert response.headers["cache-control"] == "no-store"
@@ -26,6 +27,8 @@ async def test_create_key_shows_it_once_and_it_authenticates(console: Console,
     async with console.store.session() as session:
         row = await key_store.authenticate(session, raw.group(0))
     assert row is not None and row.name == "ci pipeline"
+    models = await admin.http.get("/v1/models", headers={"Authorization": f"Bearer {raw.group(0)}"})
+    assert models.status_code == 200
     listing = await admin.http.get("/api-keys")
     assert "ci pipeline" in listing.text and row.prefix in listing.text
     assert raw.group(0) not in listing.text
@@ -39,14 +42,18 @@ async def test_create_key_without_a_name_says_why(admin: SignedIn) -> None:
 
 
 async def test_revoke_key_stops_it_at_once(console: Console, admin: SignedIn) -> None:
-    """Revoking from the list ends the key immediately and says so."""
+    """Revoking from the list ends the key immediately (the very next API request with it is 401)
+    and says so."""
     created = await admin.http.post("/api-keys", data=admin.form(name="old"))
     raw = RAW_KEY.search(created.text).group(0)  # type: ignore[union-attr]
+    bearer = {"Authorization": f"Bearer {raw}"}
+    assert (await admin.http.get("/v1/models", headers=bearer)).status_code == 200
     async with console.store.session() as session:
         key_id = (await key_store.authenticate(session, raw)).id  # type: ignore[union-attr]
         await session.commit()
     response = await admin.http.post(f"/api-keys/{key_id}/revoke", data=admin.form())
     assert response.status_code == 303 and response.headers["location"] == "/api-keys"
+    assert (await admin.http.get("/v1/models", headers=bearer)).status_code == 401
     async with console.store.session() as session:
         assert await key_store.authenticate(session, raw) is None
     page = await admin.http.get("/api-keys")

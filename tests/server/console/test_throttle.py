@@ -12,7 +12,6 @@ import pytest
 
 from pendra.server.serve import serving
 from pendra.server.sessions import COOKIE_NAME
-from pendra.server.store import keys as key_store
 from pendra.server.throttle import SignInThrottle, SignInThrottled
 
 from .conftest import HTTP_TIMEOUT_S, PASSWORD, Console, console_app, sign_in
@@ -107,9 +106,7 @@ async def test_a_flood_from_many_addresses_is_held_globally_and_the_api_keeps_an
     """150 wrong passwords at once from 150 addresses (through the trusted proxy's
     X-Forwarded-For): the global throttle refuses most of them, none is a 500, and an
     authenticated /v1/models keeps answering promptly meanwhile."""
-    async with console.store.session() as session:
-        _, raw = await key_store.create_key(session, "api")
-        await session.commit()
+    _, raw = await console.app.state.keys.create("api")
     api_latencies: list[float] = []
     flood_done = asyncio.Event()
 

@@ -120,8 +120,8 @@ async def test_revoke_unknown_key_is_not_found(store: Store) -> None:
 
 
 async def test_authenticate_writes_nothing_and_stamps_only_move_forward(store: Store) -> None:
-    """Authenticating leaves the session clean; ``needs_stamp`` asks for at most one stamp a
-    minute; ``stamp_last_used`` moves ``last_used_at`` forward, never back."""
+    """Authenticating leaves the session clean; ``stamp_last_used`` moves ``last_used_at``
+    forward, never back."""
     async with store.session() as session:
         row, raw = await keys.create_key(session, "busy")
         await session.commit()
@@ -130,7 +130,6 @@ async def test_authenticate_writes_nothing_and_stamps_only_move_forward(store: S
         found = await keys.authenticate(session, raw)
         assert found is not None and found.last_used_at is None
         assert not session.dirty and not session.new
-        assert keys.needs_stamp(found, now)
         await keys.stamp_last_used(session, {row.id: now, "key_missing": now})
         await session.commit()
     async with store.session() as session:
@@ -139,5 +138,3 @@ async def test_authenticate_writes_nothing_and_stamps_only_move_forward(store: S
     async with store.session() as session:
         found = await keys.authenticate(session, raw)
         assert found is not None and found.last_used_at == now
-        assert not keys.needs_stamp(found, now + timedelta(seconds=30))
-        assert keys.needs_stamp(found, now + timedelta(minutes=2))

@@ -2,15 +2,15 @@
 
 ``mount_api(app)`` puts every route at ``/api/v1/...`` (documented in the OpenAPI schema) and again
 at ``/v1/...`` (same handlers, left out of the schema), so SDKs configured with either base URL
-work. The admin-only routes (``installs``) live under ``/api/v1`` only.
+work. The admin-only routes (``installs``, ``keys``) live under ``/api/v1`` only.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from pendra.server.api import (audio, catalogue, chat, embeddings, images, installs, models,
-                               status)
+from pendra.server.api import (audio, catalogue, chat, embeddings, images, installs, keys,
+                               models, status)
 
 API_PREFIX = "/api/v1"
 ALIAS_PREFIX = "/v1"
@@ -23,3 +23,4 @@ def mount_api(app: FastAPI) -> None:
         for router in PUBLIC_ROUTERS:
             app.include_router(router, prefix=prefix, include_in_schema=documented)
     app.include_router(installs.router, prefix=API_PREFIX)
+    app.include_router(keys.router, prefix=API_PREFIX)

@@ -8,8 +8,9 @@ closed before the password is hashed in a thread, and logs a failure with the cl
 action either redirects (303) to the page it came from with a one-line notice or error, or — when
 it made a secret that is shown exactly once (an API key, a worker's private key) — renders that
 page directly with ``Cache-Control: no-store``. Workers are enrolled, and their command line made,
-by server/enrolment.py, as for the CLI. Failures the admin can act on are Pendra's own errors and
-are shown as their message; nothing else is caught here.
+by server/enrolment.py, as for the CLI; keys are created and revoked through the app's key index
+(server/key_index.py), so the change counts on the very next API request. Failures the admin can
+act on are Pendra's own errors and are shown as their message; nothing else is caught here.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from pendra.server.console.auth import ConsoleSession, CsrfRefused, client_addre
 from pendra.server.console.rendering import NO_STORE, PageDep
 from pendra.server.console.views import (account_page, keys_page, safe_next, sign_in_page,
                                          workers_page)
-from pendra.server.deps import HubDep, InstallsDep, SessionsDep, SignInThrottleDep, StoreDep
+from pendra.server.deps import (HubDep, InstallsDep, KeyIndexDep, SessionsDep,
+                                SignInThrottleDep, StoreDep)
 from pendra.server.enrolment import enrol_worker, worker_command, worker_ws_url
 from pendra.server.sessions import (clear_session_cookie, end_session, password_fingerprint,
                                     read_form, same_origin, set_session_cookie)
 from pendra.server.store import admin as admin_store
-from pendra.server.store import keys as key_store
 from pendra.server.store import workers as worker_store
 from pendra.server.store.db import Store
 from pendra.server.throttle import SignInThrottle, clip_address
@@ -199,11 +200,11 @@ async def remove_worker(page: PageDep, worker_id: str, _: ConsoleSession, store:
 
 @router.post("/api-keys")
 async def create_key(request: Request, page: PageDep, session: ConsoleSession,
-                     store: StoreDep) -> Response:
+                     store: StoreDep, keys: KeyIndexDep) -> Response:
     name = (await read_form(request)).get("name", "")
     base_url = str(request.base_url)
     try:
-        row, raw = await store.change(lambda db: key_store.create_key(db, name))
+        row, raw = await keys.create(name)
     except PendraError as exc:
         return page.render("api_keys.html", await keys_page(store, base_url, error=exc.message),
                            session=session, status=exc.status)
@@ -213,9 +214,10 @@ async def create_key(request: Request, page: PageDep, session: ConsoleSession,
 
 
 @router.post("/api-keys/{key_id}/revoke")
-async def revoke_key(page: PageDep, key_id: str, _: ConsoleSession, store: StoreDep) -> Response:
+async def revoke_key(page: PageDep, key_id: str, _: ConsoleSession,
+                     keys: KeyIndexDep) -> Response:
     try:
-        row = await store.change(lambda db: key_store.revoke_key(db, key_id))
+        row = await keys.revoke(key_id)
     except PendraError as exc:
         return page.redirect("/api-keys", error=exc.message)
     return page.redirect("/api-keys",

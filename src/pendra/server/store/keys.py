@@ -5,10 +5,14 @@ Rules:
   never stored: the store keeps its SHA-256 (looked up by equality, so no timing side channel on the
   secret) and its first ``PREFIX_CHARS`` characters for people to tell keys apart.
 - A revoked key stops authenticating on the next request; revoking twice is not an error.
-- ``authenticate`` only reads: a request's authentication never waits on, or fails with, a write.
-  ``last_used_at`` is written later, in bulk, by ``stamp_last_used`` (see server/last_used.py),
-  and only moves forward; ``needs_stamp`` says whether a use is worth recording at all (at most
-  once per ``LAST_USED_RESOLUTION`` per key, so a busy key costs no write per request).
+- Requests do not read this table: they authenticate against the server's in-memory index
+  (server/key_index.py), built from ``key_rows`` and kept current by comparing ``key_version``.
+  ``authenticate`` is the store's own answer, for code without an index (tests, tools).
+- Keys are never deleted, and a revocation is never undone: that is what lets ``key_version``
+  (how many keys, how many revoked, the latest creation and revocation) tell an index that the
+  table changed without reading it whole.
+- ``last_used_at`` is written later, in bulk, by ``stamp_last_used`` (see server/last_used.py),
+  and only moves forward.
 - Functions flush but do not commit; the caller owns the transaction.
 """
 
@@ -16,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest, NotFound
@@ -28,9 +33,26 @@ KEY_PREFIX = "pdr_sk_"
 KEY_RANDOM_BYTES = 32
 # "pdr_sk_" and five random characters: enough to tell a handful of keys apart, too few to guess.
 PREFIX_CHARS = 12
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 # token_urlsafe(32) is always 43 characters; a longer Authorization header is not one of ours.
-_RAW_MAX_CHARS = len(KEY_PREFIX) + 64
+RAW_MAX_CHARS = len(KEY_PREFIX) + 64
+
+KeyVersion = tuple[int, int, datetime | None, datetime | None]
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """What authentication needs of a key: no timestamps, nothing that changes while it lives."""
+
+    id: str
+    name: str
+    prefix: str
+    hash: str
+    revoked: bool
+
+
+def well_formed(raw: str) -> bool:
+    """Whether ``raw`` could be one of our keys at all (checked before hashing it)."""
+    return raw.startswith(KEY_PREFIX) and len(raw) <= RAW_MAX_CHARS
 
 
 def hash_key(raw: str) -> str:
@@ -73,7 +95,7 @@ async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
 
 async def authenticate(session: AsyncSession, raw: str) -> ApiKey | None:
     """The live key for a raw key, or None when it is unknown or revoked. Writes nothing."""
-    if not raw.startswith(KEY_PREFIX) or len(raw) > _RAW_MAX_CHARS:
+    if not well_formed(raw):
         return None
     row = await session.scalar(select(ApiKey).where(ApiKey.hash == hash_key(raw)))
     if row is None or row.revoked_at is not None:
@@ -81,9 +103,25 @@ async def authenticate(session: AsyncSession, raw: str) -> ApiKey | None:
     return row
 
 
-def needs_stamp(row: ApiKey, now: datetime) -> bool:
-    """Whether a use of ``row`` at ``now`` should move its ``last_used_at``."""
-    return row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION
+async def key_version(session: AsyncSession) -> KeyVersion:
+    """A cheap summary of the table that changes whenever a key is created or revoked: one
+    aggregate query, no rows."""
+    row = (await session.execute(select(
+        func.count(), func.count(ApiKey.revoked_at), func.max(ApiKey.created_at),
+        func.max(ApiKey.revoked_at)).select_from(ApiKey))).one()
+    return int(row[0]), int(row[1]), row[2], row[3]
+
+
+async def key_rows(session: AsyncSession) -> list[KeyRow]:
+    """Every key, as the in-memory index holds it."""
+    result = await session.execute(select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.hash,
+                                          ApiKey.revoked_at))
+    return [KeyRow(id, name, prefix, hash_, revoked_at is not None)
+            for id, name, prefix, hash_, revoked_at in result]
+
+
+def key_row(row: ApiKey) -> KeyRow:
+    return KeyRow(row.id, row.name, row.prefix, row.hash, row.revoked_at is not None)
 
 
 async def stamp_last_used(session: AsyncSession, stamps: dict[str, datetime]) -> None:

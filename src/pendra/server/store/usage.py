@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, Select, case, cast, func, select
+from sqlalchemy import (BigInteger, ColumnElement, Integer, Select, case, cast, func, insert,
+                        select)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest
@@ -52,10 +53,10 @@ def _clip(value: str | None, limit: int) -> str | None:
     return value if value is None or len(value) <= limit else value[: limit - 1] + "…"
 
 
-async def record_usage(session: AsyncSession, rec: UsageRecord) -> Usage:
+def _values(rec: UsageRecord) -> dict[str, Any]:
     if rec.kind not in USAGE_KINDS:
         raise InvalidRequest(f"unknown usage kind {rec.kind!r}; one of {sorted(USAGE_KINDS)}")
-    row = Usage(
+    return dict(
         created_at=rec.created_at, request_id=_clip(rec.request_id, REQUEST_ID_MAX_CHARS),
         key_id=rec.key_id, kind=rec.kind,
         model_requested=_clip(rec.model_requested, MODEL_MAX_CHARS),
@@ -64,9 +65,20 @@ async def record_usage(session: AsyncSession, rec: UsageRecord) -> Usage:
         prompt_tokens=max(rec.prompt_tokens, 0), completion_tokens=max(rec.completion_tokens, 0),
         latency_ms=max(rec.latency_ms, 0), stream=rec.stream,
         error=_clip(rec.error, USAGE_ERROR_MAX_CHARS))
+
+
+async def record_usage(session: AsyncSession, rec: UsageRecord) -> Usage:
+    row = Usage(**_values(rec))
     session.add(row)
     await session.flush()
     return row
+
+
+async def record_usages(session: AsyncSession, records: list[UsageRecord]) -> None:
+    """Insert many records in one statement (an executemany): ~30 times less work a row than a
+    flush per record. All or none: one bad record fails the statement."""
+    if records:
+        await session.execute(insert(Usage), [_values(rec) for rec in records])
 
 
 async def recent_usage(session: AsyncSession, limit: int = 50) -> list[Usage]:

@@ -1,0 +1,130 @@
+"""The API keys a running control plane accepts, held in memory so authentication does no I/O.
+
+Rules:
+- ``KeyIndex`` is owned by the app's lifespan (``async with KeyIndex(store) as keys``): it is built
+  from the store before the server answers anything, then kept current. A request's key is
+  checked by ``authenticate``: the format, one SHA-256, one dict lookup; no store, no await.
+- Creating and revoking keys *in this process* goes through ``create`` and ``revoke`` (the
+  console's forms, the admin API, and so ``pendra keys create/revoke`` on the control-plane host,
+  which reach the running server through the admin API): the store is written first, then the
+  index, before the caller gets its answer; so a revoked key is refused, and a new key accepted,
+  on the very next request.
+- A change made *elsewhere* (another control plane sharing a PostgreSQL store, ``pendra keys``
+  writing the store directly when no server answered it, a test seeding the store) reaches the
+  index through the store: every ``SYNC_INTERVAL_S`` one aggregate query (``keys.key_version``:
+  how many keys, how many revoked, the latest creation and revocation) says whether the table
+  changed, and only then is it read whole. Such a change is live here within
+  ``SYNC_INTERVAL_S`` plus one query (well under a second).
+- A key the index does not know is refused without asking the store: a stranger sending random
+  keys costs a hash and a dict lookup each, never a query. (A key made elsewhere is the one
+  that waits for the next sync.)
+- A reload read while this process changed a key is thrown away and read again on the next tick,
+  so a revocation made here is never undone by an older reading of the table.
+- When the store cannot be read, the index keeps serving what it last knew (changes made through
+  this process still apply at once) and says so in the log once, then again when it recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from types import TracebackType
+
+from pendra.server.store import keys
+from pendra.server.store.db import Store
+from pendra.server.store.keys import KeyRow, KeyVersion
+from pendra.server.store.retry import transient
+from pendra.server.store.tables import ApiKey
+from pendra.server.usage import brief
+from pendra.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+# How often the store is asked whether keys changed elsewhere: a key revoked on another control
+# plane (or written to the store directly) is refused here within this, plus one query.
+SYNC_INTERVAL_S = 0.5
+
+
+class KeyIndex:
+    """Live keys by SHA-256, and the task that keeps them in step with the store."""
+
+    def __init__(self, store: Store, *, sync_interval_s: float = SYNC_INTERVAL_S) -> None:
+        self._store = store
+        self._sync_interval_s = sync_interval_s
+        self._live: dict[str, KeyRow] = {}  # hash → key, revoked keys left out
+        self._version: KeyVersion | None = None  # of the table the index was last read from
+        self._changes = 0  # changes made through this process, to spot a reload they overtook
+        self._failing = False
+        self._task: asyncio.Task[None] | None = None
+        self.reloads = 0  # times the table was read whole (start-up included)
+
+    async def __aenter__(self) -> "KeyIndex":
+        await self._reload()
+        self._task = asyncio.create_task(self._run(), name="key-index-sync")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        assert self._task is not None
+        await cancel_and_wait(self._task)
+
+    def authenticate(self, raw: str) -> KeyRow | None:
+        """The live key ``raw`` is, or None (unknown or revoked). No I/O."""
+        if not keys.well_formed(raw):
+            return None
+        return self._live.get(hashlib.sha256(raw.encode("utf-8")).hexdigest())
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    async def create(self, name: str) -> tuple[ApiKey, str]:
+        """Make a key in the store and accept it here at once; returns its row and the raw key."""
+        row, raw = await self._store.change(lambda db: keys.create_key(db, name))
+        self._changes += 1
+        self._live[row.hash] = keys.key_row(row)
+        return row, raw
+
+    async def revoke(self, key_id_or_prefix: str) -> ApiKey:
+        """Revoke a key in the store (see ``keys.revoke_key``) and refuse it here at once."""
+        row = await self._store.change(lambda db: keys.revoke_key(db, key_id_or_prefix))
+        self._changes += 1
+        self._live.pop(row.hash, None)
+        return row
+
+    async def sync(self) -> bool:
+        """Bring the index in step with the store if the table changed; True if it was read."""
+        async with self._store.session() as session:
+            version = await keys.key_version(session)
+        if version == self._version:
+            return False
+        return await self._reload()
+
+    async def _reload(self) -> bool:
+        changes = self._changes
+        async with self._store.session() as session:
+            version = await keys.key_version(session)  # first: the rows can only be newer
+            rows = await keys.key_rows(session)
+        if changes != self._changes:  # a change here overtook this reading: read again later
+            return False
+        self._live = {row.hash: row for row in rows if not row.revoked}
+        self._version = version
+        self.reloads += 1
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._sync_interval_s)
+            try:
+                await self.sync()
+            # The sync task's boundary: whatever a read raises, the index keeps what it knew.
+            except Exception as exc:
+                if not self._failing:
+                    (log.warning if transient(exc) else log.error)(
+                        "cannot read API keys from the store; serving the %d known until it "
+                        "can be read again: %s", len(self._live), brief(exc))
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("API keys are read from the store again")
+                self._failing = False
