@@ -14,6 +14,8 @@ import openai
 import pytest
 from playwright.async_api import Page, expect
 
+from polling import eventually
+
 from .conftest import LIVE_TIMEOUT_MS, Fleet, screenshot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -127,7 +129,8 @@ async def test_key_created_in_console_works_until_revoked(page: Page, fleet: Fle
 
 
 async def test_usage_charts_change_with_requests(page: Page, fleet: Fleet) -> None:
-    """Requests sent with an API key show up in the totals, the request chart and the recent list."""
+    """Requests sent with an API key show up in the totals (once their batch is written), the
+    request chart and the recent list."""
     await page.goto("/usage?period=1h")
     before = int((await page.locator("[data-stat=requests] .stat-value").inner_text())
                  .replace(",", ""))
@@ -137,10 +140,15 @@ async def test_usage_charts_change_with_requests(page: Page, fleet: Fleet) -> No
         await sdk.chat.completions.create(
             model=INSTALL_MODEL, messages=[{"role": "user", "content": f"Count to {n}"}])
     await sdk.close()
-    await page.reload()
-    after = int((await page.locator("[data-stat=requests] .stat-value").inner_text())
-                .replace(",", ""))
-    assert after >= before + 3
+
+    async def counted() -> bool:
+        # Usage rows are written in batches (at most ~100 ms behind): reload until they are in.
+        await page.reload()
+        after = int((await page.locator("[data-stat=requests] .stat-value").inner_text())
+                    .replace(",", ""))
+        return after >= before + 3
+
+    await eventually(counted, timeout_s=10, interval_s=0.2, what="the three requests counted")
     assert await page.locator("[data-chart=requests] rect.bar").count() >= max(1, bars_before)
     await expect(page.locator("#recent tbody tr").first).to_contain_text(INSTALL_MODEL)
     await screenshot(page, "usage")
