@@ -26,12 +26,13 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from pendra.errors import PendraError, UpstreamTimeout
 from pendra.protocol.frames import Chunk, Chunks, End, Error, Frame
 from pendra.server import sse
+from pendra.server.client_json import JSONBytesResponse
 from pendra.server.errors import error_body, worker_headers
 from pendra.server.hub import WorkerGone
 from pendra.server.routing import Opened, Router, describe, error_from_frame, worker_failed
@@ -120,7 +121,8 @@ class Relay:
     async def _whole(self, request: Request, opened: Opened, meter: UsageMeter) -> Response:
         try:
             data = await unless_client_leaves(request.receive, collect(opened, meter))
-            return JSONResponse(data, headers=worker_headers(opened.worker.id, opened.worker.name))
+            return JSONBytesResponse(data, headers=worker_headers(opened.worker.id,
+                                                                 opened.worker.name))
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection before the answer")
             return Response(status_code=CLIENT_CLOSED)

@@ -2,9 +2,8 @@
 
 Rules:
 - An event is an optional ``event: <name>`` line, one ``data:`` line per line of its text, then a
-  blank line. JSON data is written compact on one line (``event``), so it is one ``data:`` line:
-  UTF-8 by orjson, or by ``json`` (ASCII with escapes) for what orjson refuses (an integer past 64
-  bits, a lone surrogate, a non-string key).
+  blank line. JSON data is written compact on one line (``event``), so it is one ``data:`` line,
+  by the one client encoder (client_json.py).
 - A stream that can go quiet goes through ``with_keepalive``: a comment line (``: keepalive``) at
   least every ``KEEPALIVE_S`` keeps proxies from closing an idle connection and is how a client
   that vanished is noticed (the write fails). Comment lines are ignored by every SSE client.
@@ -14,12 +13,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from fastapi.responses import StreamingResponse
+
+from pendra.server import client_json
 
 MEDIA_TYPE = "text/event-stream"
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -38,10 +37,7 @@ def message(text: str, name: str | None = None) -> bytes:
 
 def event(data: Any, name: str | None = None) -> bytes:
     """One event carrying ``data`` as compact JSON."""
-    try:
-        payload = orjson.dumps(data)
-    except orjson.JSONEncodeError:
-        payload = json.dumps(data, separators=(",", ":")).encode()
+    payload = client_json.dumps(data)
     if name:
         return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
     return b"data: " + payload + b"\n\n"
