@@ -66,10 +66,24 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _run(make: Callable[[], Awaitable[T]]) -> T:
+def _daemon_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the daemons run on: uvloop where it is installed (uvicorn[standard] brings
+    it; about a tenth more requests a second here), unless PENDRA_EVENT_LOOP=asyncio."""
+    if os.environ.get("PENDRA_EVENT_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(make: Callable[[], Awaitable[T]], *,
+         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> T:
     """Run one coroutine; Pendra errors become `Kind: message` and a non-zero exit."""
     try:
-        return asyncio.run(make())  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(make())  # type: ignore[arg-type]
     except ConfigError as exc:
         _print_error("ConfigError", exc.message)
         raise typer.Exit(2) from exc
@@ -110,7 +124,8 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
 
     _setup_logging()
     _run(lambda: _until_signalled(
-        lambda stop: run_up(_home(), host=host, port=port, stop=stop, announce=_announce)))
+        lambda stop: run_up(_home(), host=host, port=port, stop=stop, announce=_announce)),
+        loop_factory=_daemon_loop())
 
 
 @app.command()
@@ -120,7 +135,8 @@ def server(host: HostOption = None, port: PortOption = None) -> None:
 
     _setup_logging()
     _run(lambda: _until_signalled(
-        lambda stop: run_server(_home(), host=host, port=port, stop=stop, announce=_announce)))
+        lambda stop: run_server(_home(), host=host, port=port, stop=stop, announce=_announce)),
+        loop_factory=_daemon_loop())
 
 
 @app.command()
@@ -130,7 +146,8 @@ def worker() -> None:
 
     _setup_logging()
     settings = _run_sync(lambda: cfg.load_worker(_home()))
-    _run(lambda: _until_signalled(lambda stop: run_worker(settings, stop=stop)))
+    _run(lambda: _until_signalled(lambda stop: run_worker(settings, stop=stop)),
+         loop_factory=_daemon_loop())
 
 
 def _run_sync(call: Callable[[], T]) -> T:
