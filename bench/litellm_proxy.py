@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.client import Connection, HttpError
+from bench.client import HttpError
 from bench.deploy import CHAT_MODEL
 from bench.load import EMBED_MODEL, Relay, chat_body
 

@@ -26,18 +26,6 @@ from polling import eventually
 HELLO = [{"role": "user", "content": "the secret prompt text"}]
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def alpha(api: Api) -> AsyncIterator[FakeWorker]:
-    async with fleet(api, FakeWorker("alpha")) as (worker,):
-        yield worker
-
-
 # Every SDK client a test made, closed after it (an open pool is a leaked socket).
 _clients: list[AsyncOpenAI] = []
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from api_fixtures import (CHAT_MODEL, EMBED_MODEL, IMAGE_MODEL, TIMEOUT_S, Api, FakeWorker,
-                          fail_with, fleet, hold, running_api, sse_events)
+                          fail_with, fleet, hold, sse_events)
 from pendra.errors import InvalidRequest
 from pendra.protocol.frames import Error, Request
 from pendra.server.api.body_types import MAX_JSON_DEPTH
@@ -26,12 +24,6 @@ from pendra.server.api.body_types import MAX_JSON_DEPTH
 HELLO = [{"role": "user", "content": "hello"}]
 # The depth that broke the worker frame's serialiser (~255) with room to spare.
 DEEP = 260
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as running:
-        yield running
 
 
 def http(api: Api) -> httpx.AsyncClient:

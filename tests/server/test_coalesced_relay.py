@@ -8,24 +8,15 @@ no ``[DONE]``; a version-2 worker (one ``chunk`` per piece) is served as before.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
 
-from api_fixtures import TIMEOUT_S, USAGE, Api, FakeWorker, fleet, running_api, sse_events
+from api_fixtures import TIMEOUT_S, USAGE, Api, FakeWorker, fleet, sse_events
 from pendra.protocol.frames import (MAX_CHUNKS_PER_FRAME, Chunk, Chunks, End, Error, Request,
                                     dump_frame)
 
 HELLO = [{"role": "user", "content": "count"}]
 STREAM = {"model": "llama3.2", "messages": HELLO, "stream": True}
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as running:
-        yield running
 
 
 def piece(n: int) -> dict[str, object]:

@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from api_fixtures import ADMIN_TOKEN, TIMEOUT_S, Api, FakeWorker, fleet, running_api
+from api_fixtures import ADMIN_TOKEN, TIMEOUT_S, Api, FakeWorker
 from pendra.protocol.frames import CancelOp, Install, OpDone, OpFailed, Progress, Uninstall
 from pendra.server import sse
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def alpha(api: Api) -> AsyncIterator[FakeWorker]:
-    async with fleet(api, FakeWorker("alpha")) as (worker,):
-        yield worker
 
 
 def admin(api: Api) -> httpx.AsyncClient:

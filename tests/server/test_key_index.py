@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import event
 from store_targets import Target, pg_schema, store, target  # noqa: F401  (fixtures)
 
-from api_fixtures import ADMIN_TOKEN, TIMEOUT_S, Api, running_api
+from api_fixtures import ADMIN_TOKEN, TIMEOUT_S, Api
 from pendra.server.key_index import KeyIndex
 from pendra.server.store import keys
 from pendra.server.store.db import Store
@@ -24,12 +21,6 @@ from polling import eventually
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Short, so the sync's effect shows quickly; the default is SYNC_INTERVAL_S.
 FAST_SYNC_S = 0.05
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as running:
-        yield running
 
 
 def garbage_key() -> str:

@@ -3,29 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import pytest
 
-from api_fixtures import (ALL_MODELS, CHAT_MODEL, IMAGE_MODEL, TIMEOUT_S, Api, FakeWorker, fleet,
-                          running_api)
+from api_fixtures import ALL_MODELS, CHAT_MODEL, IMAGE_MODEL, TIMEOUT_S, Api, FakeWorker, fleet
 
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def alpha(api: Api) -> AsyncIterator[FakeWorker]:
-    async with fleet(api, FakeWorker("alpha")) as (worker,):
-        yield worker
 
 
 def client(api: Api) -> httpx.AsyncClient:

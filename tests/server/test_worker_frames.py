@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from api_fixtures import (CHAT_MODEL, EMBED_MODEL, TIMEOUT_S, Api, FakeWorker, completion, fleet,
-                          running_api)
+from api_fixtures import CHAT_MODEL, EMBED_MODEL, TIMEOUT_S, Api, FakeWorker, completion, fleet
 from pendra.protocol.close import CloseReason
 from pendra.protocol.frames import MAX_TOKEN_COUNT, Chunk, Request
 from pendra.protocol.inventory import MAX_MODELS
@@ -34,12 +31,6 @@ BAD_INVENTORIES = {
     # Over LARGE_FRAME_BYTES: refused before it is parsed at all.
     "huge": [{**GOOD_MODEL, "id": f"m{i}", "family": "f" * 100} for i in range(50_000)],
 }
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_api(tmp_path) as running:
-        yield running
 
 
 def inventory(models: list[dict[str, object]], backends: list[object] | None = None) -> str:

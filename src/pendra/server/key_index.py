@@ -34,9 +34,8 @@ from types import TracebackType
 from pendra.server.store import keys
 from pendra.server.store.db import Store
 from pendra.server.store.keys import KeyRow, KeyVersion
-from pendra.server.store.retry import transient
+from pendra.server.store.retry import brief, transient
 from pendra.server.store.tables import ApiKey
-from pendra.server.usage import brief
 from pendra.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from pendra.server.store.db import Store
-from pendra.server.store.retry import Backoff, transient
+from pendra.server.store.retry import Backoff, brief, transient
 from pendra.server.store.usage import UsageRecord, record_usages
 from pendra.tasks import cancel_and_wait
 
@@ -53,8 +53,6 @@ FLUSH_TIMEOUT_S = 10.0
 # released lock is noticed within a couple of seconds.
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
-# A failure's text in the log: enough to recognise it, never a whole statement with its parameters.
-ERROR_LOG_CHARS = 200
 # Request ids in log lines are clipped to this (they may come from the client).
 REQUEST_ID_LOG_CHARS = 100
 # A client that went away before the response ended (nginx's convention).
@@ -100,12 +98,6 @@ class UsageMeter:
 
 class RecordRefused(Exception):
     """The store refused a write for a reason that will not pass by retrying (cause attached)."""
-
-
-def brief(exc: BaseException) -> str:
-    """The first line of an error, clipped for the log."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= ERROR_LOG_CHARS else text[: ERROR_LOG_CHARS - 1] + "…"
 
 
 class UsageWriter:

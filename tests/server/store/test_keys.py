@@ -7,12 +7,12 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from pendra.errors import InvalidRequest, NotFound
 from pendra.server.store import keys
 from pendra.server.store.db import Store
-from pendra.server.store.tables import ApiKey, utcnow
+from pendra.server.store.tables import utcnow
 
 RAW_KEY = re.compile(r"^pdr_sk_[A-Za-z0-9_-]{43}$")
 

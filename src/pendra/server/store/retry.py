@@ -5,6 +5,8 @@ Rules:
   locked SQLite database, a lost or invalidated connection, an exhausted pool, a PostgreSQL
   serialization failure, deadlock, lock or statement timeout. Anything else (a value the column
   cannot hold, a broken constraint, a bug) fails the same way every time and is not retried.
+- ``brief(exc)`` is how a store failure is logged: its first line, clipped (never a whole statement
+  with its parameters).
 - ``Backoff`` yields capped, jittered, doubling delays; callers that retry "until stored" loop
   around it and are bounded from outside (a shutdown deadline, a bounded queue in front).
 """
@@ -52,3 +54,13 @@ class Backoff:
 
     def reset(self) -> None:
         self._next_s = self._first_s
+
+
+# A failure's text in the log: enough to recognise it, never a whole statement with its parameters.
+ERROR_LOG_CHARS = 200
+
+
+def brief(exc: BaseException) -> str:
+    """The first line of an error, clipped for the log."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= ERROR_LOG_CHARS else text[: ERROR_LOG_CHARS - 1] + "…"
