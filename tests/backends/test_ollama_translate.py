@@ -418,9 +418,23 @@ def test_image_request_maps_prompt_size_and_seed() -> None:
             translate.image_request(bad, "img")
 
 
-def test_image_response_is_one_b64_json_image() -> None:
-    response = translate.image_response({"image": PNG})
+def test_image_response_lists_each_b64_json_image() -> None:
+    """One b64_json entry per image Ollama made, in order."""
+    response = translate.image_response([{"image": PNG}])
     assert response["data"] == [{"b64_json": PNG}] and isinstance(response["created"], int)
+    assert len(translate.image_response([{"image": PNG}] * 3)["data"]) == 3
+
+
+def test_n_images_are_n_generations_with_distinct_seeds() -> None:
+    """n images are n native calls; with a seed, image i uses seed + i (reproducible, and not n
+    copies of one image); url answers are refused, never silently b64_json."""
+    natives = translate.image_requests({"prompt": "a cat", "n": 3, "seed": 10}, "img")
+    assert [n["options"]["seed"] for n in natives] == [10, 11, 12]
+    assert len(translate.image_requests({"prompt": "a cat"}, "img")) == 1
+    with pytest.raises(InvalidRequest):
+        translate.image_requests({"prompt": "a cat", "n": 11}, "img")
+    with pytest.raises(InvalidRequest):
+        translate.image_requests({"prompt": "a cat", "response_format": "url"}, "img")
 
 
 def test_logprobs_are_asked_for_and_returned_in_openai_shape() -> None:

@@ -169,6 +169,22 @@ async def test_images_on_an_ollama_that_has_them(cluster: Cluster) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+async def test_n_images_are_served_and_url_answers_refused(cluster: Cluster) -> None:
+    """n=3 gives three images (three generations on the worker, distinct seeds reached Ollama);
+    response_format="url" is a 400 naming the field, never an answer in another format."""
+    api = client(cluster)
+    await cluster.clear_requests()
+    result = await api.images.generate(model="x/z-image-turbo:latest", prompt="a red square",
+                                       size="32x32", n=3, extra_body={"seed": 7})
+    assert len(result.data) == 3 and all(image.b64_json for image in result.data)
+    seeds = [r["body"]["options"]["seed"] for r in await cluster.recorded("/api/generate")]
+    assert seeds[-3:] == [7, 8, 9]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await api.images.generate(model="x/z-image-turbo:latest", prompt="a red square",
+                                  response_format="url")
+    assert refused.value.body["param"] == "response_format"  # type: ignore[index]
+
+
 async def test_v1_root_alias(cluster: Cluster) -> None:
     """SDKs configured with the /v1 base URL reach the same API."""
     api = client(cluster, v1_root=True)

@@ -139,11 +139,13 @@ class OllamaBackend:
                 f"{format_version(IMAGE_GENERATION_UNTIL)} (exclusive)")
         if "image" not in model.capabilities:
             raise BackendRejected(f"model '{model.id}' does not generate images", status=400)
-        native = translate.image_request(body, model.id)
-        answer = await self._require().request_json("POST", "/api/generate", native)
-        if not isinstance(answer, dict) or not answer.get("image"):
-            raise BackendRejected("Ollama returned no image", status=502)
-        return translate.image_response(answer), Usage()
+        images = []
+        for native in translate.image_requests(body, model.id):  # Ollama makes one per call
+            answer = await self._require().request_json("POST", "/api/generate", native)
+            if not isinstance(answer, dict) or not answer.get("image"):
+                raise BackendRejected("Ollama returned no image", status=502)
+            images.append(answer)
+        return translate.image_response(images), Usage()
 
     async def transcribe(self, model: ModelInfo, body: dict[str, Any]) -> dict[str, Any]:
         raise UnsupportedOperation("audio transcription is not supported by the Ollama backend")

@@ -406,5 +406,23 @@ def image_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     return native
 
 
-def image_response(native: dict[str, Any]) -> dict[str, Any]:
-    return {"created": int(time.time()), "data": [{"b64_json": native.get("image", "")}]}
+def image_requests(body: dict[str, Any], model: str) -> list[dict[str, Any]]:
+    """One native ``/api/generate`` body per image asked for (``n``, default 1; Ollama makes one
+    image per call). With a ``seed``, image *i* uses ``seed + i``: the same request gives the same
+    images, and they differ from each other."""
+    count = _number(body, "n", int, 1, 10) or 1
+    if body.get("response_format") == "url":
+        raise InvalidRequest("images are returned inline only (b64_json)", param="response_format")
+    first = image_request(body, model)
+    natives = [first]
+    for i in range(1, count):
+        native = dict(first)
+        if "options" in first:
+            native["options"] = {**first["options"], "seed": first["options"]["seed"] + i}
+        natives.append(native)
+    return natives
+
+
+def image_response(natives: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"created": int(time.time()),
+            "data": [{"b64_json": native.get("image", "")} for native in natives]}

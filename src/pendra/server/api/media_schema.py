@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pendra.server.api.body_types import Body, ModelName, Text
 
@@ -39,17 +39,27 @@ class EmbeddingCreate(Body):
 
 
 class ImageCreate(Body):
-    """OpenAI's image generation request (the answer is always ``b64_json``)."""
+    """OpenAI's image generation request. The images come back inline (``b64_json``): Pendra
+    hosts no files, so ``response_format: "url"`` is refused rather than answered otherwise. ``n``
+    images are ``n`` generations on one worker."""
 
     model: ModelName = Field(description="An image model: GET /models?type=image")
     prompt: Text = Field(min_length=1, max_length=32000)
     size: Annotated[str, Field(pattern=IMAGE_SIZE_PATTERN)] | None = Field(
         default=None, description="WIDTHxHEIGHT (e.g. 1024x1024) or auto")
-    n: int | None = Field(default=None, ge=1, le=10)
+    n: int | None = Field(default=None, ge=1, le=10, description="How many images (1–10)")
     response_format: Literal["b64_json", "url"] | None = Field(
-        default=None, description="Pendra always answers b64_json")
+        default=None, description="b64_json (the default); url is refused: Pendra hosts no files")
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     user: Text | None = Field(default=None, max_length=256)
+
+    @field_validator("response_format")
+    @classmethod
+    def _inline_only(cls, value: str | None) -> str | None:
+        if value == "url":
+            raise ValueError("Pendra returns images inline only: use \"b64_json\" (or leave "
+                             "response_format out); it hosts no files to link to")
+        return value
 
 
 class TranscriptionCreate(Body):
