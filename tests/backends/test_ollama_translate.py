@@ -466,3 +466,22 @@ def test_logprobs_are_asked_for_and_returned_in_openai_shape() -> None:
     assert "logprobs" not in plain.completion()["choices"][0]
     with pytest.raises(InvalidRequest):
         translate.chat_request({**body, "logprobs": "yes"}, "m", num_ctx=None)
+
+
+def test_tool_choice_and_the_developer_role() -> None:
+    """tool_choice "none" offers no tools, a named function offers only that one, "auto" all;
+    "required" (which Ollama cannot force) and an unknown name are refused; the developer role is
+    the system role to Ollama."""
+    tools = [{"type": "function", "function": {"name": n, "parameters": {}}} for n in ("a", "b")]
+    body = {"model": "m", "messages": [{"role": "developer", "content": "be brief"},
+                                       {"role": "user", "content": "hi"}], "tools": tools}
+    native = translate.chat_request(body, "m", num_ctx=None)
+    assert native["messages"][0]["role"] == "system" and len(native["tools"]) == 2
+    assert "tools" not in translate.chat_request({**body, "tool_choice": "none"}, "m", num_ctx=None)
+    named = {"type": "function", "function": {"name": "b"}}
+    assert translate.chat_request({**body, "tool_choice": named}, "m",
+                                  num_ctx=None)["tools"] == [tools[1]]
+    for bad in ("required", {"type": "function", "function": {"name": "zzz"}}):
+        with pytest.raises(InvalidRequest) as refused:
+            translate.chat_request({**body, "tool_choice": bad}, "m", num_ctx=None)
+        assert refused.value.param == "tool_choice"

@@ -274,3 +274,16 @@ async def test_a_worker_501_is_final(api: Api) -> None:
         response = await client.post("/api/v1/chat/completions", json=chat())
     assert response.status_code == 501 and response.json()["error"]["type"] == "unsupported"
     assert len(one.requests) + len(two.requests) == 1
+
+
+async def test_tool_choice_that_cannot_be_honoured_is_refused_at_the_edge(api: Api) -> None:
+    """tool_choice "required" (Ollama cannot force a call) or naming a function that is not among
+    the tools is a 400 naming tool_choice, before any worker is chosen."""
+    tools = [{"type": "function", "function": {"name": "a", "parameters": {}}}]
+    async with httpx.AsyncClient(base_url=api.base_url, headers=api.headers) as client:
+        for choice in ("required", {"type": "function", "function": {"name": "zzz"}}):
+            reply = await client.post("/v1/chat/completions", json={
+                "model": CHAT_MODEL.id, "messages": [{"role": "user", "content": "hi"}],
+                "tools": tools, "tool_choice": choice})
+            assert reply.status_code == 400, reply.text
+            assert reply.json()["error"]["param"] == "tool_choice"

@@ -84,6 +84,8 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
             raise InvalidRequest(f"{where} needs a role")
         role = msg["role"].lower()
+        if role == "developer":  # OpenAI's newer name for the system role; Ollama knows "system"
+            role = "system"
         text, images = _content(msg.get("content"), where)
         out: dict[str, Any] = {"role": role, "content": text}
         if images:
@@ -203,10 +205,8 @@ def chat_request(body: dict[str, Any], model: str, *, num_ctx: int | None) -> di
                               "stream": True}
     if options:
         native["options"] = options
-    tools = body.get("tools")
+    tools = offered_tools(body.get("tools"), body.get("tool_choice"))
     if tools:
-        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-            raise InvalidRequest("tools must be a list of objects", param="tools")
         native["tools"] = tools
     fmt = body.get("response_format")
     if fmt is not None and not isinstance(fmt, dict):
@@ -236,6 +236,32 @@ def chat_request(body: dict[str, Any], model: str, *, num_ctx: int | None) -> di
         if top:
             native["top_logprobs"] = top
     return native
+
+
+def offered_tools(tools: Any, choice: Any) -> list[dict[str, Any]]:
+    """The tools to offer Ollama, as ``tool_choice`` allows: all of them for ``auto`` (the
+    default), none for ``none``, only the named one for ``{"type": "function", "function":
+    {"name"}}`` (Ollama cannot force a call, so that is as far as it goes); ``required`` cannot be
+    honoured by Ollama and is refused rather than silently treated as ``auto``."""
+    tools = tools or []
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise InvalidRequest("tools must be a list of objects", param="tools")
+    if choice is None or choice == "auto":
+        return tools
+    if choice == "none":
+        return []
+    if choice == "required":
+        raise InvalidRequest("tool_choice \"required\" cannot be honoured: Ollama cannot force a "
+                             "tool call; use \"auto\" or name the function", param="tool_choice")
+    name = ((choice.get("function") or {}).get("name") if isinstance(choice, dict) else None)
+    if not isinstance(name, str):
+        raise InvalidRequest("tool_choice must be \"none\", \"auto\" or {\"type\": \"function\", "
+                             "\"function\": {\"name\": …}}", param="tool_choice")
+    named = [t for t in tools if (t.get("function") or {}).get("name") == name]
+    if not named:
+        raise InvalidRequest(f"tool_choice names {name!r}, which is not among the tools",
+                             param="tool_choice")
+    return named
 
 
 def wants_logprobs(body: dict[str, Any]) -> bool:

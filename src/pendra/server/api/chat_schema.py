@@ -23,7 +23,7 @@ from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from pendra.backends.ollama.options import OPTIONS, OptionSpec
-from pendra.backends.ollama.translate import THINK_LEVELS
+from pendra.backends.ollama.translate import THINK_LEVELS, offered_tools
 from pendra.server.api.body_types import Body, FreeObject, ModelName, Text
 
 # OpenAI's limits on the request, kept so a client learns of them here and not from a worker.
@@ -177,3 +177,11 @@ class ChatCompletionCreate(Body):
                                             description="How long Ollama keeps the model loaded")
     user: Text | None = Field(default=None, max_length=256)
     options: OllamaOptions | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _tool_choice_can_be_honoured(self) -> "ChatCompletionCreate":
+        # The worker's rule (translate.offered_tools), applied before a worker is chosen; its
+        # InvalidRequest names tool_choice and becomes the 400 as it is.
+        if self.tool_choice is not None:
+            offered_tools([t.model_dump() for t in self.tools or []], self.tool_choice)
+        return self
