@@ -27,7 +27,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from types import TracebackType
 
@@ -72,7 +71,7 @@ class KeyIndex:
         """The live key ``raw`` is, or None (unknown or revoked). No I/O."""
         if not keys.well_formed(raw):
             return None
-        return self._live.get(hashlib.sha256(raw.encode("utf-8")).hexdigest())
+        return self._live.get(keys.hash_key(raw))
 
     def __len__(self) -> int:
         return len(self._live)
