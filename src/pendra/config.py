@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 from collections.abc import Callable, Mapping
@@ -72,6 +73,21 @@ KEYS: tuple[Key, ...] = (
     Key("ollama_endpoint", "OLLAMA_ENDPOINT", "str", "",
         "Ollama base URL; when empty, probe http://localhost:11434 then "
         "http://host.docker.internal:11434.", "worker"),
+    Key("vllm_endpoint", "VLLM_ENDPOINT", "str", "",
+        "vLLM base URL; when empty, probe http://localhost:8000 then "
+        "http://host.docker.internal:8000.", "worker"),
+    Key("lmstudio_endpoint", "LMSTUDIO_ENDPOINT", "str", "",
+        "LM Studio base URL; when empty, probe http://localhost:1234 then "
+        "http://host.docker.internal:1234.", "worker"),
+    Key("lmstudio_api_token", "LMSTUDIO_API_TOKEN", "str", "",
+        "LM Studio API token, when its server requires authentication.", "worker"),
+    Key("vllm_api_key", "VLLM_API_KEY", "str", "",
+        "The key vLLM was started with (--api-key), if any.", "worker"),
+    Key("openai_endpoints", "OPENAI_ENDPOINTS", "endpoints", (),
+        "Other OpenAI-compatible servers (llama-server, SGLang, TGI, LocalAI, ...), never probed: "
+        "a JSON list of URLs or of {\"url\", \"name\", \"api_key\"} objects.", "worker"),
+    Key("backends_disabled", "BACKENDS_DISABLED", "names", (),
+        "Backends never probed nor used, comma-separated (e.g. vllm,lmstudio).", "worker"),
     Key("refresh_interval", "REFRESH_INTERVAL", "float", DEFAULT_REFRESH_INTERVAL_S,
         "Seconds between backend discovery passes (the refresh tick).", "worker"),
     Key("ollama_num_ctx_cap", "OLLAMA_NUM_CTX_CAP", "int", 0,
@@ -136,6 +152,67 @@ def _parse_models(raw: Any) -> tuple[str, ...] | None:
     return tuple(ids)
 
 
+_KIND_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+def _parse_names(raw: Any) -> tuple[str, ...]:
+    """Backend kinds: a comma-separated string, or a JSON/YAML list of names."""
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, str):
+        text = raw.strip()
+        items: Any = json.loads(text) if text.startswith("[") else text.split(",")
+    else:
+        items = raw
+    if not isinstance(items, list):
+        raise ValueError("must be a comma-separated list of backend names, e.g. vllm,lmstudio")
+    names = []
+    for item in items:
+        name = str(item).strip().lower()
+        if not _KIND_NAME.match(name):
+            raise ValueError(f"{item!r} is not a backend name (a-z, 0-9, _ and -)")
+        names.append(name)
+    return tuple(names)
+
+
+def _parse_endpoints(raw: Any) -> tuple[dict[str, str], ...]:
+    """OpenAI-compatible endpoints: a JSON/YAML list of URLs or of {"url", "name", "api_key"}.
+
+    Each gets a name (its backend kind): the one given, else ``openai`` for the first unnamed and
+    ``openai-2``, ``openai-3``… after it; names must be unique."""
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            raw = json.loads(text) if text.startswith("[") else [text]
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc.msg}") from exc
+    if not isinstance(raw, list):
+        raise ValueError("must be a list of URLs or of {\"url\": ..., \"name\": ...} objects")
+    found: list[dict[str, str]] = []
+    unnamed = 0
+    for item in raw:
+        entry = {"url": item} if isinstance(item, str) else item
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+            raise ValueError(f"entry {item!r} is neither a URL nor an object with a \"url\"")
+        url = entry["url"].strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        name = entry.get("name")
+        if name is None:
+            unnamed += 1
+            name = "openai" if unnamed == 1 else f"openai-{unnamed}"
+        name = str(name).strip().lower()
+        if not _KIND_NAME.match(name):
+            raise ValueError(f"name {name!r} must be 1-32 of a-z, 0-9, _ and -")
+        if name in {e["name"] for e in found}:
+            raise ValueError(f"name {name!r} is given to two endpoints")
+        api_key = entry.get("api_key", "")
+        found.append({"name": name, "url": url, "api_key": str(api_key or "")})
+    return tuple(found)
+
+
 def _parse_bool(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -153,6 +230,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "float": lambda v: float(v),
     "models": _parse_models,
     "bool": _parse_bool,
+    "names": _parse_names,
+    "endpoints": _parse_endpoints,
 }
 
 
@@ -228,6 +307,13 @@ class WorkerSettings:
     heartbeat_timeout_s: float
     stream_stall_timeout_s: float = DEFAULT_STREAM_STALL_TIMEOUT_S
     first_token_timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S
+    vllm_endpoint: str = ""
+    vllm_api_key: str = ""
+    lmstudio_endpoint: str = ""
+    lmstudio_api_token: str = ""
+    # Each {"name", "url", "api_key"}: see _parse_endpoints.
+    openai_endpoints: tuple[dict[str, str], ...] = ()
+    backends_disabled: tuple[str, ...] = ()
 
     @property
     def gpu_ws_url(self) -> str:
@@ -302,6 +388,12 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
         heartbeat_timeout_s=values["heartbeat_timeout"],
         stream_stall_timeout_s=_positive(values, "stream_stall_timeout"),
         first_token_timeout_s=_positive(values, "first_token_timeout"),
+        vllm_endpoint=values["vllm_endpoint"].rstrip("/"),
+        vllm_api_key=values["vllm_api_key"],
+        lmstudio_endpoint=values["lmstudio_endpoint"].rstrip("/"),
+        lmstudio_api_token=values["lmstudio_api_token"],
+        openai_endpoints=values["openai_endpoints"],
+        backends_disabled=values["backends_disabled"],
     )
 
 

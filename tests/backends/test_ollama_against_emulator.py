@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from suite_env import ONLY_OLLAMA
 from pendra.backends.base import InstallProgress
 from pendra.backends.ollama.backend import OllamaBackend
 from pendra.backends.registry import BackendRegistry
@@ -27,7 +28,8 @@ def settings(endpoint: str = "", **changes: object) -> WorkerSettings:
     base = WorkerSettings(server_ws_url="ws://127.0.0.1:9", private_key="", worker_id="wrk-test",
                           worker_name="test", models=None, max_concurrent=1,
                           ollama_endpoint=endpoint, refresh_interval_s=0.2, ollama_num_ctx_cap=0,
-                          heartbeat_interval_s=1, heartbeat_timeout_s=3)
+                          heartbeat_interval_s=1, heartbeat_timeout_s=3,
+                          backends_disabled=ONLY_OLLAMA)
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -62,7 +64,7 @@ async def test_probes_in_order_and_falls_back() -> None:
         registry = BackendRegistry(settings(), probe_urls=[dead, emu.base_url])
         try:
             assert await registry.refresh() is True
-            [status] = registry.statuses()
+            status = registry.statuses()[0]
             assert status.verified and status.endpoint == emu.base_url and status.version == "0.30.1"
             assert status.tried == (dead, emu.base_url)
         finally:
@@ -89,7 +91,7 @@ async def test_impostor_is_rejected_and_logged_once(impostor: str,
         with caplog.at_level(logging.INFO, logger="pendra.backends.registry"):
             for _ in range(4):
                 await registry.refresh()
-        [status] = registry.statuses()
+        status = registry.statuses()[0]
         assert not status.verified and "/api/version" in status.reason
         assert registry.models() == []
         assert caplog.text.count("not available at") == 1

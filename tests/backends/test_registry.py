@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from suite_env import ONLY_OLLAMA
 from pendra.backends.registry import REPROBE_FIRST_S, BackendRegistry, reprobe_delay_s
 from pendra.config import WorkerSettings
 from pendra.errors import BackendUnavailable
@@ -24,7 +25,8 @@ def settings(endpoint: str, **changes: object) -> WorkerSettings:
     base = WorkerSettings(server_ws_url="ws://127.0.0.1:9", private_key="", worker_id="wrk-test",
                           worker_name="alpha", models=None, max_concurrent=1,
                           ollama_endpoint=endpoint, refresh_interval_s=SLOW_TICK_S,
-                          ollama_num_ctx_cap=0, heartbeat_interval_s=1, heartbeat_timeout_s=3)
+                          ollama_num_ctx_cap=0, heartbeat_interval_s=1, heartbeat_timeout_s=3,
+                          backends_disabled=ONLY_OLLAMA)
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -68,7 +70,7 @@ async def test_a_refused_backend_is_down_at_once_and_back_within_seconds() -> No
                 await emu.stop()
                 retry_after = await registry.recheck("ollama")
                 assert retry_after is not None and 1 <= retry_after <= 2
-                [status] = registry.statuses()
+                status = registry.statuses()[0]
                 assert not status.verified and registry.models() == []
                 with pytest.raises(BackendUnavailable, match="not answering") as caught:
                     registry.backend_for(CHAT)

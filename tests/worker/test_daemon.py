@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.server import ServerConnection, serve
 
+from suite_env import ONLY_OLLAMA
 from pendra.backends.base import InstallProgress
 from pendra.backends.registry import BackendRegistry
 from pendra.config import WorkerSettings
@@ -37,7 +38,7 @@ def worker_settings(endpoint: str, **changes: object) -> WorkerSettings:
         server_ws_url=f"ws://127.0.0.1:{free_port()}", private_key="", worker_id="wrk-test",
         worker_name="alpha", models=None, max_concurrent=3, ollama_endpoint=endpoint,
         refresh_interval_s=0.2, ollama_num_ctx_cap=0, heartbeat_interval_s=5.0,
-        heartbeat_timeout_s=15.0)
+        heartbeat_timeout_s=15.0, backends_disabled=ONLY_OLLAMA)
     return replace(settings, **changes)
 
 
@@ -65,8 +66,12 @@ async def test_inventory_lists_backends_models_and_capacity(emulator: EmulatorPr
         await registry.aclose()
     assert parse_frame(dump_frame(inventory)) == inventory  # valid on the wire
     assert inventory.max_concurrent == 3
-    [backend] = inventory.backends
+    backend, *others = inventory.backends
     assert backend.kind == "ollama" and backend.verified and backend.version == "0.32.15"
+    # The kinds BACKENDS_DISABLED turns off are still reported, with the reason.
+    assert [(b.kind, b.verified, b.reason) for b in others] == [
+        ("lmstudio", False, "disabled by BACKENDS_DISABLED"),
+        ("vllm", False, "disabled by BACKENDS_DISABLED")]
     models = {m.id: m for m in inventory.models}
     assert set(models) == DEFAULT_MODELS
     assert models["llama3.2:latest"].context_length == 131072
@@ -95,7 +100,7 @@ async def test_local_models_and_backends_discover_the_emulator(emulator: Emulato
     """One discovery pass lists this host's models and its verified Ollama."""
     settings = worker_settings(emulator.base_url)
     models = await local_models(settings)
-    [status] = await local_backends(settings)
+    status = (await local_backends(settings))[0]
     assert {m.id for m in models} == DEFAULT_MODELS
     assert status.verified and status.endpoint == emulator.base_url
 
@@ -103,7 +108,7 @@ async def test_local_models_and_backends_discover_the_emulator(emulator: Emulato
 async def test_local_backends_say_where_they_looked_when_nothing_answers() -> None:
     """With no Ollama running the status is unverified and names every probed endpoint."""
     probes = [closed_url(), closed_url()]
-    [status] = await local_backends(worker_settings(""), probe_urls=probes)
+    status = (await local_backends(worker_settings(""), probe_urls=probes))[0]
     assert not status.verified and status.tried == tuple(probes) and status.reason
     assert await local_models(worker_settings(""), probe_urls=probes) == []
 

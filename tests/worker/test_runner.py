@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest_asyncio
 
+from suite_env import ONLY_OLLAMA
 from pendra.backends.base import InstallProgress
 from pendra.backends.registry import BackendRegistry
 from pendra.config import WorkerSettings
@@ -33,7 +34,7 @@ def worker_settings(endpoint: str, *, max_concurrent: int = 4, **limits: float) 
         server_ws_url="ws://127.0.0.1:9", private_key="", worker_id="wrk-test", worker_name="alpha",
         models=None, max_concurrent=max_concurrent, ollama_endpoint=endpoint,
         refresh_interval_s=60.0, ollama_num_ctx_cap=0, heartbeat_interval_s=5.0,
-        heartbeat_timeout_s=15.0, **limits)
+        heartbeat_timeout_s=15.0, backends_disabled=ONLY_OLLAMA, **limits)
 
 
 @dataclass

@@ -1,11 +1,23 @@
 """The worker's view of its host: which backends are verified and which models they serve.
 
 Rules:
+- The backends a worker looks for are ``backend_specs``, in this order: Ollama, LM Studio, vLLM,
+  then each endpoint of ``OPENAI_ENDPOINTS`` (the generic OpenAI-compatible backend, never
+  probed). A new kind (Speaches) joins by adding one ``BackendSpec``: its kind, its probe list,
+  the setting naming its explicit endpoint, and how to build it.
 - On every refresh tick, each backend kind tries its explicit endpoint if one is configured, else
-  its probe list in order, and activates the first endpoint that verifies. The reason an endpoint
-  was rejected is logged once, not every tick. The MODELS setting filters what is offered (its
-  names compared by ``pendra.names.name_key``, so ``llama3.2`` keeps ``llama3.2:latest``). New
-  kinds (vLLM, LM Studio) join by adding a slot.
+  its probe list in order, and activates the first endpoint that verifies. Two kinds may probe the
+  same port (vLLM and Speaches both default to 8000): each verifies with its own API, so the one
+  that answers is taken by the right kind and rejected by the other with a reason. The reason an
+  endpoint was rejected is logged once, not every tick. The MODELS setting filters what is offered
+  (its names compared by ``pendra.names.name_key``, so ``llama3.2`` keeps ``llama3.2:latest``).
+- A kind named in ``BACKENDS_DISABLED`` is never probed nor used; ``statuses`` still lists it,
+  with the reason, so ``pendra backends`` and the console show every kind.
+- One id, several backends: when a backend lists a model whose name (``name_key``) an earlier
+  backend in the order above already offers, the worker offers it as ``<id>@<kind>``
+  (``qwen3:8b@lmstudio``); the earlier backend keeps the plain id. So every copy is listed once per
+  backend, each reachable by its own id, and the plain id always means the same backend. The
+  backend is sent its own id (``backend_for`` returns the backend's ``ModelInfo``).
 - A request names the exact id the worker offers (the control plane resolved it: see
   ``pendra.names``); ``backend_for`` does no name matching of its own.
 - A verified backend goes **down** when a tick's verification fails, or when ``recheck`` (called
@@ -26,12 +38,17 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from pendra.backends.base import Backend, BackendStatus, ModelInfo
 from pendra.backends.ollama.backend import OllamaBackend
+from pendra.backends.lmstudio import PROBES as LMSTUDIO_PROBES
+from pendra.backends.lmstudio import LMStudioBackend
 from pendra.backends.ollama.client import StreamLimits
+from pendra.backends.generic import GenericBackend
+from pendra.backends.vllm import PROBES as VLLM_PROBES
+from pendra.backends.vllm import VLLMBackend
 from pendra.config import WorkerSettings
 from pendra.errors import BackendError, BackendUnavailable, ModelNotFound
 from pendra.names import name_key
@@ -46,6 +63,37 @@ REPROBE_FIRST_S = 1.0
 REPROBE_GROWTH = 1.2
 
 
+@dataclass(frozen=True)
+class BackendSpec:
+    """One kind of backend the worker looks for."""
+
+    kind: str
+    probes: tuple[str, ...]  # tried in order when ``endpoint`` is empty; () = only when configured
+    endpoint: str  # the explicit endpoint configured, or ""
+    setting: str  # the setting that names the endpoint (for messages)
+    make: Callable[[], Backend]
+
+
+def backend_specs(settings: WorkerSettings) -> list[BackendSpec]:
+    """Every backend kind, in the order that decides which one keeps a shared model id."""
+    limits = StreamLimits(first_line_s=settings.first_token_timeout_s,
+                          stall_s=settings.stream_stall_timeout_s)
+    specs = [
+        BackendSpec("ollama", OLLAMA_PROBES, settings.ollama_endpoint, "OLLAMA_ENDPOINT",
+                    lambda: OllamaBackend(num_ctx_cap=settings.ollama_num_ctx_cap, limits=limits)),
+        BackendSpec("lmstudio", LMSTUDIO_PROBES, settings.lmstudio_endpoint, "LMSTUDIO_ENDPOINT",
+                    lambda: LMStudioBackend(api_key=settings.lmstudio_api_token, limits=limits)),
+        BackendSpec("vllm", VLLM_PROBES, settings.vllm_endpoint, "VLLM_ENDPOINT",
+                    lambda: VLLMBackend(api_key=settings.vllm_api_key, limits=limits)),
+    ]
+    for entry in settings.openai_endpoints:
+        specs.append(BackendSpec(
+            entry["name"], (), entry["url"], "OPENAI_ENDPOINTS",
+            lambda entry=entry: GenericBackend(kind=entry["name"], api_key=entry["api_key"],
+                                               limits=limits)))
+    return specs
+
+
 def reprobe_delay_s(failed_probes: int, cap_s: float) -> float:
     """Seconds until the next probe of a backend that is down, after ``failed_probes`` failures."""
     return min(cap_s, REPROBE_FIRST_S * REPROBE_GROWTH ** min(max(failed_probes, 0), 100))
@@ -56,6 +104,7 @@ class _Slot:
     backend: Backend
     endpoints: tuple[str, ...]
     status: BackendStatus
+    disabled: bool = False
     models: list[ModelInfo] = field(default_factory=list)  # kept while down: "unavailable", not 404
     logged: set[tuple[str, str]] = field(default_factory=set)
     down_since: float | None = None  # monotonic time it went down; None while up or never found
@@ -63,19 +112,42 @@ class _Slot:
     next_probe_at: float | None = None  # when to re-probe it; None unless it is down
 
 
+def qualified(model_id: str, kind: str) -> str:
+    """The id a model gets when an earlier backend offers its name already."""
+    return f"{model_id}@{kind}"
+
+
 class BackendRegistry:
-    def __init__(self, settings: WorkerSettings, *, probe_urls: Sequence[str] | None = None) -> None:
+    def __init__(self, settings: WorkerSettings, *, probe_urls: Sequence[str] | None = None,
+                 probes: Mapping[str, Sequence[str]] | None = None,
+                 specs: Sequence[BackendSpec] | None = None) -> None:
+        """``probe_urls`` replaces Ollama's probe list and ``probes`` any kind's (tests point them
+        at emulators); an explicit endpoint setting still wins over both."""
         self.settings = settings
-        endpoints = ((settings.ollama_endpoint,) if settings.ollama_endpoint
-                     else tuple(probe_urls or OLLAMA_PROBES))
-        ollama = OllamaBackend(num_ctx_cap=settings.ollama_num_ctx_cap,
-                               limits=StreamLimits(first_line_s=settings.first_token_timeout_s,
-                                                   stall_s=settings.stream_stall_timeout_s))
-        self._slots: dict[str, _Slot] = {
-            "ollama": _Slot(ollama, endpoints,
-                            BackendStatus("ollama", endpoints[0], False, reason="not probed yet",
-                                          tried=endpoints)),
-        }
+        overrides = dict(probes or {})
+        if probe_urls is not None:
+            overrides["ollama"] = tuple(probe_urls)
+        disabled = set(settings.backends_disabled)
+        self._slots: dict[str, _Slot] = {}
+        for spec in (specs if specs is not None else backend_specs(settings)):
+            endpoints = ((spec.endpoint,) if spec.endpoint
+                         else tuple(overrides.get(spec.kind, spec.probes)))
+            if not endpoints:
+                status = BackendStatus(spec.kind, "", False,
+                                       reason=f"no endpoint configured ({spec.setting})")
+            elif spec.kind in disabled:
+                status = BackendStatus(spec.kind, endpoints[0] if endpoints else "", False,
+                                       reason="disabled by BACKENDS_DISABLED")
+            else:
+                status = BackendStatus(spec.kind, endpoints[0], False, reason="not probed yet",
+                                       tried=endpoints)
+            self._slots[spec.kind] = _Slot(spec.make(), endpoints, status,
+                                           disabled=spec.kind in disabled or not endpoints)
+        unknown = sorted(disabled - set(self._slots))
+        if unknown:
+            log.warning("BACKENDS_DISABLED names %s, which %s no backend here (known: %s)",
+                        ", ".join(unknown), "is" if len(unknown) == 1 else "are",
+                        ", ".join(self._slots))
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[str, str], None]] = []
         self._wake = asyncio.Event()  # set when a probe was scheduled outside ``run``
@@ -91,18 +163,45 @@ class BackendRegistry:
         wanted = {name_key(name) for name in self.settings.models}
         return [model for model in slot.models if name_key(model.id) in wanted]
 
+    def _offers(self) -> list[tuple[ModelInfo, ModelInfo]]:
+        """(what the worker offers, what the backend serves) for every model of every verified
+        backend: a name an earlier backend offers already becomes ``<id>@<kind>`` (see rules)."""
+        taken: set[str] = set()
+        offers: list[tuple[ModelInfo, ModelInfo]] = []
+        for kind, slot in self._slots.items():
+            if not slot.status.verified:
+                continue
+            for model in self._offered(slot):
+                offered = model
+                if name_key(model.id) in taken:
+                    try:
+                        offered = replace(model, id=qualified(model.id, kind))
+                    except ValueError:  # pydantic's ValidationError: the id grew past its bound
+                        continue
+                    if name_key(offered.id) in taken:
+                        continue  # the same id listed twice by one backend
+                taken.add(name_key(offered.id))
+                offers.append((offered, model))
+        return offers
+
     def models(self) -> list[ModelInfo]:
-        return [model for slot in self._slots.values() if slot.status.verified
-                for model in self._offered(slot)]
+        return [offered for offered, _ in self._offers()]
+
+    def native_name(self, kind: str, model: str) -> str:
+        """The backend's own name for an id the worker offers (``x@kind`` → ``x``)."""
+        suffix = f"@{kind}"
+        return model[:-len(suffix)] if model.endswith(suffix) else model
 
     def backend_for(self, model_id: str) -> tuple[Backend, ModelInfo]:
-        """The backend serving ``model_id``: ``BackendUnavailable`` (with the wait until its next
-        probe) when it is one a down backend served, ``ModelNotFound`` when nothing serves it."""
-        for model in self.models():
-            if model.id == model_id:
-                return self._slots[model.backend].backend, model
+        """The backend serving ``model_id`` and its own ``ModelInfo`` (its own id):
+        ``BackendUnavailable`` (with the wait until its next probe) when it is one a down backend
+        served, ``ModelNotFound`` when nothing serves it."""
+        for offered, native in self._offers():
+            if offered.id == model_id:
+                return self._slots[native.backend].backend, native
         for kind, slot in self._slots.items():
-            if slot.down_since is not None and any(m.id == model_id for m in self._offered(slot)):
+            if slot.down_since is not None and any(
+                    model_id in (m.id, qualified(m.id, kind)) for m in self._offered(slot)):
                 raise BackendUnavailable(
                     f"the {kind} backend at {slot.status.endpoint} that serves '{model_id}' on "
                     f"worker '{self.settings.worker_name}' is not answering",
@@ -112,6 +211,9 @@ class BackendRegistry:
 
     def backend_of_kind(self, kind: str) -> Backend:
         slot = self._slots.get(kind)
+        if slot is not None and slot.disabled:
+            raise BackendError(f"the {kind} backend is disabled on worker "
+                               f"'{self.settings.worker_name}' (BACKENDS_DISABLED)", status=503)
         if slot is None or not slot.status.verified:
             raise BackendError(f"no verified {kind} backend on worker '{self.settings.worker_name}'",
                                status=503)
@@ -141,7 +243,8 @@ class BackendRegistry:
         async with self._lock:
             before = self._fingerprint()
             for slot in self._slots.values():
-                await self._refresh_slot(slot)
+                if not slot.disabled:
+                    await self._refresh_slot(slot)
             return self._fingerprint() != before
 
     async def reprobe_due(self) -> bool:
@@ -161,7 +264,7 @@ class BackendRegistry:
         down at once (see the rules) and the result is ``retry_after_s``.
         """
         slot = self._slots.get(kind)
-        if slot is None:
+        if slot is None or slot.disabled:
             return None
         async with self._lock:
             if slot.status.verified:

@@ -253,7 +253,7 @@ class Runner:
             if isinstance(frame, Install):
                 await self._install(frame, backend)
             else:
-                await backend.uninstall(frame.model)
+                await backend.uninstall(self.registry.native_name(frame.backend, frame.model))
         except PendraError as exc:
             await self._fail_op(frame.op_id, exc.message, exc.status)
             return

@@ -1,0 +1,1 @@
+"""What every OpenAI-compatible backend (vLLM, LM Studio, llama-server, SGLang, …) shares."""
