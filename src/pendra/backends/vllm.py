@@ -16,6 +16,7 @@ from pendra.backends.openai_compat.backend import (NotThisBackend, OpenAICompatB
                                                    capabilities_from_id, model_info,
                                                    parameter_size_from_id, positive_int)
 from pendra.backends.openai_compat.client import OpenAICompatClient
+from pendra.errors import ModelNotFound
 
 PROBES = ("http://localhost:8000", "http://host.docker.internal:8000")
 
@@ -26,7 +27,10 @@ class VLLMBackend(OpenAICompatBackend):
     capabilities = ("chat", "embed")
 
     async def discover(self, client: OpenAICompatClient) -> tuple[str, list[ModelInfo]]:
-        version = await client.get_json("/version")
+        try:
+            version = await client.get_json("/version")
+        except ModelNotFound as exc:
+            raise NotThisBackend("GET /version answered 404: vLLM has that route") from exc
         if not isinstance(version, dict) or not isinstance(version.get("version"), str):
             raise NotThisBackend("GET /version did not answer vLLM's {\"version\": …}")
         listing = await client.get_json("/v1/models")

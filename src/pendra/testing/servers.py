@@ -188,3 +188,20 @@ async def run_emulator(*, version: str = "0.32.15", models: str = "default",
     finally:
         await emulator.kill()
         emulator.child.log.unlink(missing_ok=True)
+
+
+@asynccontextmanager
+async def run_openai_compat(flavour: str, *, models: str = "default", port: int = 0,
+                            extra_args: Sequence[str] = ()) -> AsyncIterator[EmulatorProcess]:
+    """An OpenAI-compatible server emulator (``vllm``, ``lmstudio`` or ``llamacpp``): see
+    ``pendra.testing.openai_compat``. Its control surface is the Ollama emulator's subset
+    (requests, configure, add_model, remove_model)."""
+    args = [sys.executable, "-m", "pendra.testing.openai_compat", "--flavour", flavour,
+            "--host", "127.0.0.1", "--port", str(port), "--models", models, *extra_args]
+    emulator = EmulatorProcess(args)
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.kill()
+        emulator.child.log.unlink(missing_ok=True)

@@ -1,0 +1,3 @@
+from pendra.testing.openai_compat.app import main
+
+main()
