@@ -143,7 +143,7 @@ def _without(key: str) -> dict[str, Any]:
     ([entry(variants=[gguf(gguf_sha256="ABC")])], "variants.0.gguf_sha256:"),
     ([entry(variants=[gguf(gguf_url="http://plain.invalid/x.gguf")])], "variants.0.gguf_url:"),
     ([entry(variants=[{"id": "v", "quantization": "Q4", "size_bytes": 1}])],
-     "needs an `ollama` tag or a `gguf_url`"),
+     "needs an `ollama` tag, a `gguf_url` or an `lmstudio` id"),
     ([entry(variants=[entry()["variants"][0], entry()["variants"][0]])], "duplicate variant ids"),
     ([entry(variants=[gguf()])], "every variant of an `ollama` entry needs an `ollama` tag"),
     ([entry(backend="pendra")], "every variant of a `pendra` entry is a GGUF file"),

@@ -12,8 +12,9 @@ the loaded instance's ``context_length`` when it is loaded (that is what it will
 model's ``max_context_length``; parameters, quantisation, format, architecture and size as LM
 Studio lists them.
 
-Install: ``POST /api/v1/models/download {"model": …}`` (a catalogue identifier such as
-``ibm/granite-4-micro`` or a Hugging Face link), then ``GET /api/v1/models/download/status/{job}``
+Install: ``POST /api/v1/models/download {"model": …}`` (an LM Studio catalog identifier such as
+``ibm/granite-4-micro``, or a Hugging Face link with ``quantization`` taken from a trailing
+``@Q4_K_M``), then ``GET /api/v1/models/download/status/{job}``
 every ``POLL_S`` until ``completed`` (or ``already_downloaded`` at once) — downloaded bytes of total
 are the progress, never going backwards — or ``failed`` (``InstallFailed``). LM Studio documents no
 cancel: cancelling the install stops Pendra following it, and the download goes on in LM Studio.
@@ -40,6 +41,18 @@ V1, V0 = "rest v1", "rest v0"
 
 def _text(value: Any) -> str:
     return value[:64] if isinstance(value, str) else ""
+
+
+HUGGING_FACE = "https://huggingface.co/"
+
+
+def download_body(model: str) -> dict[str, str]:
+    """The download request for a catalogue ``lmstudio`` id: a Hugging Face link may end in
+    ``@<quantization>``, sent as LM Studio's ``quantization`` field (documented for links only)."""
+    if model.startswith(HUGGING_FACE) and "@" in model[len(HUGGING_FACE):]:
+        link, _, quantization = model.rpartition("@")
+        return {"model": link, "quantization": quantization}
+    return {"model": model}
 
 
 def model_from_v1(entry: dict[str, Any]) -> ModelInfo | None:
@@ -125,7 +138,8 @@ class LMStudioBackend(OpenAICompatBackend):
             raise UnsupportedOperation(f"the {self.display} backend cannot install models: "
                                        f"{self.no_install_reason()}")
         try:
-            job = await client.request_json("POST", "/api/v1/models/download", {"model": model})
+            job = await client.request_json("POST", "/api/v1/models/download",
+                                            download_body(model))
             done = total = 0
             while True:
                 if not isinstance(job, dict) or not isinstance(job.get("status"), str):

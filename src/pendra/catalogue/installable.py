@@ -2,7 +2,10 @@
 
 Rules:
 - An entry's ``backend`` names the backend kinds it may go into (``BACKEND_KINDS``): ``ollama``
-  → Ollama, ``pendra`` → Pendra's built-in GGUF runtime, ``both`` → either.
+  → Ollama, ``pendra`` → Pendra's built-in GGUF runtime, ``both`` → either. Any entry may also go
+  into LM Studio, through those of its variants that name what LM Studio downloads (``lmstudio``:
+  an LM Studio catalog id, or a Hugging Face link with ``@<quantization>``). vLLM and the generic
+  OpenAI-compatible servers install nothing: they serve what they were started with.
 - Each kind installs a variant from its own source (``SOURCES``): Ollama from the variant's
   ``ollama`` tag, the built-in runtime from its ``gguf_url``. A variant without that source is not
   installable into that kind.
@@ -24,11 +27,21 @@ BACKEND_KINDS: dict[str, frozenset[str]] = {
     "pendra": frozenset({"pendra"}),
     "both": frozenset({"ollama", "pendra"}),
 }
+# Kinds any entry may install into, variant by variant, whatever its ``backend``.
+EVERY_ENTRY = frozenset({"lmstudio"})
+# The order a worker's backends are offered in when an install names no backend.
+PREFERENCE = ("ollama", "pendra", "lmstudio")
 # Per backend kind: what it installs a variant from, and how a message names the kind and source.
 SOURCES: dict[str, tuple[Callable[[Variant], str | None], str, str]] = {
     "ollama": (lambda variant: variant.ollama, "Ollama", "Ollama tag"),
     "pendra": (lambda variant: variant.gguf_url, "Pendra's built-in runtime", "GGUF file"),
+    "lmstudio": (lambda variant: variant.lmstudio, "LM Studio", "LM Studio download id"),
 }
+
+
+def kinds_for(entry: CatalogueEntry) -> frozenset[str]:
+    """The backend kinds ``entry`` is catalogued for."""
+    return BACKEND_KINDS.get(entry.backend, frozenset()) | EVERY_ENTRY
 
 
 def install_source(entry: CatalogueEntry, variant: Variant, kind: str) -> str:
@@ -38,13 +51,18 @@ def install_source(entry: CatalogueEntry, variant: Variant, kind: str) -> str:
     variant has no source for it.
     """
     source, label, what = SOURCES.get(kind, (lambda _variant: None, kind, "source"))
-    if kind not in BACKEND_KINDS.get(entry.backend, frozenset()) or kind not in SOURCES:
+    if kind not in kinds_for(entry) or kind not in SOURCES:
         raise InvalidRequest(f"'{entry.id}' is catalogued for the {entry.backend} backend and "
                              f"cannot be installed into {label}")
     found = source(variant)
     if not found:
         raise InvalidRequest(f"variant '{variant.id}' of '{entry.id}' has no {what}")
     return found
+
+
+def installable_kinds(entry: CatalogueEntry) -> list[str]:
+    """Every kind some variant of ``entry`` installs into, in ``PREFERENCE`` order."""
+    return [kind for kind in PREFERENCE if installable_into(entry, kind)]
 
 
 def installable_into(entry: CatalogueEntry, kind: str) -> bool:

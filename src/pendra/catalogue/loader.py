@@ -4,7 +4,8 @@ Rules:
 - Validation happens at load and refuses the whole file on the first problem, naming the entry and
   the field: unknown keys, unknown enums (backend, capability, features), duplicate entry ids,
   duplicate variant ids, a name that means two models (an alias or Ollama tag shared by two entries).
-- A variant has an ``ollama`` tag, or ``gguf_url`` + ``gguf_sha256`` (both or neither), or both.
+- A variant has an ``ollama`` tag, or ``gguf_url`` + ``gguf_sha256`` (both or neither), or both;
+  any variant may also name what LM Studio downloads (``lmstudio``).
   ``backend`` must agree: an ``ollama`` entry has only tagged variants, a ``pendra`` entry only GGUF
   ones, ``both`` has some of each. The first variant is the default. What can be installed where
   is installable.py's rule.
@@ -43,6 +44,9 @@ class Variant(BaseModel):
     size_bytes: int = Field(gt=0, description="Download size in bytes")
     ollama: str | None = Field(default=None, min_length=1, description="Ollama tag")
     gguf_url: str | None = Field(default=None, pattern=r"^https://")
+    # What LM Studio's download API fetches: a model-catalog identifier ("qwen/qwen3-8b") or a
+    # Hugging Face link, optionally "@<quantization>" (installable.py says how it is sent).
+    lmstudio: str | None = Field(default=None, min_length=1, max_length=256)
     gguf_sha256: str | None = None
 
     @field_validator("gguf_sha256")
@@ -56,8 +60,8 @@ class Variant(BaseModel):
     def _has_a_source(self) -> "Variant":
         if (self.gguf_url is None) != (self.gguf_sha256 is None):
             raise ValueError("gguf_url and gguf_sha256 go together")
-        if self.ollama is None and self.gguf_url is None:
-            raise ValueError("a variant needs an `ollama` tag or a `gguf_url`")
+        if self.ollama is None and self.gguf_url is None and self.lmstudio is None:
+            raise ValueError("a variant needs an `ollama` tag, a `gguf_url` or an `lmstudio` id")
         return self
 
     @property

@@ -5,16 +5,22 @@ Rules:
   ``succeeded``, ``failed`` or ``cancelled``; it never stays ``running`` after its worker is gone
   (the op handle raises ``WorkerGone`` and the row fails with that reason), and operations left
   running by a previous control-plane process are failed at start-up.
-- A second install of the same Ollama tag on the same worker while one runs attaches to the running
-  one (same id, same progress) instead of starting another pull.
+- An install goes into one backend of the worker: the one asked for, else the first of the
+  catalogue's ``PREFERENCE`` order that the entry installs into and the worker has verified with
+  the ``install`` capability (Ollama, then LM Studio). A backend that cannot install (vLLM, a
+  generic OpenAI-compatible server) is refused with the reason.
+- A second install of the same tag into the same backend of the same worker while one runs attaches
+  to the running one (same id, same progress) instead of starting another download.
 - Progress is fanned out to any number of watchers: each watcher gets the current snapshot first,
   then every change, as the worker reports it (the worker's backend keeps ``completed`` from going
   backwards where it reads the install stream). The row is written at most every
   ``PERSIST_EVERY_S`` while running, and always at the end.
 - An install ends in the outcome its worker's frame carries (``OpDone``/``OpFailed.outcome``:
   succeeded, failed or cancelled); a success fills the bar.
-- What can be installed into Ollama is the catalogue's rule (``catalogue.installable``); a model
-  to remove is named the way clients name it (``pendra.names.match`` against the worker's models).
+- What can be installed into which backend is the catalogue's rule (``catalogue.installable``); a
+  model to remove is named the way clients name it (``pendra.names.match`` against the worker's
+  models), and removed from the backend that serves it — refused with the reason when that backend
+  cannot remove models (LM Studio: only inside its app; vLLM: it serves what it was launched with).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pendra.catalogue.installable import install_source
+from pendra.catalogue.installable import PREFERENCE, install_source, installable_into
 from pendra.catalogue.loader import Catalogue, CatalogueEntry, Variant
 from pendra.errors import InvalidRequest, NotFound, PendraError
 from pendra.names import match
@@ -41,6 +47,12 @@ log = logging.getLogger(__name__)
 
 # Write running progress to the store at most this often (the final state is always written).
 PERSIST_EVERY_S = 2.0
+# Why a backend kind installs or removes nothing through Pendra (the console says the same).
+NO_INSTALL = {"vllm": "vLLM serves the model it was launched with (--model); restart vLLM to "
+                      "serve another"}
+NO_UNINSTALL = {**NO_INSTALL,
+                "lmstudio": "LM Studio's API has no way to delete a model; remove it inside the "
+                            "LM Studio app"}
 # How long a removal may take on the worker before the client is told it timed out.
 REMOVE_TIMEOUT_S = 60.0
 TERMINAL = frozenset(outcome.value for outcome in OpOutcome)
@@ -100,6 +112,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
+def _can(status: Any, what: str) -> bool:
+    """Whether a verified backend does ``what``: it says so in its capabilities (a backend that
+    lists none is an Ollama of a worker that predates them, which installs and removes)."""
+    return what in status.capabilities or (not status.capabilities and status.kind == "ollama")
+
+
 class Installs:
     """The install service of one control plane (owned by the app's lifespan)."""
 
@@ -131,43 +149,64 @@ class Installs:
 
     # --- resolving what to install -------------------------------------------------------------------
 
-    def resolve(self, model: str, variant: str | None) -> tuple[CatalogueEntry, Variant, str]:
+    def resolve(self, model: str, variant: str | None,
+                backend: str = "ollama") -> tuple[CatalogueEntry, Variant, str]:
         """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag → entry, variant
-        and the Ollama tag to pull."""
+        and what ``backend`` installs it from (Ollama: the tag to pull)."""
         entry, found = self._catalogue.resolve(model, variant)
         if entry is None or found is None:
             raise NotFound(f"'{model}' is not in the catalogue; GET /api/v1/catalogue lists what "
                            "can be installed")
-        return entry, found, install_source(entry, found, "ollama")
+        return entry, found, install_source(entry, found, backend)
 
-    def _worker(self, worker: str) -> tuple[str, str]:
+    def _view(self, worker: str) -> Any:
         for view in self._hub.connected():
             if worker in (view.id, view.name):
-                if not view.has_verified("ollama"):
-                    raise InvalidRequest(f"worker '{view.name}' has no verified Ollama backend")
-                return view.id, view.name
+                return view
         raise NotFound(f"worker '{worker}' is not connected")
+
+    def _worker(self, worker: str, backend: str = "ollama") -> tuple[str, str]:
+        view = self._view(worker)
+        status = next((b for b in view.backends if b.kind == backend), None)
+        if status is None or not status.verified:
+            raise InvalidRequest(f"worker '{view.name}' has no verified {backend} backend")
+        if not _can(status, "install"):
+            raise InvalidRequest(f"the {backend} backend of worker '{view.name}' cannot install "
+                                 f"models{': ' + NO_INSTALL[backend] if backend in NO_INSTALL else ''}")
+        return view.id, view.name
+
+    def choose_backend(self, model: str, variant: str | None, worker: str) -> str:
+        """The backend an install that names none goes into (see the rules)."""
+        entry, found = self._catalogue.resolve(model, variant)
+        view = self._view(worker)
+        can = {b.kind for b in view.backends if b.verified and _can(b, "install")}
+        for kind in PREFERENCE:
+            if kind in can and (entry is None or installable_into(entry, kind)):
+                return kind
+        return "ollama"  # resolve/_worker then say what is missing
 
     # --- starting, watching, cancelling -----------------------------------------------------------------
 
     async def start(self, model: str, variant: str | None, worker: str,
-                    requested_by: str) -> Snapshot:
-        entry, chosen, tag = self.resolve(model, variant)
-        worker_id, worker_name = self._worker(worker)
+                    requested_by: str, backend: str | None = None) -> Snapshot:
+        backend = backend or self.choose_backend(model, variant, worker)
+        entry, chosen, tag = self.resolve(model, variant, backend)
+        worker_id, worker_name = self._worker(worker, backend)
         async with self._lock:
             for live in self._live.values():
                 snap = live.snapshot
-                if snap.worker_id == worker_id and snap.model_tag == tag and not snap.done:
+                if snap.worker_id == worker_id and snap.model_tag == tag and \
+                        snap.backend == backend and not snap.done:
                     return snap  # attach to the install already running
             op_id = "op_" + secrets.token_hex(8)
             async with self._store.session() as session:
                 row = await install_rows.create_install(
                     session, op_id=op_id, catalogue_id=entry.id, variant=chosen.id, model_tag=tag,
-                    backend="ollama", worker_id=worker_id, requested_by=requested_by)
+                    backend=backend, worker_id=worker_id, requested_by=requested_by)
                 await session.commit()
             snapshot = Snapshot(
                 id=op_id, catalogue_id=entry.id, variant=chosen.id, model_tag=tag,
-                backend="ollama", worker_id=worker_id, worker_name=worker_name, state="queued",
+                backend=backend, worker_id=worker_id, worker_name=worker_name, state="queued",
                 status_text="queued", completed=0, total=0, error=None,
                 requested_by=requested_by, created_at=_iso(row.created_at) or "",
                 finished_at=None)
@@ -300,13 +339,23 @@ class Installs:
     # --- removal --------------------------------------------------------------------------------------------
 
     async def remove(self, worker: str, model: str) -> None:
-        """Remove an installed model from a worker's Ollama (``DELETE /api/delete`` there)."""
-        worker_id, worker_name = self._worker(worker)
-        view = self._hub.get(worker_id)
-        if view is not None:
-            model = match(model, view.models) or model
+        """Remove an installed model from the backend of a worker that serves it (Ollama's
+        ``DELETE /api/delete`` there)."""
+        view = self._view(worker)
+        model = match(model, view.models) or model
+        info = view.models.get(model)
+        backend = info.backend if info is not None else "ollama"
+        status = next((b for b in view.backends if b.kind == backend), None)
+        if status is not None and status.verified and not _can(status, "uninstall"):
+            raise InvalidRequest(f"'{model}' is served by the {backend} backend of worker "
+                                 f"'{view.name}', which cannot remove models through Pendra: "
+                                 f"{NO_UNINSTALL.get(backend, 'it has no removal API')}")
+        if status is None or not status.verified:
+            raise InvalidRequest(f"worker '{view.name}' has no verified {backend} backend")
+        worker_id, worker_name = view.id, view.name
         op_id = "op_" + secrets.token_hex(8)
-        handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model))
+        handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model,
+                                                               backend=backend))
         async with asyncio.timeout(REMOVE_TIMEOUT_S):
             async for event in handle:
                 if isinstance(event, OpDone):

@@ -4,7 +4,7 @@
 progress as server-sent events (a snapshot first, then every change, then the final state, with
 ``sse``'s keep-alive comments while it is quiet),
 ``POST /installs/{id}/cancel`` stops it, and ``DELETE /workers/{worker}/models/{model}`` removes an
-installed model from that worker's Ollama.
+installed model from the backend of that worker serving it (where that backend allows it).
 """
 
 from __future__ import annotations
@@ -30,12 +30,17 @@ class InstallCreate(BaseModel):
                        description="Catalogue id, `id:variant`, or a variant's Ollama tag")
     variant: str | None = Field(default=None, max_length=100)
     worker: str = Field(min_length=1, max_length=200, description="Worker id or name")
+    backend: str | None = Field(default=None, min_length=1, max_length=32,
+                                pattern=r"^[a-z0-9_-]+$",
+                                description="Target backend (ollama, lmstudio); default: the "
+                                            "first of the worker's backends the model installs into")
 
 
 @router.post("/installs", status_code=202)
 async def create_install(body: InstallCreate, installs: InstallService,
                          admin: Admin) -> dict[str, Any]:
-    snapshot = await installs.start(body.model, body.variant, body.worker, requested_by=admin)
+    snapshot = await installs.start(body.model, body.variant, body.worker, requested_by=admin,
+                                    backend=body.backend)
     return snapshot.to_dict()
 
 

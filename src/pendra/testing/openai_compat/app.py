@@ -96,7 +96,7 @@ def _job_view(server: Server, job: dict[str, Any]) -> dict[str, Any]:
             job["downloaded_bytes"] = total // 2
         elif done >= total:
             job.update(status="completed", downloaded_bytes=total, completed_at=_iso(now))
-            spec = dict(facts_lmstudio.DOWNLOADABLE[job["model"]], id=job["model"])
+            spec = dict(job["spec"], id=job["model"])
             if not any(m["id"] == spec["id"] for m in server.models):
                 server.models.append(spec)
         else:
@@ -117,13 +117,21 @@ async def lms_download(server: Server, request: Request) -> Response:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' is required", "invalid_request_error", "model")
-    if any(m["id"] == model for m in server.models):
-        return JSONResponse({"status": "already_downloaded"})
+    quantization = body.get("quantization")
     spec = facts_lmstudio.DOWNLOADABLE.get(model)
+    if model.startswith(facts_lmstudio.HUGGING_FACE):
+        spec = facts_lmstudio.from_hugging_face(model, quantization)
+    elif quantization is not None:
+        raise ApiError(400, facts_lmstudio.QUANTIZATION_ONLY_FOR_LINKS, "invalid_request_error",
+                       "quantization")
+    key = spec["id"] if spec is not None and "id" in spec else model
+    if any(m["id"] == key for m in server.models):
+        return JSONResponse({"status": "already_downloaded"})
     if spec is None:
         raise ApiError(404, facts_lmstudio.NOT_FOUND.format(model=model), "invalid_request_error",
                        "model")
-    job = {"job_id": "job_" + secrets.token_hex(5), "model": model, "status": "downloading",
+    job = {"job_id": "job_" + secrets.token_hex(5), "model": key, "spec": spec,
+           "status": "downloading",
            "total_size_bytes": spec["size_bytes"], "downloaded_bytes": 0, "started": time.time()}
     server.jobs[job["job_id"]] = job
     view = _job_view(server, job)

@@ -9,7 +9,8 @@ openai-compat pages) and the ``lmstudio`` SDK's model-info types:
   "loaded_instances": [{"id", "config": {"context_length", …}}], "max_context_length",
   "format": "gguf" | "mlx" | null, "capabilities": {"vision", "trained_for_tool_use"}}``
   (``architecture``, ``capabilities`` absent for embedding models).
-- ``POST /api/v1/models/download {"model", "quantization"?}`` answers a job: ``{"job_id",
+- ``POST /api/v1/models/download {"model", "quantization"?}`` (``model``: a catalog identifier
+  or an exact Hugging Face link; ``quantization`` only for links) answers a job: ``{"job_id",
   "status": "downloading" | "paused" | "completed" | "failed", "total_size_bytes", "started_at"}``,
   or ``{"status": "already_downloaded"}`` with no job id. ``GET
   /api/v1/models/download/status/{job_id}`` answers the job with ``downloaded_bytes``,
@@ -43,6 +44,25 @@ DOWNLOADABLE = {
                       "quantization": "Q4_K_M", "bits": 4, "size_bytes": 2_500_000,
                       "params": "4B", "format": "gguf", "vision": False, "tools": True},
 }
+HUGGING_FACE = "https://huggingface.co/"
+QUANTIZATION_ONLY_FOR_LINKS = "quantization is only supported for Hugging Face links"
+
+
+def from_hugging_face(link: str, quantization: str | None) -> dict | None:
+    """What a Hugging Face GGUF repository link downloads as (emulated: any repository of the form
+    ``<owner>/<name>-GGUF`` exists; the key is ``<name>`` lower-cased, as LM Studio names it)."""
+    path = link[len(HUGGING_FACE):].strip("/").split("/")
+    if len(path) != 2 or not path[1].lower().endswith("-gguf"):
+        return None
+    name = path[1][:-len("-gguf")].lower()
+    embed = "embed" in name
+    return {"id": name, "task": "embed" if embed else "chat", "context": 8192,
+            "publisher": path[0], "display_name": path[1][:-5], "architecture": None if embed
+            else "llama", "quantization": quantization or "Q4_K_M", "bits": 4,
+            "size_bytes": 1_500_000, "params": None, "format": "gguf", "vision": False,
+            "tools": False}
+
+
 NOT_FOUND = "Model \"{model}\" not found. Please check the model name and try again."
 JOB_STATES = ("downloading", "paused", "completed", "failed")
 
