@@ -112,7 +112,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
-def _can(status: Any, what: str) -> bool:
+def lifecycle_note(status: Any) -> str:
+    """What the console says about installing into and removing from a verified backend that
+    cannot do both through Pendra (empty when it can)."""
+    install, remove = can_do(status, "install"), can_do(status, "uninstall")
+    if install and remove:
+        return ""
+    if status.kind in NO_INSTALL and not install:
+        return NO_INSTALL[status.kind] + "; Pendra does not install or remove its models."
+    if install:
+        return ("Installs from the catalogue; " +
+                NO_UNINSTALL.get(status.kind, "models are removed outside Pendra") + ".")
+    return "Serves the models it was started with; Pendra does not install or remove them."
+
+
+def can_do(status: Any, what: str) -> bool:
     """Whether a verified backend does ``what``: it says so in its capabilities (a backend that
     lists none is an Ollama of a worker that predates them, which installs and removes)."""
     return what in status.capabilities or (not status.capabilities and status.kind == "ollama")
@@ -170,7 +184,7 @@ class Installs:
         status = next((b for b in view.backends if b.kind == backend), None)
         if status is None or not status.verified:
             raise InvalidRequest(f"worker '{view.name}' has no verified {backend} backend")
-        if not _can(status, "install"):
+        if not can_do(status, "install"):
             raise InvalidRequest(f"the {backend} backend of worker '{view.name}' cannot install "
                                  f"models{': ' + NO_INSTALL[backend] if backend in NO_INSTALL else ''}")
         return view.id, view.name
@@ -179,7 +193,7 @@ class Installs:
         """The backend an install that names none goes into (see the rules)."""
         entry, found = self._catalogue.resolve(model, variant)
         view = self._view(worker)
-        can = {b.kind for b in view.backends if b.verified and _can(b, "install")}
+        can = {b.kind for b in view.backends if b.verified and can_do(b, "install")}
         for kind in PREFERENCE:
             if kind in can and (entry is None or installable_into(entry, kind)):
                 return kind
@@ -346,7 +360,7 @@ class Installs:
         info = view.models.get(model)
         backend = info.backend if info is not None else "ollama"
         status = next((b for b in view.backends if b.kind == backend), None)
-        if status is not None and status.verified and not _can(status, "uninstall"):
+        if status is not None and status.verified and not can_do(status, "uninstall"):
             raise InvalidRequest(f"'{model}' is served by the {backend} backend of worker "
                                  f"'{view.name}', which cannot remove models through Pendra: "
                                  f"{NO_UNINSTALL.get(backend, 'it has no removal API')}")

@@ -21,7 +21,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from pendra.errors import PendraError
+from pendra.errors import InvalidRequest, PendraError
 from pendra.protocol.close import CloseReason
 from pendra.server.console.auth import ConsoleSession, CsrfRefused, client_address
 from pendra.server.console.rendering import NO_STORE, PageDep
@@ -123,6 +123,15 @@ async def change_password(request: Request, page: PageDep, session: ConsoleSessi
 # --- models ---------------------------------------------------------------------------------------
 
 
+def _backend_field(value: str | None) -> str | None:
+    """The form's target backend: a kind name, or None to let the installs service choose."""
+    if not value:
+        return None
+    if len(value) > 32 or not all(c.isalnum() or c in "_-" for c in value):
+        raise InvalidRequest("backend must be a backend name such as ollama or lmstudio")
+    return value
+
+
 @router.post("/models/install")
 async def install(request: Request, page: PageDep, _: ConsoleSession,
                   installs: InstallsDep) -> Response:
@@ -131,7 +140,7 @@ async def install(request: Request, page: PageDep, _: ConsoleSession,
     try:
         snap = await installs.start(
             form.get("model", ""), form.get("variant") or None, form.get("worker", ""),
-            requested_by=REQUESTED_BY)
+            requested_by=REQUESTED_BY, backend=_backend_field(form.get("backend")))
     except PendraError as exc:
         return page.redirect(back, error=exc.message)
     return page.redirect(back + "#installs",

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from pendra.catalogue.installable import installable_into
+from pendra.catalogue.installable import SOURCES, installable_kinds
+from pendra.server.installs import can_do, lifecycle_note
 from pendra.catalogue.loader import Catalogue
 from pendra.names import name_key
 from pendra.server.console import usage_charts
@@ -37,6 +38,12 @@ RECENT_REQUESTS = 50
 
 
 # --- shared reads ---------------------------------------------------------------------------------
+
+
+# How the console names backend kinds (a generic endpoint is shown by its own name).
+BACKEND_NAMES = {"ollama": "Ollama", "lmstudio": "LM Studio", "vllm": "vLLM",
+                 "pendra": "Pendra (built-in)", "speaches": "Speaches"}
+SOURCE_OF = {kind: source for kind, (source, _, _) in SOURCES.items()}
 
 
 def model_row(info: Any) -> dict[str, Any]:
@@ -87,6 +94,8 @@ def safe_next(url: str | None) -> str:
 async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query: str,
                       capability: str) -> dict[str, Any]:
     connected = hub.connected()
+    installing = {b.kind for w in connected for b in w.backends
+                  if b.verified and can_do(b, "install")}
     where: dict[str, list[str]] = {}
     for worker in connected:
         for model_id in worker.models:
@@ -99,8 +108,10 @@ async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query:
                              *entry.features, *entry.aliases]).lower()
         if (needle and needle not in haystack) or (capability and entry.capability != capability):
             continue
-        variants = [{"id": v.id, "tag": v.ollama, "quantization": v.quantization,
-                     "size_bytes": v.size_bytes,
+        kinds = installable_kinds(entry)
+        variants = [{"id": v.id, "tag": v.ollama, "lmstudio": v.lmstudio,
+                     "quantization": v.quantization, "size_bytes": v.size_bytes,
+                     "backends": [k for k in kinds if SOURCE_OF[k](v)],
                      "installed_on": sorted(where.get(name_key(v.ollama), [])) if v.ollama else []}
                     for v in entry.variants]
         variant_tags = {name_key(v.ollama) for v in entry.variants if v.ollama}
@@ -113,7 +124,9 @@ async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query:
             "capability": entry.capability, "features": list(entry.features),
             "parameter_size": entry.parameter_size, "context_length": entry.context_length,
             "licence": entry.licence, "description": entry.description, "variants": variants,
-            "installable": installable_into(entry, "ollama"),
+            "installable": bool(kinds), "kinds": kinds,
+            # The kinds some connected worker can install into now: the backend picker's options.
+            "target_kinds": [k for k in kinds if k in installing],
             "also_installed": [{"worker": name, "tag": model_id} for name, model_id in also],
         })
     snapshots = [s.to_dict() for s in await installs.list()]
@@ -125,9 +138,16 @@ async def models_page(hub: Hub, installs: Installs, catalogue: Catalogue, query:
         "query": query, "capability": capability, "capabilities": sorted(capabilities),
         "return_to": "/models" + (f"?{filters}" if filters else ""),
         "entries": entries, "catalogue_size": len(catalogue.entries),
-        "targets": [{"id": w.id, "name": w.name} for w in connected if w.has_verified("ollama")],
+        "targets": [{"id": w.id, "name": w.name,
+                     "kinds": [b.kind for b in w.backends if b.verified and can_do(b, "install")]}
+                    for w in connected
+                    if any(b.verified and can_do(b, "install") for b in w.backends)],
+        "backend_names": BACKEND_NAMES,
         "installs": [install_view(s) for s in active + finished[:RECENT_INSTALLS]],
-        "fleet": [{"id": w.id, "name": w.name, "removable": w.has_verified("ollama"),
+        "fleet": [{"id": w.id, "name": w.name,
+                   "removable": sorted(b.kind for b in w.backends
+                                       if b.verified and can_do(b, "uninstall")),
+                   "notes": {b.kind: lifecycle_note(b) for b in w.backends if b.verified},
                    "models": [model_row(m) for _, m in sorted(w.models.items())]}
                   for w in sorted(connected, key=lambda w: w.name)],
     }
@@ -148,7 +168,8 @@ async def workers_page(store: Store, hub: Hub, new_worker: dict[str, Any] | None
             "last_seen": view.last_seen if view else row.last_seen_at,
             "in_flight": view.in_flight if view else 0,
             "max_concurrent": view.max_concurrent if view else None,
-            "backends": [b.to_dict() for b in view.backends] if view else [],
+            "backends": [{**b.to_dict(), "note": lifecycle_note(b) if b.verified else ""}
+                         for b in view.backends] if view else [],
             "models": [model_row(m) for _, m in sorted(view.models.items())] if view else [],
         })
     rows.sort(key=lambda r: (not r["connected"], r["name"].lower()))
