@@ -220,7 +220,8 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
         _announce(json.dumps([m.to_dict() for m in found], indent=2))
         return
     if not found:
-        _announce("No models found. Is Ollama running? See: pendra backends")
+        _announce("No models found. Is a backend (Ollama, LM Studio, vLLM) running? "
+                  "See: pendra backends")
         return
     table = Table("model", "backend", "context", "capabilities", "parameters", "quantisation",
                   "size")
@@ -242,11 +243,15 @@ WorkerOption = Annotated[str | None, typer.Option(
     help="Install on this worker (id or name) through the running control plane; "
          "without it, install into this host's Ollama.")]
 VariantOption = Annotated[str | None, typer.Option(help="Catalogue variant (default: the first).")]
+BackendOption = Annotated[str | None, typer.Option(
+    help="Target backend for a model that installs into more than one (ollama, lmstudio); "
+         "default: Ollama here, or the worker's first backend the model installs into.")]
 
 
 @models_app.command("install")
 def models_install(model: Annotated[str, typer.Argument(help="Catalogue id, id:variant or Ollama tag.")],
-                   worker: WorkerOption = None, variant: VariantOption = None) -> None:
+                   worker: WorkerOption = None, variant: VariantOption = None,
+                   backend: BackendOption = None) -> None:
     """Install a catalogue model, with live progress."""
     from pendra.catalogue.loader import load_catalogue
 
@@ -255,14 +260,14 @@ def models_install(model: Annotated[str, typer.Argument(help="Catalogue id, id:v
         err.print(f"[red]NotFound[/red]: '{model}' is not in the catalogue")
         raise typer.Exit(1)
     if worker is not None:
-        _remote_install(entry.id, chosen.id, worker)
+        _remote_install(entry.id, chosen.id, worker, backend)
         return
     from pendra.backends.base import InstallProgress
     from pendra.catalogue.installable import install_source
     from pendra.worker.local import install_local
 
     try:
-        tag = install_source(entry, chosen, "ollama")
+        tag = install_source(entry, chosen, backend or "ollama")
     except PendraError as exc:
         _print_error(type(exc).__name__, exc.message)
         raise typer.Exit(1) from exc
@@ -274,7 +279,7 @@ def models_install(model: Annotated[str, typer.Argument(help="Catalogue id, id:v
             bar.update(task, description=f"{tag}: {p.status}",
                        completed=p.completed, total=p.total or None)
 
-        _run(lambda: install_local(settings, tag, on_progress))
+        _run(lambda: install_local(settings, tag, on_progress, kind=backend or "ollama"))
     _announce(f"Installed {tag}.")
 
 
@@ -301,11 +306,12 @@ def _fail_from(response: httpx.Response) -> None:
     raise typer.Exit(1)
 
 
-def _remote_install(model: str, variant: str, worker: str) -> None:
+def _remote_install(model: str, variant: str, worker: str, backend: str | None = None) -> None:
     url, headers = _admin_client()
     with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30, read=None)) as http:
         response = http.post("/api/v1/installs",
-                             json={"model": model, "variant": variant, "worker": worker})
+                             json={"model": model, "variant": variant, "worker": worker,
+                                   **({"backend": backend} if backend else {})})
         if response.status_code >= 400:
             _fail_from(response)
         op = response.json()

@@ -204,8 +204,8 @@ class Installs:
     async def start(self, model: str, variant: str | None, worker: str,
                     requested_by: str, backend: str | None = None) -> Snapshot:
         backend = backend or self.choose_backend(model, variant, worker)
-        entry, chosen, tag = self.resolve(model, variant, backend)
         worker_id, worker_name = self._worker(worker, backend)
+        entry, chosen, tag = self.resolve(model, variant, backend)
         async with self._lock:
             for live in self._live.values():
                 snap = live.snapshot

@@ -60,10 +60,12 @@ async def local_backends(settings: WorkerSettings,
 
 
 async def install_local(settings: WorkerSettings, model_tag: str, on_progress: ProgressCallback,
-                        probe_urls: Sequence[str] | None = None) -> None:
-    """Pull ``model_tag`` into this host's Ollama; raises InstallFailed with Ollama's message."""
+                        probe_urls: Sequence[str] | None = None, *, kind: str = "ollama") -> None:
+    """Install ``model_tag`` into this host's ``kind`` backend (Ollama: pull the tag; LM Studio:
+    its download API); raises InstallFailed with the backend's message."""
     async with discovered(settings, probe_urls) as registry:
-        await _ollama(registry).install(model_tag, on_progress)
+        backend = _ollama(registry) if kind == "ollama" else registry.backend_of_kind(kind)
+        await backend.install(model_tag, on_progress)
 
 
 async def remove_local(settings: WorkerSettings, model_tag: str,
