@@ -358,3 +358,30 @@ async def test_generic_endpoints_are_used_only_when_listed(llamacpp: EmulatorPro
 
 def test_free_port_helper_is_local() -> None:
     assert 0 < free_port() < 65536
+
+
+async def test_vllm_lights_up_on_the_first_tick_after_it_answers() -> None:
+    """A worker started before vLLM serves vLLM's model after the next refresh tick: no restart."""
+    import asyncio
+
+    from polling import eventually
+
+    port = free_port()
+    registry = registry_with({"vllm": [f"http://127.0.0.1:{port}"]})
+    changes: list[list[str]] = []
+
+    async def on_change() -> None:
+        changes.append([m.id for m in registry.models()])
+
+    stop = asyncio.Event()
+    await registry.refresh()
+    assert registry.models() == []
+    loop = asyncio.create_task(registry.run(stop, on_change))
+    try:
+        async with run_openai_compat("vllm", port=port):
+            await eventually(lambda: changes and changes[-1] == [LLAMA], what="vLLM's model")
+        assert status(registry, "vllm").verified or changes[-1] == [LLAMA]
+    finally:
+        stop.set()
+        await loop
+        await registry.aclose()

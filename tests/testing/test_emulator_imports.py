@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import pendra
 
 SRC = Path(pendra.__file__).parent.parent
@@ -26,11 +28,18 @@ def _imports(module: str) -> set[str]:
     return found
 
 
-def test_emulator_imports_nothing_it_checks() -> None:
-    """The emulator and every pendra.testing module it reaches import no Pendra code outside
+@pytest.mark.parametrize("entry, reaches", [
+    ("pendra.testing.ollama_emulator", ("pendra.testing.ollama.facts",
+                                        "pendra.testing.ollama.inference")),
+    ("pendra.testing.openai_compat.app", ("pendra.testing.openai_compat.facts_vllm",
+                                          "pendra.testing.openai_compat.facts_lmstudio",
+                                          "pendra.testing.openai_compat.core")),
+])
+def test_emulator_imports_nothing_it_checks(entry: str, reaches: tuple[str, ...]) -> None:
+    """Each emulator and every pendra.testing module it reaches import no Pendra code outside
     pendra.testing: a wrong constant in the backend cannot make the emulator agree with it."""
     seen: set[str] = set()
-    todo = ["pendra.testing.ollama_emulator"]
+    todo = [entry]
     outside: set[str] = set()
     while todo:
         module = todo.pop()
@@ -44,5 +53,5 @@ def test_emulator_imports_nothing_it_checks() -> None:
                     todo.append(name)
             elif name == "pendra" or name.startswith("pendra."):
                 outside.add(f"{module} imports {name}")
-    assert "pendra.testing.ollama.facts" in seen and "pendra.testing.ollama.inference" in seen
+    assert set(reaches) <= seen
     assert outside == set()

@@ -57,6 +57,8 @@ class Server:
         for model in self.models:
             if model["id"] == name:
                 return model
+        if getattr(self.facts, "IGNORES_MODEL_NAME", False) and self.models:
+            return self.models[0]
         raise ApiError(404, self.facts.NOT_FOUND.format(model=name),
                        getattr(self.facts, "NOT_FOUND_TYPE", "not_found_error"), "model")
 

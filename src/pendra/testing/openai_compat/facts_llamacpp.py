@@ -6,11 +6,14 @@
 - ``GET /health`` answers ``{"status": "ok"}``. There is no ``/version`` route (404).
 - Errors: ``{"error": {"code": <status>, "message", "type"}}`` with ``type`` such as
   ``invalid_request_error`` or ``not_found_error``.
+- A llama-server serves the one model it was started with (``-m``) and ignores the request's
+  ``model`` field: any name gets that model's answer.
 - Streaming as OpenAI: ``data: <chunk>`` events, ``data: [DONE]`` at the end; usage in the last
   chunk when ``stream_options.include_usage`` is set.
 """
 
 OWNED_BY = "llamacpp"
+IGNORES_MODEL_NAME = True
 DEFAULT_MODELS = [
     {"id": "qwen2.5-7b-instruct-q4_k_m.gguf", "task": "chat", "context": 32768},
 ]
