@@ -172,7 +172,7 @@ def config_set(key: str, value: str) -> None:
     """Store KEY=VALUE in config.yaml (written 0600); env vars still override it."""
     home = _home()
     parsed = _run_sync(lambda: cfg.set_value(home, key, value))
-    shown = "<hidden>" if "private_key" in key.lower() else parsed
+    shown = "<hidden>" if cfg.is_secret(key) else parsed
     _announce(f"{key} = {shown}  (saved to {home.config_file})")
 
 
@@ -183,8 +183,8 @@ def config_show() -> None:
     table = Table("key", "env", "value", "meaning")
     for key in cfg.KEYS:
         value = values[key.yaml_name]
-        if key.yaml_name == "gpu_worker_private_key" and value:
-            value = "<set, hidden>"
+        if cfg.is_secret(key.yaml_name) and value:
+            value = cfg.hide_secrets(key.yaml_name, value)
         table.add_row(key.yaml_name, key.env_name, "" if value is None else str(value), key.help)
     out.print(table)
 

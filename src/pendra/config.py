@@ -129,6 +129,22 @@ KEYS: tuple[Key, ...] = (
         "Retry-After.", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
+# Keys whose values are secrets (never printed): the worker's private key and backends' API keys.
+SECRET_KEYS = frozenset({"gpu_worker_private_key", "vllm_api_key", "lmstudio_api_token",
+                         "openai_endpoints"})
+
+
+def is_secret(name: str) -> bool:
+    """Whether a key (YAML or environment name) holds a secret."""
+    key = KEYS_BY_NAME.get(name) or next((k for k in KEYS if k.env_name == name), None)
+    return key is not None and key.yaml_name in SECRET_KEYS
+
+
+def hide_secrets(name: str, value: Any) -> Any:
+    """``value`` as it may be shown: endpoints keep their URLs and names, nothing else secret."""
+    if name == "openai_endpoints":
+        return [{**e, "api_key": "<hidden>" if e.get("api_key") else ""} for e in value]
+    return "<set, hidden>"
 
 
 def _parse_models(raw: Any) -> tuple[str, ...] | None:

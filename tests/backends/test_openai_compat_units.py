@@ -197,3 +197,12 @@ def test_settings_parse_endpoints_and_disabled_backends(tmp_path: Path) -> None:
             load_worker(home, {"OPENAI_ENDPOINTS": bad}, require_key=False)
     with pytest.raises(ConfigError, match="BACKENDS_DISABLED"):
         load_worker(home, {"BACKENDS_DISABLED": "v llm"}, require_key=False)
+
+
+def test_backend_keys_are_secrets_never_printed() -> None:
+    from pendra import config as cfg
+
+    assert cfg.is_secret("VLLM_API_KEY") and cfg.is_secret("lmstudio_api_token")
+    assert cfg.is_secret("GPU_WORKER_PRIVATE_KEY") and not cfg.is_secret("vllm_endpoint")
+    shown = cfg.hide_secrets("openai_endpoints", ({"name": "a", "url": "http://x", "api_key": "k"},))
+    assert shown == [{"name": "a", "url": "http://x", "api_key": "<hidden>"}]

@@ -59,8 +59,13 @@ def log_start(registry: BackendRegistry, settings: WorkerSettings) -> None:
     for status in statuses:
         if status.verified:
             log.info("backend %s %s at %s", status.kind, status.version, status.endpoint)
-    if not any(status.kind == "ollama" and status.verified for status in statuses):
-        log.warning("%s", no_ollama_message(statuses))
+    if not any(status.verified for status in statuses):
+        # Nothing to serve yet: point at the recommended backend unless it is turned off.
+        if "ollama" in settings.backends_disabled:
+            log.warning("no backend verified on this host (tried: %s); see `pendra backends`",
+                        ", ".join(s.kind for s in statuses if s.tried))
+        else:
+            log.warning("%s", no_ollama_message(statuses))
     models = registry.models()
     log.info("serving %d model(s)%s, at most %d request(s) at once", len(models),
              f": {', '.join(m.id for m in models)}" if models else "", settings.max_concurrent)

@@ -17,6 +17,10 @@ protocol.py, serving_models.py, serving_chat.py):
   ``stream_options.include_usage`` every chunk carries ``"usage": null`` and a last chunk with
   ``"choices": []`` carries the usage. An error after streaming began is one ``data:`` event holding
   the error body.
+- Tool calls: with ``tools`` and ``tool_choice`` "auto" vLLM answers ``tool_calls`` only when
+  started with ``--enable-auto-tool-choice --tool-call-parser …``; the emulator behaves as one
+  started so (a named ``tool_choice`` is guided decoding and works on any vLLM).
+  JSON mode (``response_format``) is guided decoding too.
 - One model per process: ``/v1/models`` lists what it was launched with (plus LoRA adapters);
   there is no model install or removal API.
 """
