@@ -351,7 +351,7 @@ def models_remove(model: Annotated[str, typer.Argument(help="Installed model, e.
 
 @app.command()
 def backends(as_json: JsonOption = False) -> None:
-    """Show each backend: endpoints tried, verified or not and why, version."""
+    """Show every backend: endpoints tried, verified or not and why, version, capabilities."""
     from pendra.worker.local import local_backends
 
     settings = _run_sync(lambda: cfg.load_worker(_home(), require_key=False))
@@ -359,10 +359,10 @@ def backends(as_json: JsonOption = False) -> None:
     if as_json:
         _announce(json.dumps([b.to_dict() for b in found], indent=2))
         return
-    table = Table("backend", "endpoint", "verified", "version", "tried", "reason")
+    table = Table("backend", "endpoint", "verified", "version", "capabilities", "tried", "reason")
     for b in found:
         table.add_row(b.kind, b.endpoint, "yes" if b.verified else "no", b.version,
-                      ", ".join(b.tried), b.reason)
+                      ", ".join(b.capabilities), ", ".join(b.tried), b.reason)
     out.print(table)
 
 

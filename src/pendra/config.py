@@ -169,6 +169,8 @@ def _parse_models(raw: Any) -> tuple[str, ...] | None:
 
 
 _KIND_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+# Backend kinds with a built-in meaning: an OPENAI_ENDPOINTS entry may not take one of these names.
+RESERVED_KINDS = frozenset({"ollama", "lmstudio", "vllm", "speaches", "pendra"})
 
 
 def _parse_names(raw: Any) -> tuple[str, ...]:
@@ -222,6 +224,8 @@ def _parse_endpoints(raw: Any) -> tuple[dict[str, str], ...]:
         name = str(name).strip().lower()
         if not _KIND_NAME.match(name):
             raise ValueError(f"name {name!r} must be 1-32 of a-z, 0-9, _ and -")
+        if name in RESERVED_KINDS:
+            raise ValueError(f"name {name!r} is a built-in backend's; pick another")
         if name in {e["name"] for e in found}:
             raise ValueError(f"name {name!r} is given to two endpoints")
         api_key = entry.get("api_key", "")

@@ -192,7 +192,8 @@ def test_settings_parse_endpoints_and_disabled_backends(tmp_path: Path) -> None:
     assert loaded.backends_disabled == ("vllm", "lmstudio")
     assert loaded.vllm_endpoint == "http://v:8000"
     for bad in ('[{"url": "ftp://x"}]', '[{"url": "http://x", "name": "a b"}]',
-                '[{"url": "http://x", "name": "n"}, {"url": "http://y", "name": "n"}]', "{"):
+                '[{"url": "http://x", "name": "n"}, {"url": "http://y", "name": "n"}]', "{",
+                '[{"url": "http://x", "name": "vllm"}]'):
         with pytest.raises(ConfigError, match="OPENAI_ENDPOINTS"):
             load_worker(home, {"OPENAI_ENDPOINTS": bad}, require_key=False)
     with pytest.raises(ConfigError, match="BACKENDS_DISABLED"):
