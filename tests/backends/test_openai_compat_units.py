@@ -98,6 +98,9 @@ def test_error_statuses_map_to_pendra_errors() -> None:
     with pytest.raises(BackendRejected) as bad:
         raise_for(400, "plain words", name="vLLM")
     assert bad.value.status == 400 and bad.value.message == "vLLM: plain words"
+    with pytest.raises(BackendRejected) as denied:
+        raise_for(401, '{"error": "Unauthorized"}', name="vLLM")
+    assert denied.value.status == 502 and "credentials" in denied.value.message
     raise_for(200, "", name="vLLM")
 
 

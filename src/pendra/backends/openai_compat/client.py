@@ -1,8 +1,9 @@
 """A thin async client for an OpenAI-compatible server; the only place that sees httpx errors here.
 
 Rules (as for Ollama's client, so a request fails the same way whichever backend served it):
-- Transport failures become ``BackendUnavailable``. An error status becomes ``ModelNotFound`` (404)
-  or ``BackendRejected`` with the server's own status and the message it gave, read from any of the
+- Transport failures become ``BackendUnavailable``. An error status becomes ``ModelNotFound`` (404),
+  ``BackendRejected`` 502 for 401/403 (the worker's key for the backend is wrong: not the client's
+  fault), or ``BackendRejected`` with the server's own status and the message it gave, read from any of the
   error bodies these servers send: OpenAI's ``{"error": {"message": …}}``, vLLM's older
   ``{"object": "error", "message": …}``, FastAPI's ``{"detail": …}`` and ``{"error": "…"}``.
 - ``stream`` yields each Server-Sent Event's JSON ``data`` until ``data: [DONE]``; an event whose data
@@ -63,6 +64,9 @@ def raise_for(status: int, text: str, *, name: str) -> None:
     message = (message or text.strip() or f"HTTP {status}")[:MAX_MESSAGE]
     if status == 404:
         raise ModelNotFound(f"{name}: {message}")
+    if status in (401, 403):  # the worker's key for the backend, not the client's: a 502
+        raise BackendRejected(f"{name} refused the worker's credentials (HTTP {status}; check "
+                              f"its API key setting): {message}", status=502)
     raise BackendRejected(f"{name}: {message}", status=status)
 
 
