@@ -385,3 +385,20 @@ async def test_vllm_lights_up_on_the_first_tick_after_it_answers() -> None:
         stop.set()
         await loop
         await registry.aclose()
+
+
+async def test_vllm_api_key_is_sent_and_a_wrong_one_is_the_workers_fault() -> None:
+    async with run_openai_compat("vllm", extra_args=["--api-key", "sekrit"]) as emu:
+        wrong = VLLMBackend(api_key="nope")
+        right = VLLMBackend(api_key="sekrit")
+        try:
+            refused = await wrong.verify(emu.base_url)
+            assert not refused.verified and "credentials" in refused.reason
+            assert (await right.verify(emu.base_url)).verified
+            [model] = await right.list_models()
+            result = await right.chat(model, {"model": LLAMA, "messages": [
+                {"role": "user", "content": "hi"}]})
+            assert [c async for c in result.chunks]
+        finally:
+            await wrong.aclose()
+            await right.aclose()

@@ -13,6 +13,7 @@ from lmstudio._sdk_models import EmbeddingModelInfo, LlmInfo
 from openai import AsyncOpenAI
 
 from pendra.testing.servers import EmulatorProcess, run_openai_compat
+from polling import eventually
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -102,8 +103,15 @@ async def test_lmstudio_download_jobs_follow_the_documented_states() -> None:
                                        json={"model": "qwen/qwen3-4b"})).json()
             assert set(started) <= {"job_id", "status", "total_size_bytes", "started_at",
                                     "bytes_per_second", "estimated_completion", "completed_at"}
-            status = (await http.get(f"/api/v1/models/download/status/{started['job_id']}")).json()
-            assert status["status"] == "completed" and status["downloaded_bytes"] == 2_500_000
+            async def finished() -> dict | None:
+                job = (await http.get(
+                    f"/api/v1/models/download/status/{started['job_id']}")).json()
+                assert job["status"] in ("downloading", "completed"), job
+                return job if job["status"] == "completed" else None
+
+            status = await eventually(finished, what="the download to complete")
+            assert status["downloaded_bytes"] == status["total_size_bytes"] == 2_500_000
+            assert "completed_at" in status and "bytes_per_second" not in status
             again = await http.post("/api/v1/models/download", json={"model": "qwen/qwen3-4b"})
             assert again.json() == {"status": "already_downloaded"}
             refused = await http.post("/api/v1/models/download",

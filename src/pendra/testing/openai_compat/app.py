@@ -211,6 +211,10 @@ def build_app(server: Server, *, rest_v1: bool = True) -> Starlette:
                     body = None
                 server.requests.append({"method": request.method, "path": request.url.path,
                                         "body": body})
+            if record and server.api_key and request.url.path.startswith(
+                    server.facts.API_KEY_GUARDS) and \
+                    request.headers.get("authorization") != f"Bearer {server.api_key}":
+                return JSONResponse(server.facts.UNAUTHORIZED, status_code=401)
             try:
                 return await handler(server, request)
             except ApiError as exc:
@@ -240,11 +244,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-rest-v1", action="store_true",
                         help="LM Studio before 0.4: only the REST API v0")
     parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--api-key", default="", help="require this bearer key (vLLM --api-key)")
     args = parser.parse_args(argv)
     facts = FACTS[args.flavour]
     chosen = (facts.DEFAULT_MODELS if args.models == "default" else [] if args.models == "none"
               else json.loads(Path(args.models).read_text()))
-    server = Server(args.flavour, facts, [dict(m) for m in chosen], token_delay_s=args.token_delay)
+    server = Server(args.flavour, facts, [dict(m) for m in chosen], token_delay_s=args.token_delay,
+                    api_key=args.api_key)
     app = build_app(server, rest_v1=not args.no_rest_v1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -45,6 +45,7 @@ class Server:
     token_delay_s: float = 0.0
     download_bytes_per_s: float = 4_000_000.0
     fail_downloads: bool = False
+    api_key: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: int = field(default_factory=lambda: int(time.time()))

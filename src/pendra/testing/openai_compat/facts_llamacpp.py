@@ -10,6 +10,7 @@
   ``model`` field: any name gets that model's answer.
 - Streaming as OpenAI: ``data: <chunk>`` events, ``data: [DONE]`` at the end; usage in the last
   chunk when ``stream_options.include_usage`` is set.
+- ``--api-key`` guards the API routes: 401 ``Invalid API Key`` (``authentication_error``).
 """
 
 OWNED_BY = "llamacpp"
@@ -27,3 +28,7 @@ def model_entry(model: dict, created: int) -> dict:
 
 def error_body(message: str, kind: str, status: int, param: str | None = None) -> dict:
     return {"error": {"code": status, "message": message, "type": kind}}
+
+# The routes an API key guards, and the 401 answer without it.
+API_KEY_GUARDS = ("/v1/",)
+UNAUTHORIZED = {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}}

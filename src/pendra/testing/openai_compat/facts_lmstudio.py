@@ -22,6 +22,7 @@ openai-compat pages) and the ``lmstudio`` SDK's model-info types:
   "max_context_length"}]}``.
 - Models not loaded are loaded on their first request (just-in-time loading, on by default).
 - Errors: ``{"error": {"message", "type", "param", "code"}}`` in OpenAI's shape.
+- With authentication on (LM Studio 0.4+), every route wants ``Authorization: Bearer <token>``.
 """
 
 DEFAULT_MODELS = [
@@ -99,3 +100,7 @@ def v0_entry(model: dict) -> dict:
 def error_body(message: str, kind: str, status: int, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param,
                       "code": "model_not_found" if status == 404 else None}}
+
+# The routes an API key guards, and the 401 answer without it.
+API_KEY_GUARDS = ("/v1/", "/api/")
+UNAUTHORIZED = {"error": {"message": "Invalid or missing API token", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}

@@ -23,6 +23,8 @@ protocol.py, serving_models.py, serving_chat.py):
   JSON mode (``response_format``) is guided decoding too.
 - One model per process: ``/v1/models`` lists what it was launched with (plus LoRA adapters);
   there is no model install or removal API.
+- ``--api-key`` (or ``VLLM_API_KEY``) guards the ``/v1`` routes: without ``Authorization: Bearer
+  <key>`` they answer 401 ``{"error": "Unauthorized"}``; ``/version`` and ``/health`` stay open.
 """
 
 VERSION = "0.11.0"
@@ -52,3 +54,7 @@ def model_card(model: dict, created: int) -> dict:
 
 def error_body(message: str, kind: str, status: int, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+# The routes an API key guards, and the 401 answer without it.
+API_KEY_GUARDS = ("/v1/",)
+UNAUTHORIZED = {"error": "Unauthorized"}
