@@ -402,3 +402,43 @@ async def test_vllm_api_key_is_sent_and_a_wrong_one_is_the_workers_fault() -> No
         finally:
             await wrong.aclose()
             await right.aclose()
+
+
+async def test_a_stalled_stream_fails_as_a_timeout_not_a_hang(vllm: EmulatorProcess) -> None:
+    from pendra.backends.openai_compat.client import StreamLimits
+    from pendra.errors import BackendTimeout
+
+    backend = VLLMBackend(limits=StreamLimits(first_line_s=5, stall_s=0.3))
+    try:
+        assert (await backend.verify(vllm.base_url)).verified
+        [model] = await backend.list_models()
+        result = await backend.chat(model, {"model": LLAMA, "stream": True, "messages": [
+            {"role": "user", "content": "[[tokens=3]] [[delay=2]]"}]})
+        with pytest.raises(BackendTimeout, match="STREAM_STALL_TIMEOUT"):
+            _ = [c async for c in result.chunks]
+    finally:
+        await backend.aclose()
+
+
+async def test_cancelling_an_lmstudio_install_stops_following_it(
+        lmstudio: EmulatorProcess) -> None:
+    import asyncio
+
+    from polling import eventually
+
+    await lmstudio.configure(download_bytes_per_s=100_000)  # 20 s for 2 MB
+    backend = LMStudioBackend()
+    try:
+        assert (await backend.verify(lmstudio.base_url)).verified
+        seen: list[InstallProgress] = []
+        task = asyncio.create_task(backend.install("ibm/granite-4-micro", seen.append))
+        await eventually(lambda: len(seen) >= 2, what="two progress reads")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        polls = len(await lmstudio.requests())
+        await asyncio.sleep(0.6)  # a follower still running would have polled twice by now
+        assert len(await lmstudio.requests()) == polls
+        assert all(p.status == "downloading" for p in seen)
+    finally:
+        await backend.aclose()
