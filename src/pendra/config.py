@@ -171,6 +171,9 @@ def _parse_models(raw: Any) -> tuple[str, ...] | None:
 _KIND_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 # Backend kinds with a built-in meaning: an OPENAI_ENDPOINTS entry may not take one of these names.
 RESERVED_KINDS = frozenset({"ollama", "lmstudio", "vllm", "speaches", "pendra"})
+# Generic endpoints one worker may list: with the built-in kinds this stays within the 16 backends
+# an inventory may carry (protocol/inventory.py MAX_BACKENDS).
+MAX_OPENAI_ENDPOINTS = 8
 
 
 def _parse_names(raw: Any) -> tuple[str, ...]:
@@ -208,6 +211,8 @@ def _parse_endpoints(raw: Any) -> tuple[dict[str, str], ...]:
             raise ValueError(f"not JSON: {exc.msg}") from exc
     if not isinstance(raw, list):
         raise ValueError("must be a list of URLs or of {\"url\": ..., \"name\": ...} objects")
+    if len(raw) > MAX_OPENAI_ENDPOINTS:
+        raise ValueError(f"at most {MAX_OPENAI_ENDPOINTS} endpoints (got {len(raw)})")
     found: list[dict[str, str]] = []
     unnamed = 0
     for item in raw:

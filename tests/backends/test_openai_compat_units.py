@@ -3,6 +3,7 @@ Studio's shapes, the registry's rule for one id on two backends, and the setting
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,7 @@ def test_settings_parse_endpoints_and_disabled_backends(tmp_path: Path) -> None:
     assert loaded.vllm_endpoint == "http://v:8000"
     for bad in ('[{"url": "ftp://x"}]', '[{"url": "http://x", "name": "a b"}]',
                 '[{"url": "http://x", "name": "n"}, {"url": "http://y", "name": "n"}]', "{",
-                '[{"url": "http://x", "name": "vllm"}]'):
+                '[{"url": "http://x", "name": "vllm"}]', json.dumps([f"http://h{i}" for i in range(9)])):
         with pytest.raises(ConfigError, match="OPENAI_ENDPOINTS"):
             load_worker(home, {"OPENAI_ENDPOINTS": bad}, require_key=False)
     with pytest.raises(ConfigError, match="BACKENDS_DISABLED"):
