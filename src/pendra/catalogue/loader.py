@@ -46,7 +46,7 @@ class Variant(BaseModel):
     gguf_url: str | None = Field(default=None, pattern=r"^https://")
     # What LM Studio's download API fetches: a model-catalog identifier ("qwen/qwen3-8b") or a
     # Hugging Face link, optionally "@<quantization>" (installable.py says how it is sent).
-    lmstudio: str | None = Field(default=None, min_length=1, max_length=256)
+    lmstudio: str | None = Field(default=None, min_length=1, max_length=200)  # the installs row
     gguf_sha256: str | None = None
 
     @field_validator("gguf_sha256")
