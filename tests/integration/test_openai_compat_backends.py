@@ -199,3 +199,42 @@ def test_pendra_backends_shows_every_backend_tried_and_why(tmp_path: Path) -> No
     assert found["vllm"]["verified"] and found["vllm"]["version"] == "0.11.0"
     assert found["llamacpp"]["verified"] and found["llamacpp"]["version"] == "llamacpp"
     assert not found["openai"]["verified"] and "not answering" in str(found["openai"]["reason"])
+
+
+async def test_vllm_killed_mid_stream_ends_the_stream_with_an_error_then_503(
+        tmp_path: Path) -> None:
+    """vLLM dying in the middle of a stream ends the client's stream with an error event (not a
+    hang); while it is down its model answers 503 with Retry-After; it serves again on return."""
+    async with run_openai_compat("vllm") as vllm, \
+            pendra_up(tmp_path / "home", tmp_path / "up.log", VLLM_ENDPOINT=vllm.base_url,
+                      REFRESH_INTERVAL="30") as (proc, url, key):
+        async with AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as api:
+            await listed(api, LLAMA)
+            stream = await api.chat.completions.create(
+                model=LLAMA, stream=True,
+                messages=[{"role": "user", "content": "[[tokens=400]] [[delay=0.05]]"}])
+            received = 0
+            with pytest.raises(openai.APIError) as caught:
+                async with asyncio.timeout(20 * WAIT):
+                    async for _ in stream:
+                        received += 1
+                        if received == 3:
+                            await vllm.kill()
+            assert "vllm" in str(caught.value).lower() and 3 <= received < 400
+            async with httpx.AsyncClient(base_url=url, timeout=10 * WAIT) as http:
+                down = await http.post("/v1/chat/completions", headers={
+                    "Authorization": f"Bearer {key}"}, json={
+                    "model": LLAMA, "messages": [{"role": "user", "content": "x"}]})
+                assert down.status_code == 503, down.text
+                assert int(down.headers["retry-after"]) >= 1
+            await vllm.start()
+
+            async def served() -> bool:
+                try:
+                    await api.chat.completions.create(
+                        model=LLAMA, messages=[{"role": "user", "content": "back"}])
+                except openai.APIStatusError:
+                    return False
+                return True
+
+            await eventually(served, timeout_s=15, interval_s=0.2, what="vLLM served again")
