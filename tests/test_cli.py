@@ -71,3 +71,28 @@ def test_workers_add_prints_a_command_a_shell_runs_as_is(tmp_path: Path) -> None
     assert shown["WORKER_ID"] in result.stdout.splitlines()[0]
     assert shown["GPU_WORKER_PRIVATE_KEY"] in result.stdout.splitlines()[1]
     assert shown["APP_SERVER_WS_URL"].startswith("ws://")
+
+
+async def test_models_install_into_this_hosts_lmstudio(tmp_path: Path) -> None:
+    """`pendra models install ID --backend lmstudio` downloads through this host's LM Studio."""
+    import asyncio
+
+    from pendra.testing.servers import run_openai_compat
+
+    async with run_openai_compat("lmstudio") as lms:
+        await lms.configure(download_bytes_per_s=3_000_000)
+        result = await asyncio.to_thread(
+            _pendra, tmp_path, "models", "install", "qwen3:8b", "--backend", "lmstudio",
+            LMSTUDIO_ENDPOINT=lms.base_url, BACKENDS_DISABLED="ollama,vllm")
+        assert result.returncode == 0, result.stderr
+        [download] = await lms.requests("/api/v1/models/download")
+        assert download["body"] == {
+            "model": "https://huggingface.co/lmstudio-community/Qwen3-8B-GGUF",
+            "quantization": "Q4_K_M"}
+        listed = await asyncio.to_thread(_pendra, tmp_path, "models", "--json",
+                                         LMSTUDIO_ENDPOINT=lms.base_url,
+                                         BACKENDS_DISABLED="ollama,vllm")
+    assert "qwen3-8b" in {m["id"] for m in json.loads(listed.stdout)}
+    wrong = _pendra(tmp_path, "models", "install", "phi4-mini", "--backend", "lmstudio")
+    assert wrong.returncode == 1 and "cannot be installed into LM Studio" in " ".join(
+        wrong.stderr.split())

@@ -56,6 +56,9 @@ def install_source(entry: CatalogueEntry, variant: Variant, kind: str) -> str:
                              f"cannot be installed into {label}")
     found = source(variant)
     if not found:
+        if not any(source(other) for other in entry.variants):
+            raise InvalidRequest(f"'{entry.id}' cannot be installed into {label}: none of its "
+                                 f"variants has a {what}")
         raise InvalidRequest(f"variant '{variant.id}' of '{entry.id}' has no {what}")
     return found
 
