@@ -19,7 +19,7 @@ import secrets
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pendra.errors import PayloadTooLarge
-from pendra.server.errors import REQUEST_ID_HEADER, error_body, request_id_of
+from pendra.server.errors import REQUEST_ID_HEADER, request_id_of, shaped_error_body
 
 # What an incoming request id may look like; anything else (too long, odd characters) is replaced
 # so a client cannot inject text into our logs or headers.
@@ -64,10 +64,11 @@ class BodyLimitMiddleware:
                                "bytes (max_body_bytes)")
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(error_body(self._error().message, PayloadTooLarge.kind)).encode()
+        request_id = request_id_of(scope)
+        body = json.dumps(shaped_error_body(scope.get("path", ""), 413, self._error().message,
+                                            PayloadTooLarge.kind, request_id)).encode()
         headers = [(b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-        request_id = request_id_of(scope)
         if request_id:
             headers.append((_HEADER, request_id.encode()))
         await send({"type": "http.response.start", "status": 413, "headers": headers})

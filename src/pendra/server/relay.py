@@ -4,13 +4,17 @@ Rules:
 - The body goes to the worker as the edge validated it (api/*_schema.py: typed fields in canonical
   form, extra fields such as Ollama ``options`` included); only the model name is resolved to the
   id the fleet serves.
-- A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives.
-- A streaming answer is Server-Sent Events (encoded by ``sse``): ``data: <chunk json>\\n\\n`` per
-  piece of a Chunk or Chunks frame, flushed as it arrives (every frame that has arrived by then
-  goes out in one write), then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error
-  frame, the worker dropping, the stream going idle) is sent as one ``data: {"error": {...}}\\n\\n``
-  event and the stream ends *without* ``[DONE]``: the client sees an error, never a hang or a
-  clean end.
+- The request's ``Dialect`` (server/dialect.py) shapes the answer; the relay never learns a
+  dialect's shapes. OpenAI's own routes pass ``OpenAIPassThrough``.
+- A non-streaming answer is the worker's single Chunk, given to ``Dialect.whole`` and returned as
+  JSON once the End arrives.
+- A streaming answer is Server-Sent Events written by the dialect's ``EventWriter``, flushed as
+  frames arrive (every frame that has arrived by then goes out in one write): OpenAI's
+  ``data: <chunk json>`` per chunk, then ``data: [DONE]``. A failure after the stream began (an
+  Error frame, the worker dropping, the stream going idle) is sent as the dialect's one error
+  event and the stream ends *without* its closing events: the client sees an error, never a hang
+  or a clean end.
+- ``Dialect.settle`` runs after an answer that ended well, before the clean-up.
 - A client that goes away (before or during the answer) cancels the request on its worker; one
   watcher task per wait notices it (``unless_client_leaves``), the work runs in the request's task.
 - Every relayed request leaves exactly one usage row: counts, timings and statuses, never content.
@@ -33,7 +37,8 @@ from pendra.errors import PendraError, UpstreamTimeout
 from pendra.protocol.frames import Chunk, Chunks, End, Error, Frame
 from pendra.server import sse
 from pendra.server.client_json import JSONBytesResponse
-from pendra.server.errors import error_body, worker_headers
+from pendra.server.dialect import Dialect, EventWriter, OpenAIPassThrough
+from pendra.server.errors import worker_headers
 from pendra.server.hub import WorkerGone
 from pendra.server.routing import Opened, Router, describe, error_from_frame, worker_failed
 from pendra.server.usage import CLIENT_CLOSED, UsageMeter, UsageWriter
@@ -45,8 +50,8 @@ T = TypeVar("T")
 # Longest silence between two frames of a streaming answer before the client gets a 504 error
 # event (a live worker that stopped producing; a dead one is caught sooner by the heartbeat).
 STREAM_IDLE_TIMEOUT_S = 300.0
-# OpenAI's last event of a stream that ended well.
-DONE_EVENT = sse.message("[DONE]")
+# The request kinds a worker can stream.
+STREAMING_KINDS = frozenset({"chat"})
 
 
 class ClientGone(Exception):
@@ -94,9 +99,13 @@ class Relay:
         self.usage = usage
 
     async def respond(self, request: Request, kind: str, body: dict[str, Any],
-                      key_id: str | None) -> Response:
-        stream = kind == "chat" and bool(body.get("stream"))
-        meter = UsageMeter(request_id=getattr(request.state, "request_id", ""), kind=kind,
+                      key_id: str | None, dialect: Dialect | None = None) -> Response:
+        """Route ``body`` (a worker request of ``kind``) and answer in ``dialect`` (OpenAI's own
+        shapes by default)."""
+        dialect = dialect or OpenAIPassThrough(kind)
+        stream = kind in STREAMING_KINDS and bool(body.get("stream"))
+        meter = UsageMeter(request_id=getattr(request.state, "request_id", ""),
+                           kind=dialect.usage_kind,
                            model_requested=str(body.get("model", "")), key_id=key_id,
                            stream=stream)
         try:
@@ -115,14 +124,17 @@ class Relay:
         meter.model_served = opened.served
         meter.worker(opened.worker.id, opened.worker.name)
         if stream:
-            return EventStream(opened, meter, self.usage)
-        return await self._whole(request, opened, meter)
+            return EventStream(opened, meter, self.usage, dialect)
+        return await self._whole(request, opened, meter, dialect)
 
-    async def _whole(self, request: Request, opened: Opened, meter: UsageMeter) -> Response:
+    async def _whole(self, request: Request, opened: Opened, meter: UsageMeter,
+                     dialect: Dialect) -> Response:
         try:
             data = await unless_client_leaves(request.receive, collect(opened, meter))
-            return JSONBytesResponse(data, headers=worker_headers(opened.worker.id,
-                                                                 opened.worker.name))
+            answer = dialect.whole(data)
+            await dialect.settle(answer)
+            return JSONBytesResponse(answer, headers=worker_headers(opened.worker.id,
+                                                                   opened.worker.name))
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection before the answer")
             return Response(status_code=CLIENT_CLOSED)
@@ -172,14 +184,18 @@ async def collect(opened: Opened, meter: UsageMeter) -> dict[str, Any]:
 
 
 class EventStream(Response):
-    """The SSE answer of a streaming chat; owns the request until the stream ends either way."""
+    """The SSE answer of a streaming request; owns the request until the stream ends either way."""
 
     media_type = sse.MEDIA_TYPE
 
-    def __init__(self, opened: Opened, meter: UsageMeter, usage: UsageWriter) -> None:
+    def __init__(self, opened: Opened, meter: UsageMeter, usage: UsageWriter,
+                 dialect: Dialect) -> None:
         self.opened = opened
         self.meter = meter
         self.usage = usage
+        self.dialect = dialect
+        self.writer: EventWriter = dialect.events()
+        self.ended_well = False
         self.status_code = 200
         self.background = None
         self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | sse.HEADERS)
@@ -203,6 +219,8 @@ class EventStream(Response):
             if body:
                 await self._body(send, body)
             if ended:
+                if self.ended_well:
+                    await self.dialect.settle(None)
                 break
             try:
                 frames = [await _next_frame(self.opened, STREAM_IDLE_TIMEOUT_S)]
@@ -214,14 +232,16 @@ class EventStream(Response):
     def _events(self, frames: list[Frame]) -> tuple[bytes, bool]:
         """The SSE events for ``frames``, and whether the stream ends with them."""
         parts: list[bytes] = []
+        writer = self.writer
         for frame in frames:
             if isinstance(frame, Chunk):
-                parts.append(sse.event(frame.data))
+                parts.append(writer.chunk(frame.data))
             elif isinstance(frame, Chunks):
-                parts.extend(sse.event(data) for data in frame.data)
+                parts.extend(writer.chunk(data) for data in frame.data)
             elif isinstance(frame, End):
                 self.meter.tokens(frame.usage)
-                parts.append(DONE_EVENT)
+                parts.append(writer.end(frame.usage, frame.finish_reason))
+                self.ended_well = True
                 return b"".join(parts), True
             elif isinstance(frame, Error):
                 parts.append(self._error(error_from_frame(frame, self.opened.worker)))
@@ -229,10 +249,10 @@ class EventStream(Response):
         return b"".join(parts), False
 
     def _error(self, exc: PendraError) -> bytes:
-        """The error event that ends a failed stream (never followed by [DONE])."""
+        """The error event that ends a failed stream (never followed by the closing events)."""
         self.meter.failed(exc.status, exc.message)
         log.warning("stream %s ended with an error: %s", self.meter.request_id, exc.message)
-        return sse.event(error_body(exc.message, exc.kind, param=exc.param, code=exc.code))
+        return self.writer.fail(exc)
 
     @staticmethod
     async def _body(send: Send, data: bytes) -> None:
