@@ -365,6 +365,9 @@ async def test_errors_of_each_class(cluster: Cluster) -> None:
         ({"include": ["everything"]}, "include[0]"),
         ({"max_output_tokens": 0}, "max_output_tokens"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"input": [{"role": "user", "content": "x"}, "loose text"]}, "input[1]"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function"}}, "tool_choice.name"),
+        ({"previous_response_id": "resp_" + "x" * 40}, "previous_response_id"),
     ]
     for extra, param in bad:
         body = {"model": "llama3.2:latest", "input": "hi", **extra}

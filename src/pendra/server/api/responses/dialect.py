@@ -8,10 +8,13 @@ Rules:
   (OpenAI's default) and the answer ended well. A store failure is logged and the client keeps
   its answer: the answer was computed and paid for, and the client learns of the miss only when it
   retrieves or continues from that id (404). Storing is one insert: a row is whole or absent.
+  It is bounded by ``STORE_TIMEOUT_S`` (a locked database delays an answer by at most that; the
+  transaction is rolled back when it is given up on).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import timedelta
@@ -26,6 +29,8 @@ from pendra.server.store.db import Store
 log = logging.getLogger(__name__)
 
 USAGE_KIND = "responses"
+# Longest a finished answer waits for its response to be stored.
+STORE_TIMEOUT_S = 10.0
 
 
 class ResponsesDialect:
@@ -61,10 +66,11 @@ class ResponsesDialect:
             return
         started = time.monotonic()
         try:
-            await self.store.change(lambda session: stored.keep_response(
-                session, response_id=self.turn.response_id, key_id=self.key_id,
-                model=self.turn.model, input_items=self.conversation, response=response,
-                retention=self.retention))
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                await self.store.change(lambda session: stored.keep_response(
+                    session, response_id=self.turn.response_id, key_id=self.key_id,
+                    model=self.turn.model, input_items=self.conversation, response=response,
+                    retention=self.retention))
         except Exception as exc:  # noqa: BLE001 - any store failure: the answer stands, logged
             log.warning("response %s was answered but could not be stored (%.0f ms): %s",
                         self.turn.response_id, (time.monotonic() - started) * 1000, exc)
