@@ -356,7 +356,9 @@ async def test_errors_of_each_class(cluster: Cluster) -> None:
             {"type": "input_image", "image_url": "https://example.com/a.png"}]}]},
          "input[0].content[0].image_url"),
         ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": [{"type": "local_shell"}]}, "tools[0].type"),
+        ({"tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}},
+         "tool_choice.type"),
         ({"tools": [{"type": "function", "name": "bad name"}]}, "tools[0].name"),
         ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
         ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
@@ -423,7 +425,8 @@ async def test_client_disconnect_cancels_at_ollama(cluster: Cluster) -> None:
 
 async def test_codex_request_is_served(cluster: Cluster) -> None:
     """The request Codex sends with `wire_api = "responses"` and base URL …/api/v1: developer and
-    user messages as input_text items, function tools, tool_choice auto, parallel_tool_calls,
+    user messages as input_text items, function tools after the hosted web_search Codex offers by
+    default (not offered to the model here), tool_choice auto, parallel_tool_calls,
     reasoning with summary, store false, stream true, include encrypted reasoning,
     prompt_cache_key, text.verbosity; SSE events with their `event:` names."""
     await cluster.clear_requests()
@@ -436,7 +439,8 @@ async def test_codex_request_is_served(cluster: Cluster) -> None:
              "content": [{"type": "input_text", "text": "<environment_context/>"}]},
             {"type": "message", "role": "user",
              "content": [{"type": "input_text", "text": "list the files"}]}],
-        "tools": [{"type": "function", "name": "shell", "description": "Runs a command",
+        "tools": [{"type": "web_search", "external_web_access": False},
+                  {"type": "function", "name": "shell", "description": "Runs a command",
                    "strict": False, "parameters": {
                        "type": "object", "properties": {"command": {
                            "type": "array", "items": {"type": "string"}}},
@@ -464,7 +468,45 @@ async def test_codex_request_is_served(cluster: Cluster) -> None:
     assert events[-1]["response"]["prompt_cache_key"] == "thread-1"
     sent = await last_chat(cluster)
     assert [m["role"] for m in sent["messages"]] == ["system", "system", "user", "user"]
-    assert sent["think"] == "medium" and sent["tools"][0]["function"]["name"] == "shell"
+    assert sent["think"] == "medium"
+    assert [t["function"]["name"] for t in sent["tools"]] == ["shell"]
+    assert events[-1]["response"]["tools"][0] == {"type": "web_search",
+                                                  "external_web_access": False}
+
+
+async def test_custom_tool_round_trip(cluster: Cluster) -> None:
+    """A custom (free-form) tool such as Codex's apply_patch: offered to Ollama as a function of
+    one string, called back as a custom_tool_call with its input (streamed with
+    custom_tool_call_input events), and its output goes back as a tool result."""
+    api = client(cluster)
+    patch = {"type": "custom", "name": "apply_patch", "description": "Edit files",
+             "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+    await cluster.clear_requests()
+    first = await api.responses.create(model="llama3.2:latest", input="fix the bug",
+                                       tools=[patch], store=False)  # type: ignore[list-item]
+    call = first.output[-1]
+    assert call.type == "custom_tool_call" and call.name == "apply_patch"
+    assert call.input == "test" and call.call_id
+    offered = (await last_chat(cluster))["tools"][0]["function"]
+    assert offered["name"] == "apply_patch" and "start: /.+/" in offered["description"]
+    assert offered["parameters"]["properties"]["input"]["type"] == "string"
+    stream = await api.responses.create(model="llama3.2:latest", input="fix it", stream=True,
+                                        tools=[patch], store=False)  # type: ignore[list-item]
+    kinds = [e.type async for e in stream]
+    assert "response.custom_tool_call_input.done" in kinds
+    await cluster.clear_requests()
+    second = await api.responses.create(model="llama3.2:latest", tools=[patch], store=False,
+                                        input=[  # type: ignore[list-item]
+        {"role": "user", "content": "fix the bug"},
+        {"type": "custom_tool_call", "call_id": call.call_id, "name": "apply_patch",
+         "input": call.input},
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "applied"}])
+    assert second.output_text.startswith("Echo:")
+    messages = (await last_chat(cluster))["messages"]
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "apply_patch",
+                                                        "arguments": {"input": "test"}}
+    assert messages[2] == {"role": "tool", "content": "applied", "tool_name": "apply_patch",
+                           "tool_call_id": call.call_id}
 
 
 async def test_ollama_options_pass_through(cluster: Cluster) -> None:

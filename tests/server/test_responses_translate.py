@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from pendra.errors import InvalidRequest, WorkerFailed
-from pendra.server.api.responses import translate
+from pendra.server.api.responses import tools, translate
 from pendra.server.api.responses.dialect import ResponsesDialect
 from pendra.server.api.responses.events import ResponseEvents, Turn
 from pendra.server.api.responses.schema import ResponseCreate
@@ -28,7 +28,8 @@ def request(**fields: Any) -> ResponseCreate:
 
 def body(**fields: Any) -> dict[str, Any]:
     req = request(**fields)
-    return translate.chat_body(req, [], translate.input_items(req.input))
+    return translate.chat_body(req, [], translate.input_items(req.input),
+                               tools.tool_map(req.tools))
 
 
 def refused(param: str, **fields: Any) -> InvalidRequest:
@@ -123,15 +124,66 @@ def test_history_comes_first_and_errors_name_the_input_index() -> None:
     history = [{"type": "message", "role": "user", "content": [{"type": "input_text",
                                                                 "text": "first"}]},
                translate.message_item("msg_1", "answer", "completed")]
-    chat = translate.chat_body(req, history, translate.input_items(req.input))
+    chat = translate.chat_body(req, history, translate.input_items(req.input), tools.ToolMap())
     assert [(m["role"], m["content"]) for m in chat["messages"]] == [
         ("user", [{"type": "text", "text": "first"}]),
         ("assistant", [{"type": "text", "text": "answer"}]),
         ("user", "next")]
     bad = request(input=[{"role": "user", "content": "ok"}, {"type": "bogus"}])
     with pytest.raises(InvalidRequest) as caught:
-        translate.chat_body(bad, history, translate.input_items(bad.input))
+        translate.chat_body(bad, history, translate.input_items(bad.input), tools.ToolMap())
     assert caught.value.param == "input[1].type"
+
+
+def test_custom_namespace_and_hosted_tools() -> None:
+    """A custom tool is a function of one string with its grammar in the description; namespace
+    members are offered as namespace__name; hosted tools are not offered; allowed_tools narrows
+    what is offered."""
+    patch = {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+             "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+    crm = {"type": "namespace", "name": "crm", "description": "CRM",
+           "tools": [{"type": "function", "name": "find", "parameters": {"type": "object"}}]}
+    chat = body(tools=[{"type": "web_search", "external_web_access": False}, patch, crm,
+                       {"type": "image_generation"}])
+    assert chat["tools"] == [
+        {"type": "function", "function": {
+            "name": "apply_patch",
+            "description": "Edit files.\n\nThe input must follow this lark grammar:\nstart: /.+/",
+            "parameters": {"type": "object", "required": ["input"], "properties": {"input": {
+                "type": "string", "description": "The tool's raw text input"}}}}},
+        {"type": "function", "function": {"name": "crm__find",
+                                          "parameters": {"type": "object"}}}]
+    narrowed = body(tools=[patch, crm], tool_choice={
+        "type": "allowed_tools", "mode": "auto",
+        "tools": [{"type": "function", "name": "find", "namespace": "crm"}]})
+    assert narrowed["tool_choice"] == "auto"
+    assert [t["function"]["name"] for t in narrowed["tools"]] == ["crm__find"]
+    named = body(tools=[patch], tool_choice={"type": "custom", "name": "apply_patch"})
+    assert named["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    assert "tools" not in body(tools=[{"type": "web_search"}])
+    offered = tools.tool_map([patch, crm])
+    custom = tools.output_item("fc_1", {"id": "call_1", "function": {
+        "name": "apply_patch", "arguments": json.dumps({"input": "*** Begin Patch"})}}, offered)
+    assert custom == {"id": "ctc_1", "type": "custom_tool_call", "status": "completed",
+                      "call_id": "call_1", "name": "apply_patch", "input": "*** Begin Patch"}
+    spaced = tools.output_item("fc_2", {"id": "call_2", "function": {
+        "name": "crm__find", "arguments": "{}"}}, offered)
+    assert spaced == {"id": "fc_2", "type": "function_call", "status": "completed",
+                      "call_id": "call_2", "name": "find", "arguments": "{}",
+                      "namespace": "crm"}
+    history = body(input=[
+        {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "P"},
+        {"type": "custom_tool_call_output", "call_id": "c1", "output": "done"},
+        {"type": "function_call", "call_id": "c2", "name": "find", "namespace": "crm",
+         "arguments": "{}"}])["messages"]
+    assert history == [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "apply_patch", "arguments": "{\"input\": \"P\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c2", "type": "function", "function": {"name": "crm__find",
+                                                          "arguments": "{}"}}]}]
 
 
 def test_refusals_name_the_field() -> None:
@@ -154,10 +206,17 @@ def test_refusals_name_the_field() -> None:
     refused("input[0].content[0].text", input=[{"role": "user", "content": [
         {"type": "input_text", "text": 1}]}])
     refused("input[0].summary", input=[{"type": "reasoning", "summary": "x"}])
-    refused("tools[0].type", tools=[{"type": "file_search"}])
+    refused("tools[0].type", tools=[{"type": "local_shell"}])
+    refused("tools[0].tools[0].type", tools=[{"type": "namespace", "name": "n", "tools": [
+        {"type": "web_search"}]}])
+    refused("tools[1].name", tools=[WEATHER, WEATHER])
+    refused("tool_choice.type", tools=[{"type": "web_search"}], tool_choice={"type": "web_search"})
+    refused("tool_choice.mode", tools=[WEATHER], tool_choice={
+        "type": "allowed_tools", "mode": "required", "tools": [{"type": "function",
+                                                               "name": "get_weather"}]})
     refused("tools[0].name", tools=[{"type": "function", "name": "a b"}])
     refused("tools[0].parameters", tools=[{"type": "function", "name": "f", "parameters": 1}])
-    refused("tool_choice.type", tools=[WEATHER], tool_choice={"type": "web_search"})
+    refused("tool_choice.type", tools=[WEATHER], tool_choice={"type": "computer"})
     refused("tool_choice", tools=[WEATHER], tool_choice="required")
     refused("tool_choice", tools=[WEATHER], tool_choice={"type": "function", "name": "nope"})
     refused("input", input=[], instructions="only a system message")
@@ -395,3 +454,20 @@ async def test_settle_stores_only_when_asked_and_survives_a_store_failure(
     with caplog.at_level(logging.WARNING):
         await dialect(store=broken).settle({"id": "resp_1"})
     assert broken.calls == 1 and "could not be stored" in caplog.text
+
+
+def test_a_streamed_custom_tool_call() -> None:
+    patch = {"type": "custom", "name": "apply_patch"}
+    writer = ResponseEvents(Turn("resp_1", 100, request().echo(), "m", tools.tool_map([patch])))
+    events = parse(writer.chunk(chunk({"tool_calls": [{"index": 0, "id": "call_1",
+                                                       "type": "function", "function": {
+        "name": "apply_patch", "arguments": "{\"input\": \"P\"}"}}]}))
+                   + writer.end({}, "tool_calls"))
+    assert [e["type"] for e in events[2:-1]] == [
+        "response.output_item.added", "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done", "response.output_item.done"]
+    assert events[2]["item"]["input"] == "" and events[3]["delta"] == "P"
+    assert events[4]["input"] == "P"
+    assert events[-1]["response"]["output"] == [{
+        "id": events[2]["item"]["id"], "type": "custom_tool_call", "status": "completed",
+        "call_id": "call_1", "name": "apply_patch", "input": "P"}]

@@ -46,7 +46,7 @@ class ResponsesDialect:
         self.writer: ResponseEvents | None = None
 
     def whole(self, data: dict[str, Any]) -> dict[str, Any]:
-        output, finish, chat_usage = translate.output_of(data)
+        output, finish, chat_usage = translate.output_of(data, self.turn.tools)
         status, incomplete = translate.status_of(finish)
         if isinstance(data.get("model"), str) and data["model"]:
             self.turn.model = data["model"]

@@ -11,6 +11,8 @@ Rules:
   ``response.content_part.done``), and each ``function_call`` whole (the worker sends a call
   complete: one ``response.function_call_arguments.delta`` with all of it, then ``.done``). Each
   item is announced by ``response.output_item.added`` and ended by ``response.output_item.done``.
+  A ``custom_tool_call`` is sent the same way with ``response.custom_tool_call_input.delta`` and
+  ``.done``.
 - A stream that ended well ends with ``response.completed`` (or ``response.incomplete`` with
   ``incomplete_details.reason: "max_output_tokens"`` when cut by length) carrying the whole
   Response with its usage; the writer keeps that Response (``final``) for the dialect to store.
@@ -25,7 +27,7 @@ from typing import Any
 
 from pendra.errors import PendraError
 from pendra.server import sse
-from pendra.server.api.responses import translate
+from pendra.server.api.responses import tools, translate
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Turn:
     created_at: int
     echo: dict[str, Any]
     model: str
+    tools: tools.ToolMap = field(default_factory=tools.ToolMap)
 
 
 def error_code(exc: PendraError) -> str:
@@ -140,15 +143,23 @@ class ResponseEvents:
     def _call(self, call: dict[str, Any]) -> list[bytes]:
         parts = self._close("completed")
         index = len(self.output)
-        item = translate.function_call_item(translate.new_id("fc"), call, "completed")
+        item = tools.output_item(translate.new_id("fc"), call, self.turn.tools)
         at = {"item_id": item["id"], "output_index": index}
-        parts += [self._event("response.output_item.added", output_index=index,
-                              item={**item, "arguments": "", "status": "in_progress"}),
-                  self._event("response.function_call_arguments.delta", **at,
-                              delta=item["arguments"]),
-                  self._event("response.function_call_arguments.done", **at, name=item["name"],
-                              arguments=item["arguments"]),
-                  self._event("response.output_item.done", output_index=index, item=item)]
+        if item["type"] == "custom_tool_call":
+            parts += [self._event("response.output_item.added", output_index=index,
+                                  item={**item, "input": "", "status": "in_progress"}),
+                      self._event("response.custom_tool_call_input.delta", **at,
+                                  delta=item["input"]),
+                      self._event("response.custom_tool_call_input.done", **at,
+                                  input=item["input"])]
+        else:
+            parts += [self._event("response.output_item.added", output_index=index,
+                                  item={**item, "arguments": "", "status": "in_progress"}),
+                      self._event("response.function_call_arguments.delta", **at,
+                                  delta=item["arguments"]),
+                      self._event("response.function_call_arguments.done", **at,
+                                  name=item["name"], arguments=item["arguments"])]
+        parts.append(self._event("response.output_item.done", output_index=index, item=item))
         self.output.append(item)
         self.calls += 1
         return parts

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from pendra.errors import NotFound
-from pendra.server.api.responses import translate
+from pendra.server.api.responses import tools, translate
 from pendra.server.api.responses.dialect import ResponsesDialect
 from pendra.server.api.responses.events import Turn
 from pendra.server.api.responses.schema import MAX_ID_CHARS, ResponseCreate
@@ -58,8 +58,9 @@ async def create_response(body: ResponseCreate, request: Request, key: ApiKeyAut
         kept = await _kept(store, body.previous_response_id, key.id, "previous_response_id")
         history = [*kept.input_items, *kept.response.get("output", [])]
     items = translate.with_ids(translate.input_items(body.input))
-    chat = translate.chat_body(body, history, items)
-    turn = Turn(translate.new_id("resp"), int(time.time()), body.echo(), body.model)
+    offered = tools.tool_map(body.tools)
+    chat = translate.chat_body(body, history, items, offered)
+    turn = Turn(translate.new_id("resp"), int(time.time()), body.echo(), body.model, offered)
     dialect = ResponsesDialect(turn, conversation=[*history, *items],
                                store=store if body.store else None, key_id=key.id,
                                retention_s=settings.responses_retention_s)

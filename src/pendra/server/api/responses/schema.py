@@ -8,7 +8,8 @@ Rules:
   item in translate.py, whose errors name the exact field (``input[2].call_id``,
   ``tools[0].type``).
 - What Pendra cannot do is refused rather than ignored: ``background``, ``conversation``,
-  ``prompt`` (stored prompt templates), hosted tools.
+  ``prompt`` (stored prompt templates). Tools follow tools.py (OpenAI's hosted tools are not
+  offered to the model, a forced one is refused).
 - Fields with no meaning for a self-hosted model are accepted and echoed in the response as
   OpenAI does (``user``, ``safety_identifier``, ``prompt_cache_key``, ``service_tier``,
   ``truncation``, ``text.verbosity``, ``include`` values other than logprobs), so clients such as
@@ -83,7 +84,7 @@ class ResponseCreate(Body):
     instructions: Text | None = Field(default=None, description="A system message for this "
                                       "request (not carried over by previous_response_id)")
     tools: list[FreeObject] | None = Field(default=None, max_length=MAX_TOOLS,
-                                           description="Function tools")
+                                           description="Function, custom and namespace tools")
     tool_choice: Literal["none", "auto", "required"] | FreeObject | None = None
     parallel_tool_calls: bool | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -169,6 +170,8 @@ def _echo_tool_choice(choice: Any) -> Any:
 
 
 def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") != "function":
+        return dict(tool)
     echoed = {"type": "function", "name": tool.get("name"), "description": None,
               "parameters": None, "strict": True}
     echoed.update(tool)

@@ -9,15 +9,17 @@ Rules:
   assistant's ``tool_calls`` (consecutive calls join one assistant message, after its text);
   ``function_call_output`` to a ``tool`` message; a ``reasoning`` item's summary/content text to
   the next assistant message's ``reasoning`` (encrypted content is Pendra's own null: nothing to
-  decrypt). Anything else is refused with 400 naming the item's field (``input[3].type``).
-- ``tools`` are function tools (flat, Responses style) and become chat tools; a hosted tool type is
-  refused naming ``tools[i].type``. ``tool_choice`` follows the worker's one rule
+  decrypt); ``custom_tool_call`` items and their outputs as tool calls and results (tools.py).
+  Anything else is refused with 400 naming the item's field (``input[3].type``).
+- ``tools`` and ``tool_choice`` are tools.py's: function, custom and namespace tools become chat
+  tools, hosted ones are not offered, and ``tool_choice`` follows the worker's one rule
   (``offered_tools``). ``text.format`` becomes ``response_format``, ``reasoning.effort``
   ``reasoning_effort``, ``max_output_tokens`` ``max_completion_tokens``,
   ``include: ["message.output_text.logprobs"]`` ``logprobs`` (with ``top_logprobs``).
 - Answer: a ``chat.completion`` becomes the Response's ``output``: a ``reasoning`` item (its
   thinking as summary text) when the model thought, a ``message`` with one ``output_text`` part
-  when it said anything (or called nothing), one ``function_call`` item per tool call. A
+  when it said anything (or called nothing), one ``function_call`` (or ``custom_tool_call``)
+  item per tool call. A
   ``length`` finish is ``status: "incomplete"`` with ``incomplete_details.reason:
   "max_output_tokens"``. Usage is input/output/total tokens (output includes thinking; Ollama
   does not count it apart, so ``reasoning_tokens`` is 0 and cached tokens are 0).
@@ -25,16 +27,15 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
 from pendra.backends.ollama.translate import offered_tools
 from pendra.errors import InvalidRequest
+from pendra.server.api.responses import tools
 from pendra.server.api.responses.schema import ResponseCreate
 
 MESSAGE_ROLES = ("user", "system", "developer", "assistant")
-FUNCTION_NAME_CHARS = 64
 
 
 def new_id(prefix: str) -> str:
@@ -64,7 +65,7 @@ def input_items(raw: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
 def with_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``items`` as they are stored and listed: each with an ``id`` (and a ``type``)."""
     prefixes = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
-                "reasoning": "rs"}
+                "custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "reasoning": "rs"}
     out = []
     for item in items:
         kind = item.get("type") or "message"
@@ -130,15 +131,6 @@ def _reasoning_text(item: dict[str, Any], where: str) -> str:
     return "\n".join(t for t in texts if t)
 
 
-def _arguments(value: Any, where: str) -> str:
-    text = _text(value, where)
-    try:
-        json.loads(text or "{}")
-    except ValueError as exc:
-        raise InvalidRequest(f"{where} is not valid JSON", param=where) from exc
-    return text or "{}"
-
-
 def _tool_output(value: Any, where: str) -> str | list[dict[str, Any]]:
     if isinstance(value, str):
         return value
@@ -173,16 +165,8 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]],
                 message["reasoning"] = "\n".join(thinking)
                 thinking = []
             messages.append(message)
-        elif kind == "function_call":
-            call_id = _text(item.get("call_id"), f"{where}.call_id")
-            name = _text(item.get("name"), f"{where}.name")
-            if not name or len(name) > FUNCTION_NAME_CHARS:
-                raise InvalidRequest(f"{where}.name must be 1 to {FUNCTION_NAME_CHARS} "
-                                     "characters", param=f"{where}.name")
-            call = {"id": call_id, "type": "function",
-                    "function": {"name": name,
-                                 "arguments": _arguments(item.get("arguments", "{}"),
-                                                         f"{where}.arguments")}}
+        elif kind in ("function_call", "custom_tool_call"):
+            call = tools.history_call(item, where)
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and not thinking:
                 last.setdefault("tool_calls", []).append(call)
@@ -192,7 +176,7 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]],
                     message["reasoning"] = "\n".join(thinking)
                     thinking = []
                 messages.append(message)
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _text(item.get("call_id"), f"{where}.call_id")
             messages.append({"role": "tool", "tool_call_id": call_id,
                              "content": _tool_output(item.get("output"), f"{where}.output")})
@@ -201,74 +185,28 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]],
                 thinking.append(text)
         else:
             raise InvalidRequest(f"{where}.type: unsupported input item type {kind!r} (use "
-                                 "message, function_call, function_call_output or reasoning)",
+                                 "message, function_call, function_call_output, "
+                                 "custom_tool_call, custom_tool_call_output or reasoning)",
                                  param=f"{where}.type")
     return messages
-
-
-# --- tools ---------------------------------------------------------------------------------------
-
-
-def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    out = []
-    for i, tool in enumerate(tools or []):
-        where = f"tools[{i}]"
-        if tool.get("type") != "function":
-            raise InvalidRequest(f"{where}.type: only function tools are supported, not "
-                                 f"{tool.get('type')!r} (hosted tools run at OpenAI)",
-                                 param=f"{where}.type")
-        name = tool.get("name")
-        if not isinstance(name, str) or not 1 <= len(name) <= FUNCTION_NAME_CHARS or not all(
-                c.isascii() and (c.isalnum() or c in "_-") for c in name):
-            raise InvalidRequest(f"{where}.name must be 1 to 64 letters, digits, _ or -",
-                                 param=f"{where}.name")
-        function: dict[str, Any] = {"name": name}
-        if (description := tool.get("description")) is not None:
-            function["description"] = _text(description, f"{where}.description")
-        if (parameters := tool.get("parameters")) is not None:
-            if not isinstance(parameters, dict):
-                raise InvalidRequest(f"{where}.parameters must be a JSON schema object",
-                                     param=f"{where}.parameters")
-            function["parameters"] = parameters
-        if isinstance(tool.get("strict"), bool):
-            function["strict"] = tool["strict"]
-        out.append({"type": "function", "function": function})
-    return out
-
-
-def chat_tool_choice(choice: Any) -> Any:
-    """Responses' ``tool_choice`` in chat's shape (``{"type": "function", "name"}`` →
-    ``{"type": "function", "function": {"name"}}``); other objects are refused."""
-    if choice is None or isinstance(choice, str):
-        return choice
-    if choice.get("type") == "function":
-        name = choice.get("name")
-        if name is None and isinstance(choice.get("function"), dict):
-            name = choice["function"].get("name")
-        if not isinstance(name, str):
-            raise InvalidRequest("tool_choice.name is required for a function", param="tool_choice.name")
-        return {"type": "function", "function": {"name": name}}
-    raise InvalidRequest(f"tool_choice: type {choice.get('type')!r} is not supported (use "
-                         "\"none\", \"auto\" or {\"type\": \"function\", \"name\": …})",
-                         param="tool_choice.type")
 
 
 # --- the request ---------------------------------------------------------------------------------
 
 
 def chat_body(request: ResponseCreate, history: list[dict[str, Any]],
-              items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The internal chat body for ``request``, after ``history`` (a stored conversation)."""
+              items: list[dict[str, Any]], offered: tools.ToolMap) -> dict[str, Any]:
+    """The internal chat body for ``request``, after ``history`` (a stored conversation), with
+    ``offered`` (``tools.tool_map`` of the request's tools)."""
     messages = chat_messages(request.instructions, [*history, *items], first_index=len(history))
     if not any(m["role"] != "system" for m in messages):
         raise InvalidRequest("input has no message to answer", param="input")
     body: dict[str, Any] = {"model": request.model, "messages": messages,
                             "stream": request.stream}
-    tools = chat_tools(request.tools)
-    choice = chat_tool_choice(request.tool_choice)
-    offered_tools(tools, choice)  # the worker's rule, applied before a worker is chosen
-    if tools:
-        body["tools"] = tools
+    choice, chat_tools = tools.chat_tool_choice(request.tool_choice, offered)
+    offered_tools(chat_tools, choice)  # the worker's rule, applied before a worker is chosen
+    if chat_tools:
+        body["tools"] = chat_tools
     if choice is not None:
         body["tool_choice"] = choice
     for field in ("temperature", "top_p", "parallel_tool_calls", "keep_alive", "user"):
@@ -337,20 +275,14 @@ def message_item(item_id: str, text: str, status: str,
             "content": [text_part(text, logprob_list)]}
 
 
-def function_call_item(item_id: str, call: dict[str, Any], status: str) -> dict[str, Any]:
-    function = call.get("function") or {}
-    return {"id": item_id, "type": "function_call", "status": status,
-            "call_id": call.get("id") or new_id("call"), "name": function.get("name", ""),
-            "arguments": function.get("arguments") or "{}"}
-
-
 def status_of(finish_reason: str | None) -> tuple[str, dict[str, str] | None]:
     if finish_reason == "length":
         return "incomplete", {"reason": "max_output_tokens"}
     return "completed", None
 
 
-def output_of(data: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None, dict[str, int]]:
+def output_of(data: dict[str, Any], offered: tools.ToolMap,
+              ) -> tuple[list[dict[str, Any]], str | None, dict[str, int]]:
     """(output items, finish reason, chat usage) of the worker's one ``chat.completion``."""
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -364,7 +296,7 @@ def output_of(data: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None, d
     if text or not calls:
         found = (choice.get("logprobs") or {}).get("content")
         items.append(message_item(new_id("msg"), text, status, logprobs(found)))
-    items.extend(function_call_item(new_id("fc"), call, "completed") for call in calls)
+    items.extend(tools.output_item(new_id("fc"), call, offered) for call in calls)
     return items, finish, data.get("usage") or {}
 
 
