@@ -541,3 +541,20 @@ async def test_concurrent_stored_responses_are_all_kept(cluster: Cluster) -> Non
     for i, reply in enumerate(replies):
         got = await api.responses.retrieve(reply.id)
         assert got.output_text == f"Echo: number {i}"
+
+
+async def test_a_failure_before_the_answer_is_an_openai_error(cluster: Cluster) -> None:
+    """Ollama's runner dying during a whole (non-streamed) answer is a 5xx in OpenAI's shape that
+    names the worker; nothing is stored for it."""
+    api = client(cluster)
+    with pytest.raises(openai.APIStatusError) as caught:
+        await api.responses.create(model="llama3.2:latest",
+                                   input="[[tokens=20]] [[error-after=3]] go")
+    assert caught.value.status_code >= 500
+    assert caught.value.response.headers["x-worker-id"] in cluster.worker_ids
+    body = caught.value.body
+    assert isinstance(body, dict) and body["message"] and body["type"]
+    with sqlite3.connect(cluster.root / "server" / "pendra.db") as db:
+        kept = db.execute("SELECT count(*) FROM stored_responses WHERE input_items LIKE ?",
+                          ("%error-after%",)).fetchone()[0]
+    assert kept == 0
