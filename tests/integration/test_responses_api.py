@@ -157,7 +157,8 @@ async def test_function_call_round_trip(cluster: Cluster) -> None:
     assert messages == [
         {"role": "user", "content": "weather in Tokyo?"},
         {"role": "assistant", "content": "", "tool_calls": [
-            {"id": call.call_id, "function": {"name": "get_weather", "arguments": {"city": "test"}}}]},
+            {"id": call.call_id,
+             "function": {"name": "get_weather", "arguments": {"city": "test"}}}]},
         {"role": "tool", "content": "11 degrees", "tool_name": "get_weather",
          "tool_call_id": call.call_id}]
 

@@ -62,7 +62,7 @@ async def keep_response(session: AsyncSession, *, response_id: str, key_id: str,
 
 async def get_response(session: AsyncSession, response_id: str, key_id: str,
                        now: datetime | None = None) -> Kept | None:
-    """The live response ``response_id`` of ``key_id``, or None (missing, expired, another key's)."""
+    """The live response ``response_id`` of ``key_id``; None if missing, expired or another's."""
     if not response_id or len(response_id) > ID_MAX_CHARS:
         return None
     row = await session.scalar(select(StoredResponse).where(

@@ -19,10 +19,10 @@ Rules:
 - Answer: a ``chat.completion`` becomes the Response's ``output``: a ``reasoning`` item (its
   thinking as summary text) when the model thought, a ``message`` with one ``output_text`` part
   when it said anything (or called nothing), one ``function_call`` (or ``custom_tool_call``)
-  item per tool call. A
-  ``length`` finish is ``status: "incomplete"`` with ``incomplete_details.reason:
-  "max_output_tokens"``. Usage is input/output/total tokens (output includes thinking; Ollama
-  does not count it apart, so ``reasoning_tokens`` is 0 and cached tokens are 0).
+  item per tool call. A ``length`` finish is ``status: "incomplete"`` with
+  ``incomplete_details.reason: "max_output_tokens"``. Usage is input/output/total tokens (output
+  includes thinking; Ollama does not count it apart, so ``reasoning_tokens`` is 0 and cached
+  tokens are 0).
 """
 
 from __future__ import annotations
