@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 
 from polling import eventually
 from suite_env import WAIT
-from cluster import Cluster
+from cluster import Cluster, start_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -559,3 +559,27 @@ async def test_a_failure_before_the_answer_is_an_openai_error(cluster: Cluster) 
         kept = db.execute("SELECT count(*) FROM stored_responses WHERE input_items LIKE ?",
                           ("%error-after%",)).fetchone()[0]
     assert kept == 0
+
+
+async def test_a_chain_is_held_to_the_body_limit(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Continuing a conversation never makes a request bigger than a client could send: a stored
+    turn of 120 kB fits a 200 kB body limit, and so does a new 120 kB input on its own, but the
+    two together (continuing from the first) are 413 naming previous_response_id, sent to no
+    worker; a short continuation still works."""
+    async with start_cluster(tmp_path_factory.mktemp("small-body"), workers=("alpha",),
+                             server_env={"MAX_BODY_BYTES": "200000"}) as small:
+        api = client(small)
+        big = "word " * 24_000
+        first = await api.responses.create(model="llama3.2:latest", input=big)
+        await api.responses.create(model="llama3.2:latest", input=big, store=False)
+        await small.clear_requests()
+        with pytest.raises(openai.APIStatusError) as caught:
+            await api.responses.create(model="llama3.2:latest", input=big,
+                                       previous_response_id=first.id)
+        assert caught.value.status_code == 413
+        assert isinstance(caught.value.body, dict)
+        assert caught.value.body["param"] == "previous_response_id"
+        assert await small.recorded("/api/chat") == []
+        short = await api.responses.create(model="llama3.2:latest", input="and?",
+                                           previous_response_id=first.id, store=False)
+        assert short.status == "completed"

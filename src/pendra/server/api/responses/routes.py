@@ -8,6 +8,9 @@ Rules:
 - ``previous_response_id`` must name a live stored response of the same API key (404 with
   ``param: previous_response_id`` otherwise); its conversation (its input items and its output)
   comes before this request's input. Its ``instructions`` are not carried over (OpenAI's rule).
+  The conversation so made is held to the body limit a client sending it whole would meet
+  (``max_body_bytes``; 413 naming ``previous_response_id``), so a long chain can never make a
+  request bigger than any client could send, nor a frame a worker would refuse.
 - ``GET``/``DELETE /responses/{id}`` and ``GET /responses/{id}/input_items`` see only the calling
   key's live responses; anything else is 404, whether it never existed, expired, or belongs to
   another key.
@@ -21,7 +24,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from pendra.errors import NotFound
+from pendra.errors import NotFound, PayloadTooLarge
+from pendra.server import client_json
 from pendra.server.api.responses import tools, translate
 from pendra.server.api.responses.dialect import ResponsesDialect
 from pendra.server.api.responses.events import Turn
@@ -60,6 +64,11 @@ async def create_response(body: ResponseCreate, request: Request, key: ApiKeyAut
     items = translate.with_ids(translate.input_items(body.input))
     offered = tools.tool_map(body.tools)
     chat = translate.chat_body(body, history, items, offered)
+    if history and len(client_json.dumps(chat)) > settings.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the conversation of previous response {body.previous_response_id!r} with this input "
+            f"is larger than the request limit of {settings.max_body_bytes} bytes; start a new "
+            "conversation (or send a shorter history as input)", param="previous_response_id")
     turn = Turn(translate.new_id("resp"), int(time.time()), body.echo(), body.model, offered)
     dialect = ResponsesDialect(turn, conversation=[*history, *items],
                                store=store if body.store else None, key_id=key.id,
