@@ -61,6 +61,15 @@ def test_stream_limits_default_and_must_be_positive(tmp_path: Path) -> None:
         cfg.load_worker(home, env | {"FIRST_TOKEN_TIMEOUT": "-1"})
 
 
+def test_responses_retention_defaults_to_30_days_and_is_bounded(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    assert cfg.load_server(home, {}).responses_retention_s == 30 * 86400
+    assert cfg.load_server(home, {"RESPONSES_RETENTION_DAYS": "0.5"}).responses_retention_s == 43200
+    for bad in ("0", "-1", "5000"):
+        with pytest.raises(ConfigError, match="RESPONSES_RETENTION_DAYS"):
+            cfg.load_server(home, {"RESPONSES_RETENTION_DAYS": bad})
+
+
 @pytest.mark.parametrize("raw", ['{"id": "a"}', "[1]", "not json", '[{"name": "x"}]'])
 def test_bad_models_value_names_the_key(tmp_path: Path, raw: str) -> None:
     """A malformed MODELS value stops start-up with an error naming MODELS."""

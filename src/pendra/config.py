@@ -111,6 +111,9 @@ KEYS: tuple[Key, ...] = (
     Key("max_connections", "MAX_CONNECTIONS", "int", 2048,
         "Most connections open at once, workers' WebSockets included; one more gets 503 with "
         "Retry-After.", "server"),
+    Key("responses_retention_days", "RESPONSES_RETENTION_DAYS", "float", 30.0,
+        "Days a Responses API answer stored with `store: true` is kept (for previous_response_id "
+        "and GET /responses/{id}); expired ones are deleted.", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
 
@@ -250,6 +253,7 @@ class ServerSettings:
     admin_token: str = ""
     sign_in_per_address_per_minute: int = SIGN_IN_PER_ADDRESS_PER_MINUTE
     sign_in_per_second: float = SIGN_IN_PER_SECOND
+    responses_retention_s: float = 30 * 86400.0
 
 
 def clamp_concurrency(value: int) -> int:
@@ -314,6 +318,14 @@ def _positive(values: Mapping[str, Any], name: str) -> float:
     return value
 
 
+def _retention_s(values: Mapping[str, Any]) -> float:
+    days = float(values["responses_retention_days"])
+    if not 0 < days <= 3650:
+        raise ConfigError("RESPONSES_RETENTION_DAYS / responses_retention_days must be more than 0 "
+                          f"and at most 3650 days (got {days:g})")
+    return days * 86400.0
+
+
 def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerSettings:
     env = os.environ if environ is None else environ
     values = merged(home, env)
@@ -331,4 +343,5 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         sign_in_per_second=max(0.1, values["sign_in_attempts_per_second"]),
         header_timeout_s=max(0.1, values["header_timeout"]),
         max_connections=max(1, values["max_connections"]),
+        responses_retention_s=_retention_s(values),
     )
