@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -114,6 +114,22 @@ KEYS: tuple[Key, ...] = (
     Key("responses_retention_days", "RESPONSES_RETENTION_DAYS", "float", 30.0,
         "Days a Responses API answer stored with `store: true` is kept (for previous_response_id "
         "and GET /responses/{id}); expired ones are deleted.", "server"),
+    # The organisation's default limits for API keys that set none (server/limits.py).
+    Key("key_default_rpm", "KEY_DEFAULT_RPM", "int", 0,
+        "Requests per minute an API key may send unless it sets its own (0 = no limit).",
+        "server"),
+    Key("key_default_tpm", "KEY_DEFAULT_TPM", "int", 0,
+        "Tokens (prompt + completion) per minute an API key may use unless it sets its own "
+        "(0 = no limit).", "server"),
+    Key("key_default_max_concurrent", "KEY_DEFAULT_MAX_CONCURRENT", "int", 0,
+        "Requests an API key may have in flight at once unless it sets its own (0 = no limit).",
+        "server"),
+    Key("key_default_monthly_tokens", "KEY_DEFAULT_MONTHLY_TOKENS", "int", 0,
+        "Tokens an API key may use per calendar month (UTC) unless it sets its own "
+        "(0 = no limit).", "server"),
+    Key("key_default_models", "KEY_DEFAULT_MODELS", "str", "",
+        "Models an API key may use unless it sets its own: comma-separated ids or patterns such "
+        "as llama3.* (empty = every model).", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
 
@@ -254,6 +270,8 @@ class ServerSettings:
     sign_in_per_address_per_minute: int = SIGN_IN_PER_ADDRESS_PER_MINUTE
     sign_in_per_second: float = SIGN_IN_PER_SECOND
     responses_retention_s: float = 30 * 86400.0
+    # The organisation's default API-key limits, as server/limits.py parses them.
+    key_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def clamp_concurrency(value: int) -> int:
@@ -344,4 +362,19 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         header_timeout_s=max(0.1, values["header_timeout"]),
         max_connections=max(1, values["max_connections"]),
         responses_retention_s=_retention_s(values),
+        key_defaults=_key_defaults(values),
     )
+
+
+def _key_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``key_default_*`` settings, checked by the limits' own rules (ConfigError if bad)."""
+    from pendra.errors import InvalidRequest
+    from pendra.server.limits import parse_limits
+
+    raw = {name: values[f"key_default_{name}"]
+           for name in ("rpm", "tpm", "max_concurrent", "monthly_tokens", "models")}
+    try:
+        limits = parse_limits(raw, where="key_default_")
+    except InvalidRequest as exc:
+        raise ConfigError(f"invalid default key limit: {exc.message}") from exc
+    return limits.as_dict()

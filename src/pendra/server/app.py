@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, WebSocket
 
@@ -39,11 +39,13 @@ from pendra.server.gpu_socket import Enrolled, StrangerBudget, serve_gpu_socket
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
 from pendra.server.key_index import KeyIndex
+from pendra.server.limits import Limiter, month_start, parse_limits
 from pendra.server.last_seen import LastSeen
 from pendra.server.last_used import LastUsed
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pendra.server.routing import Router
 from pendra.server.sessions import SECRET_FILE, Sessions
+from pendra.server.store import usage as usage_store
 from pendra.server.store import workers as worker_store
 from pendra.server.store.db import Store
 from pendra.server.throttle import SignInThrottle
@@ -54,6 +56,19 @@ log = logging.getLogger(__name__)
 DESCRIPTION = ("An OpenAI-compatible API in front of your own fleet of Ollama hosts. Send your "
                "API key as `Authorization: Bearer pdr_sk_…` (or `x-api-key`). The same routes "
                "answer under `/v1` for SDKs configured with that base URL.")
+
+
+async def start_limiter(store: Store, keys: KeyIndex, settings: ServerSettings) -> Limiter:
+    """The per-key limiter, its counters seeded from the usage records (server/limits.py)."""
+    limiter = Limiter(parse_limits(settings.key_defaults))
+    now = datetime.now(UTC)
+    async with store.session() as session:
+        month = await usage_store.key_usage_since(session, month_start(now))
+        minute = await usage_store.key_usage_since(session, now - timedelta(minutes=1))
+    limiter.seed(month_tokens={key: tokens for key, (_, tokens) in month.items()},
+                 last_minute=minute,
+                 limits_of=lambda key_id: row.limits if (row := keys.get(key_id)) else None)
+    return limiter
 
 
 def create_app(settings: ServerSettings, *, hub: Hub | None = None,
@@ -75,6 +90,7 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
                 app.state.usage, app.state.installs = usage, installs
                 app.state.last_used, app.state.last_seen = last_used, last_seen
                 app.state.keys = keys
+                app.state.limiter = await start_limiter(store, keys, settings)
                 app.state.router = Router(fleet, catalogue,
                                           queue_timeout_s=settings.queue_timeout_s)
                 try:

@@ -22,7 +22,7 @@ from .conftest import POSTGRES_URL, Target
 
 TABLES = {"api_keys", "workers", "usage", "admin", "installs", "revoked_sessions",
           "stored_responses"}
-HEAD = "0003"
+HEAD = "0004"
 PUBLIC_KEY = "A" * 43 + "="  # base64 of 32 zero bytes
 
 

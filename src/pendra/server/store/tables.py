@@ -106,6 +106,14 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Limits (server/limits.py): NULL is "the organisation's default", 0 "no limit".
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(BigInteger)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    models: Mapped[str | None] = mapped_column(Text)  # a JSON list of ids and patterns
+    # When the limits last changed (the key index's version check watches it).
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def revoked(self) -> bool:
