@@ -390,36 +390,106 @@ def _through_live_server(path: str, payload: dict[str, Any] | None = None) -> di
     return answer
 
 
-@keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")]) -> None:
-    """Create an API key and print it once."""
-    from pendra.server import local_admin
+RpmOption = Annotated[int | None, typer.Option(
+    "--rpm", help="Requests per minute (0 = no limit; default: the organisation's).")]
+TpmOption = Annotated[int | None, typer.Option(
+    "--tpm", help="Tokens (prompt + completion) per minute (0 = no limit).")]
+ConcurrentOption = Annotated[int | None, typer.Option(
+    "--max-concurrent", help="Requests in flight at once (0 = no limit).")]
+ModelsOption = Annotated[str | None, typer.Option(
+    "--models", help="Models the key may use: comma-separated ids or patterns such as llama3.* "
+                     "(\"\" = every model).")]
+MonthlyOption = Annotated[int | None, typer.Option(
+    "--monthly-tokens", help="Tokens per calendar month, UTC (0 = no limit).")]
 
-    made = _through_live_server("/api/v1/keys", {"name": name})
+
+def _limits_given(rpm: int | None, tpm: int | None, max_concurrent: int | None,
+                  models: str | None, monthly_tokens: int | None) -> dict[str, Any]:
+    """The limit options that were given, checked by the server's own rules (server/limits.py)."""
+    from pendra.server.limits import parse_limits
+
+    given = {"rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent,
+             "monthly_tokens": monthly_tokens, "models": models}
+    limits = parse_limits({k: v for k, v in given.items() if v is not None})
+    return {k: v for k, v in limits.as_dict().items() if v is not None}
+
+
+def _describe_limits(limits: dict[str, Any]) -> str:
+    from pendra.server.limits import parse_limits
+
+    return parse_limits(limits).describe()
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")],
+                rpm: RpmOption = None, tpm: TpmOption = None,
+                max_concurrent: ConcurrentOption = None, models: ModelsOption = None,
+                monthly_tokens: MonthlyOption = None) -> None:
+    """Create an API key, optionally with limits, and print it once."""
+    from pendra.server import local_admin
+    from pendra.server.limits import parse_limits
+
+    limits = _limits_given(rpm, tpm, max_concurrent, models, monthly_tokens)
+    made = _through_live_server("/api/v1/keys", {"name": name} | limits)
     if made is not None:
         key_id, key_name, raw = made["id"], made["name"], made["key"]
     else:
-        row, raw = _run(lambda: local_admin.create_key(_server_settings(), name))
+        row, raw = _run(lambda: local_admin.create_key(_server_settings(), name,
+                                                       parse_limits(limits)))
         key_id, key_name = row.id, row.name
     _announce(f"Created key {key_id} ({key_name}). Copy it now, it is not shown again:")
     _announce(raw)
+    if limits:
+        _announce(f"Limits: {_describe_limits(limits)}")
+
+
+@keys_app.command("update")
+def keys_update(key: Annotated[str, typer.Argument(help="Key id or prefix.")],
+                rpm: RpmOption = None, tpm: TpmOption = None,
+                max_concurrent: ConcurrentOption = None, models: ModelsOption = None,
+                monthly_tokens: MonthlyOption = None) -> None:
+    """Change a key's limits (the options given; 0 removes a limit); applies on its next request."""
+    from pendra.server import local_admin
+    from pendra.server.limits import parse_limits
+
+    limits = _limits_given(rpm, tpm, max_concurrent, models, monthly_tokens)
+    if not limits:
+        raise typer.BadParameter("give at least one of --rpm, --tpm, --max-concurrent, --models, "
+                                 "--monthly-tokens")
+    changed = _through_live_server("/api/v1/keys/update", {"key": key} | limits)
+    if changed is not None:
+        key_id, key_name, now = changed["id"], changed["name"], changed["limits"]
+    else:
+        row = _run(lambda: local_admin.set_key_limits(_server_settings(), key,
+                                                      parse_limits(limits)))
+        key_id, key_name = row.id, row.name
+        now = _key_limits(row)
+    _announce(f"Updated {key_id} ({key_name}). Limits: {_describe_limits(now)}")
+
+
+def _key_limits(row: Any) -> dict[str, Any]:
+    from pendra.server.store.keys import limits_of
+
+    return limits_of(row).as_dict()
 
 
 @keys_app.command("list")
 def keys_list(as_json: JsonOption = False) -> None:
-    """List API keys (prefixes only)."""
+    """List API keys (prefixes only) with their limits."""
     from pendra.server import local_admin
 
     rows = _run(lambda: local_admin.list_keys(_server_settings()))
     data = [{"id": r.id, "name": r.name, "prefix": r.prefix, "created_at": _iso(r.created_at),
-             "last_used_at": _iso(r.last_used_at), "revoked_at": _iso(r.revoked_at)} for r in rows]
+             "last_used_at": _iso(r.last_used_at), "revoked_at": _iso(r.revoked_at),
+             "limits": _key_limits(r)} for r in rows]
     if as_json:
         _announce(json.dumps(data, indent=2))
         return
-    table = Table("id", "name", "prefix", "created", "last used", "state")
+    table = Table("id", "name", "prefix", "created", "last used", "state", "limits")
     for d in data:
         table.add_row(d["id"], d["name"], d["prefix"] + "…", d["created_at"] or "",
-                      d["last_used_at"] or "never", "revoked" if d["revoked_at"] else "active")
+                      d["last_used_at"] or "never", "revoked" if d["revoked_at"] else "active",
+                      _describe_limits(d["limits"]))
     out.print(table)
 
 

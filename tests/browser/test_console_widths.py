@@ -2,7 +2,8 @@
 
 At both widths, on every page: nothing makes the page wider than the screen (a wide table scrolls
 inside its own box), and every control a person needs — the navigation, Install, Remove, Revoke,
-Create key — lies inside the screen. Also the two small faults the phone tour found: a new key's
+Create key — lies inside the screen. And a key's limits, set in the console at either width, hold at the API. Also the two small
+faults the phone tour found: a new key's
 underscores were invisible in its field at 1x zoom ("pdr sk …"), and the Account form's fields had
 no space between them. Each page is saved to artifacts/screenshots/ as phone_* and laptop_*.
 """
@@ -10,7 +11,9 @@ no space between them. Each page is saved to artifacts/screenshots/ as phone_* a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import openai
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
@@ -29,6 +32,7 @@ CONTROLS = {
     "usage": ".segmented a",
     "account": "form[action='/account'] button[type=submit]",
 }
+CHAT_MODEL = "llama3.2:latest"  # served by the fleet's local emulator
 NAVIGATION = ".nav a, .sidebar-foot a, .sidebar-foot .nav-button"
 
 # Elements whose right edge lies past the screen and that no horizontally scrolling box holds.
@@ -123,3 +127,36 @@ async def test_account_form_fields_have_room_between_them(sized: tuple[str, Page
     assert len(boxes) == 3
     gaps = [b["y"] - (a["y"] + a["height"]) for a, b in zip(boxes, boxes[1:])]  # type: ignore[index]
     assert all(gap >= 12 for gap in gaps), f"gaps between the fields: {gaps}"
+
+
+async def test_key_limits_set_in_the_console_hold(sized: tuple[str, Page], fleet: Fleet) -> None:
+    """A key made with a limit of one request a minute gets 429 on its second request; its Limits
+    dialog then swaps that for an allow-list, and a model outside it is refused with 403."""
+    name, page = sized
+    await page.goto("/api-keys")
+    await page.fill("#new-key-form input[name=name]", f"{name} limited")
+    await page.click(".limits-details summary")
+    await page.fill(".limits-details input[name=rpm]", "1")
+    await page.click("#new-key-form button[type=submit]")
+    raw = await page.locator("#new-key-value").input_value()
+    row = page.locator("#keys tr", has_text=f"{name} limited")
+    await expect(row.locator("[data-label=Limits]")).to_have_text("1 rpm")
+    api = openai.AsyncOpenAI(base_url=f"{fleet.base_url}/api/v1", api_key=raw, max_retries=0)
+    messages: Any = [{"role": "user", "content": "hi"}]
+    try:
+        await api.chat.completions.create(model=CHAT_MODEL, messages=messages)
+        with pytest.raises(openai.RateLimitError):
+            await api.chat.completions.create(model=CHAT_MODEL, messages=messages)
+        await row.locator("button[data-open]").click()
+        dialog = row.locator("dialog[open]")
+        await expect(dialog).to_be_visible()
+        await dialog.locator("input[name=rpm]").fill("")
+        await dialog.locator("input[name=models]").fill("gemma3:*")
+        await screenshot(page, f"{name}_api_keys_limits")
+        await dialog.locator("button[type=submit]").click()
+        await expect(page.locator(".flash-notice")).to_contain_text(f"Limits of {name} limited")
+        await expect(row.locator("[data-label=Limits]")).to_have_text("models gemma3:*")
+        with pytest.raises(openai.PermissionDeniedError, match="may not use model"):
+            await api.chat.completions.create(model=CHAT_MODEL, messages=messages)
+    finally:
+        await api.close()

@@ -108,9 +108,11 @@ class KeyIndex:
         self._accept(keys.key_row(row))
         return row
 
-    async def set_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> ApiKey:
+    async def set_limits(self, key_id_or_prefix: str, limits: KeyLimits, *,
+                         replace: bool = False) -> ApiKey:
         """Change a key's limits in the store (``keys.set_limits``) and apply them here at once."""
-        row = await self._store.change(lambda db: keys.set_limits(db, key_id_or_prefix, limits))
+        row = await self._store.change(
+            lambda db: keys.set_limits(db, key_id_or_prefix, limits, replace=replace))
         self._accept(keys.key_row(row))
         return row
 

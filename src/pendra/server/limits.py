@@ -56,6 +56,7 @@ MODEL_PATTERN_MAX_CHARS = 200
 # Model ids (names.py) plus the shell wildcards * ? [ ].
 _PATTERN = re.compile(r"^[A-Za-z0-9._:/@*?\[\]-]+$")
 NUMERIC = tuple(BOUNDS)
+LIMIT_FIELDS = (*NUMERIC, "models")
 
 
 class RateLimited(PendraError):

@@ -106,14 +106,15 @@ async def find_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
     return rows[0]
 
 
-async def set_limits(session: AsyncSession, key_id_or_prefix: str,
-                     limits: KeyLimits) -> ApiKey:
-    """Change the limits given in ``limits`` (None fields stay as they are) of a live key."""
+async def set_limits(session: AsyncSession, key_id_or_prefix: str, limits: KeyLimits, *,
+                     replace: bool = False) -> ApiKey:
+    """Change the limits given in ``limits`` of a live key (None fields stay as they are), or
+    with ``replace`` set them all (None: back to the default)."""
     row = await find_key(session, key_id_or_prefix)
     if row.revoked_at is not None:
         raise InvalidRequest(f"API key '{row.name}' ({row.id}) is revoked; its limits no longer "
                              "matter")
-    _store_limits(row, limits, only_given=True)
+    _store_limits(row, limits, only_given=not replace)
     now = utcnow()
     # Strictly later than the last change, so key_version moves even within one clock tick.
     row.updated_at = now if row.updated_at is None or now > row.updated_at else (
