@@ -40,6 +40,8 @@ DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 # minute per address and 2 a second in total (which also caps the CPU password hashing can take).
 SIGN_IN_PER_ADDRESS_PER_MINUTE = 10
 SIGN_IN_PER_SECOND = 2.0
+# A metrics token is a shared secret in a Prometheus config: long enough not to be guessed.
+METRICS_TOKEN_MIN_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,11 @@ KEYS: tuple[Key, ...] = (
     Key("first_token_timeout", "FIRST_TOKEN_TIMEOUT", "float", DEFAULT_FIRST_TOKEN_TIMEOUT_S,
         "Seconds a backend may take to send its first token (loading the model, queueing, "
         "reading the prompt) before the request fails.", "worker"),
+    Key("metrics_port", "METRICS_PORT", "int", 0,
+        "Port of the worker's own Prometheus /metrics (backend up, in flight, backend latency); "
+        "0 = off.", "worker"),
+    Key("metrics_host", "METRICS_HOST", "str", "127.0.0.1",
+        "Address the worker's /metrics listens on (local only unless you change it).", "worker"),
     Key("database_url", "DATABASE_URL", "str", "",
         "SQLAlchemy URL of the store (default: SQLite at $PENDRA_HOME/pendra.db); "
         "e.g. postgresql+asyncpg://user@host/db.", "server"),
@@ -108,6 +115,10 @@ KEYS: tuple[Key, ...] = (
     Key("header_timeout", "HEADER_TIMEOUT", "float", 10.0,
         "Seconds a client has to send a request's headers (from connecting, or from the request's "
         "first byte on a kept-alive connection); then 408 and the connection is closed.", "server"),
+    Key("metrics_token", "PENDRA_METRICS_TOKEN", "str", "",
+        "Bearer token Prometheus sends to read the control plane's /metrics (at least "
+        f"{METRICS_TOKEN_MIN_CHARS} characters; empty = only the local admin token reads it).",
+        "server"),
     Key("max_connections", "MAX_CONNECTIONS", "int", 2048,
         "Most connections open at once, workers' WebSockets included; one more gets 503 with "
         "Retry-After.", "server"),
@@ -247,6 +258,8 @@ class WorkerSettings:
     heartbeat_timeout_s: float
     stream_stall_timeout_s: float = DEFAULT_STREAM_STALL_TIMEOUT_S
     first_token_timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S
+    metrics_port: int = 0  # 0: no /metrics
+    metrics_host: str = "127.0.0.1"
 
     @property
     def gpu_ws_url(self) -> str:
@@ -272,6 +285,7 @@ class ServerSettings:
     responses_retention_s: float = 30 * 86400.0
     # The organisation's default API-key limits, as server/limits.py parses them.
     key_defaults: dict[str, Any] = field(default_factory=dict)
+    metrics_token: str = ""
 
 
 def clamp_concurrency(value: int) -> int:
@@ -324,7 +338,27 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
         heartbeat_timeout_s=values["heartbeat_timeout"],
         stream_stall_timeout_s=_positive(values, "stream_stall_timeout"),
         first_token_timeout_s=_positive(values, "first_token_timeout"),
+        metrics_port=_port(values, "metrics_port"),
+        metrics_host=values["metrics_host"] or "127.0.0.1",
     )
+
+
+def _port(values: Mapping[str, Any], name: str) -> int:
+    value = int(values[name])
+    if not 0 <= value <= 65535:
+        key = KEYS_BY_NAME[name]
+        raise ConfigError(f"{key.env_name} / {key.yaml_name} must be a port from 0 to 65535 "
+                          f"(got {value})")
+    return value
+
+
+def _metrics_token(values: Mapping[str, Any]) -> str:
+    token = str(values["metrics_token"]).strip()
+    if token and len(token) < METRICS_TOKEN_MIN_CHARS:
+        raise ConfigError(f"PENDRA_METRICS_TOKEN / metrics_token must be at least "
+                          f"{METRICS_TOKEN_MIN_CHARS} characters (got {len(token)}); make one "
+                          "with: openssl rand -hex 24")
+    return token
 
 
 def _positive(values: Mapping[str, Any], name: str) -> float:
@@ -363,6 +397,7 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         max_connections=max(1, values["max_connections"]),
         responses_retention_s=_retention_s(values),
         key_defaults=_key_defaults(values),
+        metrics_token=_metrics_token(values),
     )
 
 

@@ -4,7 +4,8 @@ Rules:
 - ``create_app(settings)`` builds a new app each call; nothing lives in module globals, so a
   process (``pendra up``, a test) may run several. What exists for the app's whole life is made by
   the lifespan and kept on ``app.state``: ``settings``, ``catalogue``, ``sessions`` (the session
-  signer, whose secret file is read on first use) and ``sign_in_throttle`` (at once), then
+  signer, whose secret file is read on first use), ``sign_in_throttle`` and ``metrics`` (its own
+  Prometheus registry, server/metrics.py) (at once), then
   ``store``, ``hub``, ``router``, ``usage``, ``last_used``, ``last_seen``, ``keys`` (the in-memory
   key index) and ``installs`` while it runs. Only this module and deps.py touch ``app.state``;
   routes get what they need through deps.py.
@@ -14,6 +15,9 @@ Rules:
   told to go away, their open requests end with WorkerGone and are metered, their last-seen stamps
   noted), then installs, the last-seen and last-used stamps and the usage writer drain into the
   store, then the store closes. A hub passed in by the caller is the caller's to close.
+- ``/metrics`` (api/metrics.py) reads the running services through ``metrics.attach``, set once
+  they exist and cleared before they stop; every request's usage record reaches the metrics as it
+  is queued, and /ws/gpu frames are counted in the app's ``SocketTraffic``.
 - ``/ws/gpu`` is the workers' socket: the enrolled public key and name come from the store; the
   workers' ``last_seen_at`` is written in batches by ``LastSeen`` (last_seen.py: every few seconds
   from the hub's views, and as each connection ends), never from a socket loop, and a failure to
@@ -35,13 +39,15 @@ from pendra.catalogue.loader import load_catalogue
 from pendra.config import ServerSettings
 from pendra.server.api import mount_api
 from pendra.server.errors import install_error_handlers
-from pendra.server.gpu_socket import Enrolled, StrangerBudget, serve_gpu_socket
+from pendra.server.api import metrics as metrics_api
+from pendra.server.gpu_socket import Enrolled, SocketTraffic, StrangerBudget, serve_gpu_socket
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
 from pendra.server.key_index import KeyIndex
 from pendra.server.limits import Limiter, month_start, parse_limits
 from pendra.server.last_seen import LastSeen
 from pendra.server.last_used import LastUsed
+from pendra.server.metrics import ServerMetrics, Sources
 from pendra.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from pendra.server.routing import Router
 from pendra.server.sessions import SECRET_FILE, Sessions
@@ -76,6 +82,8 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
     """A control-plane app for ``settings``; ``hub`` to share one made elsewhere (tests, ``up``);
     ``console=False`` for the API alone."""
     catalogue = load_catalogue()
+    metrics = ServerMetrics()
+    traffic = SocketTraffic()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +91,8 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
         try:
             fleet = hub or Hub(heartbeat_interval_s=settings.heartbeat_interval_s,
                                heartbeat_timeout_s=settings.heartbeat_timeout_s)
-            async with (UsageWriter(store) as usage, LastUsed(store) as last_used,
+            async with (UsageWriter(store, observe=metrics.request_ended) as usage,
+                        LastUsed(store) as last_used,
                         LastSeen(store, fleet, interval_s=fleet.heartbeat_interval_s) as last_seen,
                         KeyIndex(store) as keys, Installs(store, fleet, catalogue) as installs):
                 app.state.store, app.state.hub = store, fleet
@@ -92,10 +101,14 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
                 app.state.keys = keys
                 app.state.limiter = await start_limiter(store, keys, settings)
                 app.state.router = Router(fleet, catalogue,
-                                          queue_timeout_s=settings.queue_timeout_s)
+                                          queue_timeout_s=settings.queue_timeout_s,
+                                          on_wait=metrics.queue_waited)
+                metrics.attach(Sources(hub=fleet, router=app.state.router, usage=usage,
+                                       installs=installs, traffic=traffic))
                 try:
                     yield
                 finally:
+                    metrics.attach(None)
                     if hub is None:
                         await fleet.close()
         finally:
@@ -106,6 +119,7 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
                   openapi_url="/api/v1/openapi.json")
     app.state.settings = settings
     app.state.catalogue = catalogue
+    app.state.metrics = metrics
     app.state.sessions = Sessions(settings.home.root / SECRET_FILE)
     app.state.sign_in_throttle = SignInThrottle(
         per_address_per_minute=settings.sign_in_per_address_per_minute,
@@ -126,9 +140,10 @@ def create_app(settings: ServerSettings, *, hub: Hub | None = None,
     # every API route before reaching its refusal.
     @app.websocket("/ws/gpu")
     async def gpu_socket(websocket: WebSocket) -> None:
-        await serve_gpu_socket(websocket, app.state.hub, enrolled, strangers, seen)
+        await serve_gpu_socket(websocket, app.state.hub, enrolled, strangers, seen, traffic)
 
     mount_api(app)
+    app.include_router(metrics_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -24,6 +24,7 @@ from pendra.server.installs import Installs
 from pendra.server.key_index import KeyIndex
 from pendra.server.last_used import LastUsed
 from pendra.server.limits import Limiter
+from pendra.server.metrics import ServerMetrics
 from pendra.server.relay import Relay
 from pendra.server.routing import Router
 from pendra.server.sessions import COOKIE_NAME, Session, Sessions, current_session
@@ -92,6 +93,11 @@ async def get_limiter(request: Request) -> Limiter:
     return limiter
 
 
+async def get_metrics(request: Request) -> ServerMetrics:
+    metrics: ServerMetrics = request.app.state.metrics
+    return metrics
+
+
 async def get_relay(router: Annotated[Router, Depends(get_router)],
                     usage: Annotated[UsageWriter, Depends(get_usage)],
                     keys: Annotated[KeyIndex, Depends(get_key_index)],
@@ -118,5 +124,6 @@ LastUsedDep = Annotated[LastUsed, Depends(get_last_used)]
 KeyIndexDep = Annotated[KeyIndex, Depends(get_key_index)]
 LimiterDep = Annotated[Limiter, Depends(get_limiter)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
 SignInThrottleDep = Annotated[SignInThrottle, Depends(get_sign_in_throttle)]
 CurrentSession = Annotated[Session | None, Depends(get_current_session)]

@@ -147,6 +147,7 @@ class Relay:
                 meter.failed(500, f"{type(exc).__name__} while waiting for a worker")
             _ended(meter, self.usage, lease)
             raise
+        meter.answered()
         meter.model_served = opened.served
         meter.worker(opened.worker.id, opened.worker.name)
         if stream:

@@ -47,6 +47,9 @@ class UsageRecord:
     stream: bool = False
     error: str | None = None
     created_at: datetime = field(default_factory=utcnow)
+    # Not stored: for the metrics only (server/metrics.py). A streamed request's time from arrival
+    # to the first frame of its answer.
+    first_token_ms: int | None = None
 
 
 def _clip(value: str | None, limit: int) -> str | None:
