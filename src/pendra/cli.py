@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -19,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
@@ -27,6 +25,7 @@ from pendra import __version__
 from pendra import config as cfg
 from pendra.errors import ConfigError, PendraError
 from pendra.home import Home
+from pendra.logs import LogFormat, configure
 
 T = TypeVar("T")
 
@@ -51,6 +50,14 @@ err = Console(stderr=True)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on (default: config `host`).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default: config `port`).")]
+LogFormatOption = Annotated[LogFormat, typer.Option(
+    "--log-format", envvar="PENDRA_LOG_FORMAT", case_sensitive=False,
+    help="text: Rich on a terminal, one plain line per record otherwise; json: one JSON object "
+         "per line (time, level, logger, message, request_id, exception).")]
+MetricsPortOption = Annotated[int | None, typer.Option(
+    "--metrics-port", min=0, max=65535,
+    help="Serve this worker's Prometheus /metrics on this port (default: config `metrics_port`; "
+         "0 = off), on metrics_host (127.0.0.1 unless configured).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -58,12 +65,8 @@ def _home() -> Home:
     return Home.resolve()
 
 
-def _setup_logging() -> None:
-    level = os.environ.get("PENDRA_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(log_format: LogFormat) -> None:
+    configure(log_format)  # pendra/logs.py owns how logs look
 
 
 def _daemon_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -118,34 +121,41 @@ def _announce(line: str) -> None:
 
 
 @app.command()
-def up(host: HostOption = None, port: PortOption = None) -> None:
+def up(host: HostOption = None, port: PortOption = None,
+       log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the control plane and a local worker in one process (SQLite under $PENDRA_HOME)."""
     from pendra.up import run_up
 
-    _setup_logging()
+    _setup_logging(log_format)
     _run(lambda: _until_signalled(
         lambda stop: run_up(_home(), host=host, port=port, stop=stop, announce=_announce)),
         loop_factory=_daemon_loop())
 
 
 @app.command()
-def server(host: HostOption = None, port: PortOption = None) -> None:
+def server(host: HostOption = None, port: PortOption = None,
+           log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the control plane alone (DATABASE_URL selects SQLite or PostgreSQL)."""
     from pendra.server.daemon import run_server
 
-    _setup_logging()
+    _setup_logging(log_format)
     _run(lambda: _until_signalled(
         lambda stop: run_server(_home(), host=host, port=port, stop=stop, announce=_announce)),
         loop_factory=_daemon_loop())
 
 
 @app.command()
-def worker() -> None:
+def worker(metrics_port: MetricsPortOption = None,
+           log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the worker daemon: discover local backends and serve them to the control plane."""
+    from dataclasses import replace
+
     from pendra.worker.daemon import run_worker
 
-    _setup_logging()
+    _setup_logging(log_format)
     settings = _run_sync(lambda: cfg.load_worker(_home()))
+    if metrics_port is not None:
+        settings = replace(settings, metrics_port=metrics_port)
     _run(lambda: _until_signalled(lambda stop: run_worker(settings, stop=stop)),
          loop_factory=_daemon_loop())
 
@@ -167,12 +177,17 @@ def version() -> None:
 # --- config -----------------------------------------------------------------------------------------
 
 
+def _secret(key: str) -> bool:
+    """Keys whose values are never printed: the worker's private key, the metrics token."""
+    return "private_key" in key.lower() or "token" in key.lower()
+
+
 @config_app.command("set")
 def config_set(key: str, value: str) -> None:
     """Store KEY=VALUE in config.yaml (written 0600); env vars still override it."""
     home = _home()
     parsed = _run_sync(lambda: cfg.set_value(home, key, value))
-    shown = "<hidden>" if "private_key" in key.lower() else parsed
+    shown = "<hidden>" if _secret(key) else parsed
     _announce(f"{key} = {shown}  (saved to {home.config_file})")
 
 
@@ -183,7 +198,7 @@ def config_show() -> None:
     table = Table("key", "env", "value", "meaning")
     for key in cfg.KEYS:
         value = values[key.yaml_name]
-        if key.yaml_name == "gpu_worker_private_key" and value:
+        if _secret(key.yaml_name) and value:
             value = "<set, hidden>"
         table.add_row(key.yaml_name, key.env_name, "" if value is None else str(value), key.help)
     out.print(table)

@@ -1,0 +1,191 @@
+"""The worker's own Prometheus metrics, on an optional local port (``metrics_port``, off by default).
+
+Rules:
+- Off unless ``metrics_port`` (``METRICS_PORT``, ``pendra worker --metrics-port``) is set; it
+  listens on ``metrics_host``, 127.0.0.1 unless configured, because it is unauthenticated: the
+  host's own Prometheus (or node agent) reads it, nobody else. The port is bound before the worker
+  dials, so a taken port stops start-up with one ``CannotListen`` line instead of a worker that
+  silently exports nothing. Only ``GET /metrics`` answers; any other path is 404.
+- One ``WorkerMetrics`` per worker, with its own registry (several workers may share a process:
+  ``pendra up``, tests).
+- Per request the runner reports two things: as it ends (the runner's ``_finish``, where every
+  answered request ends) how long it took, by backend, kind and status; and, for a chat, when its
+  backend's first chunk came. A request cancelled by the control plane is not reported. Backend up/down, in-flight, capacity and whether the control plane is
+  connected are read from the live objects at scrape time by one custom collector.
+- Labels are bounded: backend kind and endpoint (from discovery), request kind, HTTP status.
+  No model names, request ids or client text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import Receive, Scope, Send
+
+from pendra.errors import CannotListen
+from pendra.protocol.inventory import BackendStatus
+
+log = logging.getLogger(__name__)
+
+# The classic text format every Prometheus version reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A backend's whole answer: an embedding in milliseconds, a long generation in minutes.
+DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+                      600.0)
+# A backend's first chunk: tens of milliseconds with the model loaded, seconds to load it.
+FIRST_CHUNK_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class BackendSource(Protocol):
+    def statuses(self) -> list[BackendStatus]: ...
+
+
+class RunnerSource(Protocol):
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def max_concurrent(self) -> int: ...
+
+
+class LinkSource(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+class _LiveCollector(Collector):
+    def __init__(self, backends: BackendSource) -> None:
+        self.backends = backends
+        self.runner: RunnerSource | None = None
+        self.link: LinkSource | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._collect())
+
+    def _collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("pendra_worker_backend_up", "Whether each discovered backend "
+                               "answers and is verified (1) or not (0).",
+                               labels=["backend", "endpoint"])
+        for status in self.backends.statuses():
+            up.add_metric([status.kind, status.endpoint], 1 if status.verified else 0)
+        yield up
+        if self.runner is not None:
+            yield GaugeMetricFamily("pendra_worker_requests_in_flight",
+                                    "Requests running on this worker now.",
+                                    value=self.runner.in_flight)
+            yield GaugeMetricFamily("pendra_worker_capacity",
+                                    "Requests this worker runs at once (max_concurrent).",
+                                    value=self.runner.max_concurrent)
+        if self.link is not None:
+            yield GaugeMetricFamily("pendra_worker_control_plane_connected",
+                                    "Whether the worker is connected to the control plane.",
+                                    value=1 if self.link.connected else 0)
+
+
+class WorkerMetrics:
+    """One worker's registry, its per-request instruments and its scrape-time reader."""
+
+    def __init__(self, backends: BackendSource) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("pendra_worker_requests", "Requests this worker's backends "
+                                "answered, by backend, kind and status.",
+                                ["backend", "kind", "status"], registry=self.registry)
+        self.duration = Histogram("pendra_worker_backend_duration_seconds", "Time a backend took "
+                                  "to answer a request whole, by backend and kind.",
+                                  ["backend", "kind"], buckets=DURATION_BUCKETS_S,
+                                  registry=self.registry)
+        self.first_chunk = Histogram("pendra_worker_backend_first_chunk_seconds", "Time from a "
+                                     "chat request's start to its backend's first chunk.",
+                                     ["backend"], buckets=FIRST_CHUNK_BUCKETS_S,
+                                     registry=self.registry)
+        self._live = _LiveCollector(backends)
+        self.registry.register(self._live)
+
+    def attach(self, runner: RunnerSource, link: LinkSource) -> None:
+        self._live.runner, self._live.link = runner, link
+
+    def request_done(self, backend: str, kind: str, status: int, seconds: float) -> None:
+        self.requests.labels(backend, kind, str(status)).inc()
+        if status < 400:
+            self.duration.labels(backend, kind).observe(seconds)
+
+    def first_chunk_after(self, backend: str, seconds: float) -> None:
+        self.first_chunk.labels(backend).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsApp:
+    """The ASGI app of the worker's metrics port: ``GET /metrics`` and nothing else."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off; nothing else reaches this app
+        if scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
+            status, body, kind = 404, b"not found: the worker serves GET /metrics only\n", \
+                "text/plain; charset=utf-8"
+        else:
+            status, body, kind = 200, self.metrics.render(), CONTENT_TYPE
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", kind.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body",
+                    "body": body if scope["method"] != "HEAD" else b""})
+
+
+def bind_metrics(host: str, port: int) -> socket.socket:
+    """The metrics port's listening socket; CannotListen naming it when that fails."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise CannotListen(f"cannot listen for worker metrics on {where}: "
+                           f"{(exc.strerror or str(exc)).lower()} (metrics_port)") from exc
+    return sock
+
+
+@asynccontextmanager
+async def serving_metrics(metrics: WorkerMetrics, sock: socket.socket) -> AsyncIterator[str]:
+    """Serve ``metrics`` on ``sock`` until the block exits; yields the URL of /metrics."""
+    config = uvicorn.Config(MetricsApp(metrics), lifespan="off", access_log=False,
+                            log_config=None, log_level="warning")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="worker-metrics")
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+    try:
+        while not server.started:
+            if task.done():
+                await task
+                raise RuntimeError("the worker's metrics server stopped during start-up")
+            await asyncio.sleep(0.01)
+        log.info("worker metrics at %s", url)
+        yield url
+    finally:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, 5)
+        except TimeoutError:
+            server.force_exit = True
+            await task
+        sock.close()
