@@ -70,6 +70,22 @@ def test_responses_retention_defaults_to_30_days_and_is_bounded(tmp_path: Path) 
             cfg.load_server(home, {"RESPONSES_RETENTION_DAYS": bad})
 
 
+def test_metrics_settings_are_checked_at_start(tmp_path: Path) -> None:
+    """The metrics token is empty by default and refused when shorter than 16 characters (naming
+    the key and how to make one); the worker's metrics port must be a port."""
+    home = Home(tmp_path)
+    assert cfg.load_server(home, {}).metrics_token == ""
+    token = "x" * cfg.METRICS_TOKEN_MIN_CHARS
+    assert cfg.load_server(home, {"PENDRA_METRICS_TOKEN": token}).metrics_token == token
+    with pytest.raises(ConfigError, match="PENDRA_METRICS_TOKEN.*at least 16.*openssl"):
+        cfg.load_server(home, {"PENDRA_METRICS_TOKEN": "short"})
+    env = {"GPU_WORKER_PRIVATE_KEY": "k"}
+    with pytest.raises(ConfigError, match="METRICS_PORT.*0 to 65535"):
+        cfg.load_worker(home, env | {"METRICS_PORT": "70000"})
+    on = cfg.load_worker(home, env | {"METRICS_PORT": "9464", "METRICS_HOST": "0.0.0.0"})
+    assert (on.metrics_port, on.metrics_host) == (9464, "0.0.0.0")
+
+
 @pytest.mark.parametrize("raw", ['{"id": "a"}', "[1]", "not json", '[{"name": "x"}]'])
 def test_bad_models_value_names_the_key(tmp_path: Path, raw: str) -> None:
     """A malformed MODELS value stops start-up with an error naming MODELS."""

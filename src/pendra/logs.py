@@ -104,15 +104,6 @@ def _indented(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
-def format_from_env(environ: dict[str, str] | None = None) -> LogFormat:
-    """``PENDRA_LOG_FORMAT`` (text or json); ValueError naming it when it is anything else."""
-    raw = (os.environ if environ is None else environ).get("PENDRA_LOG_FORMAT", "text")
-    try:
-        return LogFormat(raw.strip().lower() or "text")
-    except ValueError as exc:
-        raise ValueError(f"PENDRA_LOG_FORMAT must be text or json (got {raw!r})") from exc
-
-
 def build_handler(fmt: LogFormat, stream: TextIO) -> logging.Handler:
     """The one handler for ``fmt`` writing to ``stream`` (Rich only for text on a terminal)."""
     handler: logging.Handler

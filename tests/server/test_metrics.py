@@ -5,7 +5,9 @@ the Prometheus client's own parser."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -40,7 +42,7 @@ def matching(samples: Samples, name: str, **labels: str) -> Iterator[float]:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> Iterator[Api]:  # type: ignore[misc]
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with running_api(tmp_path, metrics_token=METRICS_TOKEN) as running:
         yield running
 
@@ -230,3 +232,46 @@ async def test_two_apps_in_one_process_keep_their_own_counts(api: Api, tmp_path:
                     "model": "llama3.2", "messages": HELLO})).status_code == 200
         assert sum(matching(await scrape(api), "pendra_requests_total")) == 1
         assert sum(matching(await scrape(other), "pendra_requests_total")) == 0
+
+
+# --- the documentation and the dashboard name exactly what is exported ----------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def exported_names(text: str) -> set[str]:
+    """Pendra's metric names in a scrape, as a query names them (counters with ``_total``)."""
+    return {f.name + ("_total" if f.type == "counter" else "")
+            for f in text_string_to_metric_families(text) if f.name.startswith("pendra_")}
+
+
+class _NoBackends:
+    def statuses(self) -> list[object]:
+        return []
+
+
+class _Idle:
+    in_flight = 0
+    max_concurrent = 1
+    connected = False
+
+
+async def test_docs_and_dashboard_use_exactly_the_exported_names(api: Api) -> None:
+    """docs/observability.md lists every metric the control plane and a worker export and no
+    other; every metric the Grafana dashboard queries is one of them."""
+    from pendra.worker.metrics import WorkerMetrics
+
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=TIMEOUT_S) as http:
+        server = (await http.get("/metrics", headers={
+            "Authorization": f"Bearer {METRICS_TOKEN}"})).text
+    worker = WorkerMetrics(_NoBackends())  # type: ignore[arg-type]
+    worker.attach(_Idle(), _Idle())  # type: ignore[arg-type]
+    exported = exported_names(server) | exported_names(worker.render().decode())
+    docs = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(pendra_\w+)` \|", docs, flags=re.MULTILINE))
+    assert documented == exported
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    queried = {re.sub(r"_(bucket|sum|count)$", "", name)
+               for panel in dashboard["panels"] for target in panel.get("targets", [])
+               for name in re.findall(r"\bpendra_\w+", target["expr"])}
+    assert queried and queried <= exported, queried - exported

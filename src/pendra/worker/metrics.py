@@ -5,7 +5,9 @@ Rules:
   listens on ``metrics_host``, 127.0.0.1 unless configured, because it is unauthenticated: the
   host's own Prometheus (or node agent) reads it, nobody else. The port is bound before the worker
   dials, so a taken port stops start-up with one ``CannotListen`` line instead of a worker that
-  silently exports nothing. Only ``GET /metrics`` answers; any other path is 404.
+  silently exports nothing. Only ``GET /metrics`` answers (any other path is 404, another
+  method 405), one request per connection, on asyncio's own streams: a worker loads no web
+  framework.
 - One ``WorkerMetrics`` per worker, with its own registry (several workers may share a process:
   ``pendra up``, tests).
 - Per request the runner reports two things: as it ends (the runner's ``_finish``, where every
@@ -25,11 +27,9 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import Receive, Scope, Send
 
 from pendra.errors import CannotListen
 from pendra.protocol.inventory import BackendStatus
@@ -43,6 +43,10 @@ DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.
                       600.0)
 # A backend's first chunk: tens of milliseconds with the model loaded, seconds to load it.
 FIRST_CHUNK_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+# What a scraper gets to send its request line and headers: Prometheus sends a few hundred bytes
+# at once; anything slower or larger is not a scraper.
+HEADER_TIMEOUT_S = 5.0
+HEADER_BYTES = 8192
 
 
 class BackendSource(Protocol):
@@ -82,7 +86,7 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily("pendra_worker_requests_in_flight",
                                     "Requests running on this worker now.",
                                     value=self.runner.in_flight)
-            yield GaugeMetricFamily("pendra_worker_capacity",
+            yield GaugeMetricFamily("pendra_worker_max_concurrent",
                                     "Requests this worker runs at once (max_concurrent).",
                                     value=self.runner.max_concurrent)
         if self.link is not None:
@@ -125,25 +129,67 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-class MetricsApp:
-    """The ASGI app of the worker's metrics port: ``GET /metrics`` and nothing else."""
+class _Refused(Exception):
+    """A request this endpoint does not serve: the status and the text to answer with."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_TEXT = "text/plain; charset=utf-8"
+
+
+class MetricsEndpoint:
+    """The worker's metrics port: a minimal HTTP/1.1 server for ``GET /metrics`` and nothing
+    else, one request per connection. Built on asyncio streams so a worker loads no web framework
+    (tests/worker/test_imports.py); a client gets ``HEADER_TIMEOUT_S`` and ``HEADER_BYTES`` to
+    send its request line and headers."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # lifespan is off; nothing else reaches this app
-        if scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
-            status, body, kind = 404, b"not found: the worker serves GET /metrics only\n", \
-                "text/plain; charset=utf-8"
-        else:
-            status, body, kind = 200, self.metrics.render(), CONTENT_TYPE
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", kind.encode()),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body",
-                    "body": body if scope["method"] != "HEAD" else b""})
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                async with asyncio.timeout(HEADER_TIMEOUT_S):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                method, path = _request_line(head)
+                if path.split("?", 1)[0] != "/metrics":
+                    raise _Refused(404, "not found: the worker serves GET /metrics only\n")
+                if method not in ("GET", "HEAD"):
+                    raise _Refused(405, "only GET /metrics\n")
+                await _respond(writer, 200, self.metrics.render(), CONTENT_TYPE,
+                               head_only=method == "HEAD")
+            except _Refused as refused:
+                await _respond(writer, refused.status, refused.text.encode(), _TEXT)
+            except TimeoutError:
+                await _respond(writer, 408, b"request headers took too long\n", _TEXT)
+            except (asyncio.LimitOverrunError, ValueError):
+                await _respond(writer, 431, b"request headers too large\n", _TEXT)
+            except asyncio.IncompleteReadError:
+                pass  # the client went away before finishing its request
+        except OSError:
+            pass  # the client went away while we answered
+        finally:
+            writer.close()
+
+
+def _request_line(head: bytes) -> tuple[str, str]:
+    parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _Refused(400, "not an HTTP/1.x request\n")
+    return parts[0], parts[1]
+
+
+async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, *,
+                   head_only: bool = False) -> None:
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    writer.write(head if head_only else head + body)
+    await writer.drain()
 
 
 def bind_metrics(host: str, port: int) -> socket.socket:
@@ -165,27 +211,19 @@ def bind_metrics(host: str, port: int) -> socket.socket:
 
 @asynccontextmanager
 async def serving_metrics(metrics: WorkerMetrics, sock: socket.socket) -> AsyncIterator[str]:
-    """Serve ``metrics`` on ``sock`` until the block exits; yields the URL of /metrics."""
-    config = uvicorn.Config(MetricsApp(metrics), lifespan="off", access_log=False,
-                            log_config=None, log_level="warning")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="worker-metrics")
+    """Serve ``metrics`` on ``sock`` until the block exits (the socket is closed then, either
+    way); yields the URL of /metrics."""
+    endpoint = MetricsEndpoint(metrics)
+    try:
+        server = await asyncio.start_server(endpoint.handle, sock=sock, limit=HEADER_BYTES)
+    except BaseException:
+        sock.close()
+        raise
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
     try:
-        while not server.started:
-            if task.done():
-                await task
-                raise RuntimeError("the worker's metrics server stopped during start-up")
-            await asyncio.sleep(0.01)
         log.info("worker metrics at %s", url)
         yield url
     finally:
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, 5)
-        except TimeoutError:
-            server.force_exit = True
-            await task
-        sock.close()
+        server.close()  # connections still open end by themselves: one answer, or the timeout
+        await server.wait_closed()
