@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,21 @@ def test_metrics_settings_are_checked_at_start(tmp_path: Path) -> None:
         cfg.load_worker(home, env | {"METRICS_PORT": "70000"})
     on = cfg.load_worker(home, env | {"METRICS_PORT": "9464", "METRICS_HOST": "0.0.0.0"})
     assert (on.metrics_port, on.metrics_host) == (9464, "0.0.0.0")
+
+
+def test_the_metrics_token_is_never_printed(tmp_path: Path) -> None:
+    """`pendra config set metrics_token …` stores it but prints it hidden, and `config show`
+    hides it too."""
+    pendra = str(Path(sys.executable).with_name("pendra"))
+    env = {**os.environ, "PENDRA_HOME": str(tmp_path / "home")}
+    token = "a-long-metrics-token-0123456789"
+    done = subprocess.run([pendra, "config", "set", "metrics_token", token], capture_output=True,
+                          text=True, timeout=60, env=env, check=True)
+    shown = subprocess.run([pendra, "config", "show"], capture_output=True, text=True,
+                           timeout=60, env=env | {"COLUMNS": "300"}, check=True)
+    assert token not in done.stdout + shown.stdout and "hidden" in done.stdout
+    assert "<set, hidden>" in shown.stdout
+    assert cfg.load_server(Home(tmp_path / "home"), {}).metrics_token == token
 
 
 @pytest.mark.parametrize("raw", ['{"id": "a"}', "[1]", "not json", '[{"name": "x"}]'])

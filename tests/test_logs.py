@@ -7,12 +7,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pendra.logs import REQUEST_ID, JsonFormatter, LineFormatter, LogFormat, configure
+
+PENDRA = str(Path(sys.executable).with_name("pendra"))
 
 
 def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
@@ -93,3 +98,16 @@ def test_configuring_twice_keeps_one_handler_and_quietens_alembic(restore_root: 
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and lines[0].endswith("pendra.x: once")
     assert lines[1].endswith("alembic.runtime.migration: something odd")
+
+
+def test_an_unknown_log_format_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    """`--log-format yaml` and PENDRA_LOG_FORMAT=xml stop the daemon before it starts, naming
+    the formats it knows."""
+    env = {**os.environ, "PENDRA_HOME": str(tmp_path / "home")}
+    for args, extra in ((["server", "--log-format", "yaml"], {}),
+                        (["server"], {"PENDRA_LOG_FORMAT": "xml"})):
+        done = subprocess.run([PENDRA, *args, "--port", "0"], capture_output=True, text=True,
+                              timeout=60, env=env | extra)
+        assert done.returncode == 2, done.stderr
+        assert "text" in done.stderr and "json" in done.stderr
+    assert not (tmp_path / "home").exists()

@@ -23,7 +23,7 @@ Rules:
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,17 +47,26 @@ FIRST_TOKEN_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
 QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+class WorkerLoad(Protocol):
+    """One connected worker as the collector reads it (server/hub.py's ``WorkerView``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def max_concurrent(self) -> int: ...
+
+
 class FleetSource(Protocol):
     """What the collector reads of the hub (server/hub.py's ``Hub``)."""
 
-    def connected(self) -> list[WorkerLoad]: ...
-
-
-class WorkerLoad(Protocol):
-    id: str
-    name: str
-    in_flight: int
-    max_concurrent: int
+    def connected(self) -> Sequence[WorkerLoad]: ...
 
 
 class RoutingSource(Protocol):
@@ -169,6 +178,16 @@ def _tally(name: str, documentation: str, label: str, counts: Tally[str]) -> Cou
     return family
 
 
+@dataclass(frozen=True)
+class _Series:
+    """The per-(kind, model) series one request moves."""
+
+    latency: Histogram
+    first_token: Histogram
+    prompt_tokens: Counter
+    completion_tokens: Counter
+
+
 class ServerMetrics:
     """One app's metrics: its registry, the per-request instruments and the scrape-time reader."""
 
@@ -201,6 +220,11 @@ class ServerMetrics:
             registry=self.registry)
         self._live = _LiveCollector()
         self.registry.register(self._live)
+        # Each label set's series, looked up once: prometheus_client's ``labels()`` takes a lock
+        # and validates every time (~4 us), the dict lookup does not. Bounded like the labels.
+        self._counts: dict[tuple[str, ...], Counter] = {}
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._waits: dict[str, Histogram] = {}
 
     def attach(self, sources: Sources | None) -> None:
         """Point the scrape-time collector at the running services (None when they stop)."""
@@ -209,19 +233,32 @@ class ServerMetrics:
     def request_ended(self, record: UsageRecord) -> None:
         """Count one finished request (called as its usage record is queued)."""
         model = record.model_served or ""
-        self.requests.labels(record.kind, model, record.worker_id or "", record.worker_name or "",
-                             str(record.status)).inc()
+        key = (record.kind, model, record.worker_id or "", record.worker_name or "",
+               str(record.status))
+        count = self._counts.get(key)
+        if count is None:
+            count = self._counts[key] = self.requests.labels(*key)
+        count.inc()
+        series = self._series.get((record.kind, model))
+        if series is None:
+            series = self._series[(record.kind, model)] = _Series(
+                self.latency.labels(record.kind, model), self.first_token.labels(record.kind, model),
+                self.prompt_tokens.labels(record.kind, model),
+                self.completion_tokens.labels(record.kind, model))
         if record.status < ERROR_STATUS:
-            self.latency.labels(record.kind, model).observe(record.latency_ms / 1000)
+            series.latency.observe(record.latency_ms / 1000)
         if record.first_token_ms is not None:
-            self.first_token.labels(record.kind, model).observe(record.first_token_ms / 1000)
+            series.first_token.observe(record.first_token_ms / 1000)
         if record.prompt_tokens > 0:
-            self.prompt_tokens.labels(record.kind, model).inc(record.prompt_tokens)
+            series.prompt_tokens.inc(record.prompt_tokens)
         if record.completion_tokens > 0:
-            self.completion_tokens.labels(record.kind, model).inc(record.completion_tokens)
+            series.completion_tokens.inc(record.completion_tokens)
 
     def queue_waited(self, model: str, seconds: float) -> None:
-        self.queue_wait.labels(model).observe(seconds)
+        wait = self._waits.get(model)
+        if wait is None:
+            wait = self._waits[model] = self.queue_wait.labels(model)
+        wait.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

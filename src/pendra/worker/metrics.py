@@ -113,17 +113,31 @@ class WorkerMetrics:
                                      registry=self.registry)
         self._live = _LiveCollector(backends)
         self.registry.register(self._live)
+        # Each label set's series, looked up once (``labels()`` locks and validates every call).
+        self._counts: dict[tuple[str, str, str], Counter] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
+        self._firsts: dict[str, Histogram] = {}
 
     def attach(self, runner: RunnerSource, link: LinkSource) -> None:
         self._live.runner, self._live.link = runner, link
 
     def request_done(self, backend: str, kind: str, status: int, seconds: float) -> None:
-        self.requests.labels(backend, kind, str(status)).inc()
+        key = (backend, kind, str(status))
+        count = self._counts.get(key)
+        if count is None:
+            count = self._counts[key] = self.requests.labels(*key)
+        count.inc()
         if status < 400:
-            self.duration.labels(backend, kind).observe(seconds)
+            duration = self._durations.get((backend, kind))
+            if duration is None:
+                duration = self._durations[(backend, kind)] = self.duration.labels(backend, kind)
+            duration.observe(seconds)
 
     def first_chunk_after(self, backend: str, seconds: float) -> None:
-        self.first_chunk.labels(backend).observe(seconds)
+        first = self._firsts.get(backend)
+        if first is None:
+            first = self._firsts[backend] = self.first_chunk.labels(backend)
+        first.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
