@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -111,3 +112,30 @@ def test_an_unknown_log_format_is_refused_naming_the_choices(tmp_path: Path) -> 
         assert done.returncode == 2, done.stderr
         assert "text" in done.stderr and "json" in done.stderr
     assert not (tmp_path / "home").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_rich_columns_with_the_request_id(restore_root: None) -> None:
+    """On a terminal the text format is Rich's (time and level columns), still naming the logger
+    and the request, and still showing a traceback."""
+    from rich.logging import RichHandler
+
+    stream = _Terminal()
+    configure(LogFormat.text, level="INFO", stream=stream)
+    assert any(isinstance(h, RichHandler) for h in logging.getLogger().handlers)
+    token = REQUEST_ID.set("req_tty")
+    try:
+        logging.getLogger("pendra.tty").warning("served")
+    finally:
+        REQUEST_ID.reset(token)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("pendra.tty").exception("it failed")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", stream.getvalue())  # Rich's colours
+    assert re.search(r"WARNING +pendra\.tty: served \[request req_tty\]", text), text
+    assert re.search(r"ERROR +pendra\.tty: it failed", text) and "ValueError: boom" in text
