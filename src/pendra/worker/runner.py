@@ -126,12 +126,17 @@ class Runner:
                              f"during the request ({reason})")
         for request_id, task in doomed:
             task.cancel()
-            self._spawn(self._report_failed(request_id, task, Error(id=request_id, **error)),
+            self._spawn(self._report_failed(request_id, task, Error(id=request_id, **error),
+                                            self._timing.get(request_id)),
                         f"failed:{request_id}")
 
-    async def _report_failed(self, request_id: str, task: asyncio.Task[None], error: Error) -> None:
+    async def _report_failed(self, request_id: str, task: asyncio.Task[None], error: Error,
+                             timing: tuple[float, str, str] | None = None) -> None:
         await asyncio.wait([task])  # its backend stream is closed (and its slot freed) first
         if task.cancelled():  # it may have ended (and said so) before the cancel landed
+            if timing is not None and self.metrics is not None:
+                started, kind, backend = timing
+                self.metrics.request_done(backend, kind, error.status, time.monotonic() - started)
             await self.send(error)
 
     # --- FrameHandler ------------------------------------------------------------------------------
