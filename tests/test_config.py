@@ -100,6 +100,10 @@ def test_the_metrics_token_is_never_printed(tmp_path: Path) -> None:
                            timeout=60, env=env | {"COLUMNS": "300"}, check=True)
     assert token not in done.stdout + shown.stdout and "hidden" in done.stdout
     assert "<set, hidden>" in shown.stdout
+    assert "600.0" in shown.stdout  # first_token_timeout is no secret for having "token" in it
+    done = subprocess.run([pendra, "config", "set", "first_token_timeout", "30"],
+                          capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert "first_token_timeout = 30.0" in done.stdout
     assert cfg.load_server(Home(tmp_path / "home"), {}).metrics_token == token
 
 

@@ -177,9 +177,14 @@ def version() -> None:
 # --- config -----------------------------------------------------------------------------------------
 
 
+# Keys whose values are never printed, by YAML and environment name.
+_SECRET_KEYS = frozenset({"gpu_worker_private_key", "GPU_WORKER_PRIVATE_KEY", "metrics_token",
+                          "PENDRA_METRICS_TOKEN"})
+
+
 def _secret(key: str) -> bool:
-    """Keys whose values are never printed: the worker's private key, the metrics token."""
-    return "private_key" in key.lower() or "token" in key.lower()
+    """Whether ``key`` holds a secret: the worker's private key, the metrics token."""
+    return key in _SECRET_KEYS or key.lower() in _SECRET_KEYS
 
 
 @config_app.command("set")
