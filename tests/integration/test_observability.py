@@ -31,6 +31,9 @@ EMBED_MODEL = "nomic-embed-text:latest"
 LINE_START = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|"
                         r"CRITICAL) [\w.]+: ")
 
+# What `pendra up` prints for people on stdout (the URL, first-start secrets, how to make keys).
+ANNOUNCEMENTS = ("First start", "  ", "Pendra is running at")
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -219,9 +222,8 @@ async def test_plain_logs_are_one_unwrapped_line_per_record(tmp_path: Path) -> N
     lines = up.lines()
     records = [line for line in lines if LINE_START.match(line)]
     assert any(len(line) > 120 for line in records)  # long lines stay whole
-    announcements = ("First start", "  ", "Pendra is running at")
     for line in lines:
-        assert LINE_START.match(line) or line.startswith(announcements), line
+        assert LINE_START.match(line) or line.startswith(ANNOUNCEMENTS), line
     assert not any("alembic" in line.lower() for line in lines)
     for request_id in ("req-stream-dies", "req-whole-dies"):
         tagged = [line for line in records if line.endswith(f"[request {request_id}]")]
@@ -247,7 +249,8 @@ async def test_json_logs_are_one_object_per_line_with_request_ids(tmp_path: Path
     entries = []
     for line in up.lines():
         if not line.startswith("{"):
-            continue  # the announcements printed for people (URL, first-start secrets)
+            assert line.startswith(ANNOUNCEMENTS), line  # printed for people, not log records
+            continue
         entry = json.loads(line)
         assert {"time", "level", "logger", "message"} <= set(entry), entry
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
