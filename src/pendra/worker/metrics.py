@@ -10,10 +10,11 @@ Rules:
   framework.
 - One ``WorkerMetrics`` per worker, with its own registry (several workers may share a process:
   ``pendra up``, tests).
-- Per request the runner reports two things: as it ends (the runner's ``_finish``, where every
-  answered request ends) how long it took, by backend, kind and status; and, for a chat, when its
-  backend's first chunk came. A request cancelled by the control plane is not reported. Backend up/down, in-flight, capacity and whether the control plane is
-  connected are read from the live objects at scrape time by one custom collector.
+- Per request the runner reports two things: as it is answered (the runner's ``_finish``, or
+  the 503 of a backend that went down under it) how long it took, by backend, kind and status;
+  and, for a chat, when its backend's first chunk came. A request the control plane cancelled is
+  not reported. Backend up/down, in-flight, capacity and whether the control plane is connected
+  are read from the live objects at scrape time by one custom collector.
 - Labels are bounded: backend kind and endpoint (from discovery), request kind, HTTP status.
   No model names, request ids or client text.
 """
