@@ -15,7 +15,7 @@ import re
 import secrets
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -41,6 +41,8 @@ DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 # minute per address and 2 a second in total (which also caps the CPU password hashing can take).
 SIGN_IN_PER_ADDRESS_PER_MINUTE = 10
 SIGN_IN_PER_SECOND = 2.0
+# A metrics token is a shared secret in a Prometheus config: long enough not to be guessed.
+METRICS_TOKEN_MIN_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ KEYS: tuple[Key, ...] = (
     Key("first_token_timeout", "FIRST_TOKEN_TIMEOUT", "float", DEFAULT_FIRST_TOKEN_TIMEOUT_S,
         "Seconds a backend may take to send its first token (loading the model, queueing, "
         "reading the prompt) before the request fails.", "worker"),
+    Key("metrics_port", "METRICS_PORT", "int", 0,
+        "Port of the worker's own Prometheus /metrics (backend up, in flight, backend latency); "
+        "0 = off.", "worker"),
+    Key("metrics_host", "METRICS_HOST", "str", "127.0.0.1",
+        "Address the worker's /metrics listens on (local only unless you change it).", "worker"),
     Key("database_url", "DATABASE_URL", "str", "",
         "SQLAlchemy URL of the store (default: SQLite at $PENDRA_HOME/pendra.db); "
         "e.g. postgresql+asyncpg://user@host/db.", "server"),
@@ -124,27 +131,34 @@ KEYS: tuple[Key, ...] = (
     Key("header_timeout", "HEADER_TIMEOUT", "float", 10.0,
         "Seconds a client has to send a request's headers (from connecting, or from the request's "
         "first byte on a kept-alive connection); then 408 and the connection is closed.", "server"),
+    Key("metrics_token", "PENDRA_METRICS_TOKEN", "str", "",
+        "Bearer token Prometheus sends to read the control plane's /metrics (at least "
+        f"{METRICS_TOKEN_MIN_CHARS} characters; empty = only the local admin token reads it).",
+        "server"),
     Key("max_connections", "MAX_CONNECTIONS", "int", 2048,
         "Most connections open at once, workers' WebSockets included; one more gets 503 with "
         "Retry-After.", "server"),
+    Key("responses_retention_days", "RESPONSES_RETENTION_DAYS", "float", 30.0,
+        "Days a Responses API answer stored with `store: true` is kept (for previous_response_id "
+        "and GET /responses/{id}); expired ones are deleted.", "server"),
+    # The organisation's default limits for API keys that set none (server/limits.py).
+    Key("key_default_rpm", "KEY_DEFAULT_RPM", "int", 0,
+        "Requests per minute an API key may send unless it sets its own (0 = no limit).",
+        "server"),
+    Key("key_default_tpm", "KEY_DEFAULT_TPM", "int", 0,
+        "Tokens (prompt + completion) per minute an API key may use unless it sets its own "
+        "(0 = no limit).", "server"),
+    Key("key_default_max_concurrent", "KEY_DEFAULT_MAX_CONCURRENT", "int", 0,
+        "Requests an API key may have in flight at once unless it sets its own (0 = no limit).",
+        "server"),
+    Key("key_default_monthly_tokens", "KEY_DEFAULT_MONTHLY_TOKENS", "int", 0,
+        "Tokens an API key may use per calendar month (UTC) unless it sets its own "
+        "(0 = no limit).", "server"),
+    Key("key_default_models", "KEY_DEFAULT_MODELS", "str", "",
+        "Models an API key may use unless it sets its own: comma-separated ids or patterns such "
+        "as llama3.* (empty = every model).", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
-# Keys whose values are secrets (never printed): the worker's private key and backends' API keys.
-SECRET_KEYS = frozenset({"gpu_worker_private_key", "vllm_api_key", "lmstudio_api_token",
-                         "openai_endpoints"})
-
-
-def is_secret(name: str) -> bool:
-    """Whether a key (YAML or environment name) holds a secret."""
-    key = KEYS_BY_NAME.get(name) or next((k for k in KEYS if k.env_name == name), None)
-    return key is not None and key.yaml_name in SECRET_KEYS
-
-
-def hide_secrets(name: str, value: Any) -> Any:
-    """``value`` as it may be shown: endpoints keep their URLs and names, nothing else secret."""
-    if name == "openai_endpoints":
-        return [{**e, "api_key": "<hidden>" if e.get("api_key") else ""} for e in value]
-    return "<set, hidden>"
 
 
 def _parse_models(raw: Any) -> tuple[str, ...] | None:
@@ -332,6 +346,8 @@ class WorkerSettings:
     heartbeat_timeout_s: float
     stream_stall_timeout_s: float = DEFAULT_STREAM_STALL_TIMEOUT_S
     first_token_timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S
+    metrics_port: int = 0  # 0: no /metrics
+    metrics_host: str = "127.0.0.1"
     vllm_endpoint: str = ""
     vllm_api_key: str = ""
     lmstudio_endpoint: str = ""
@@ -361,6 +377,10 @@ class ServerSettings:
     admin_token: str = ""
     sign_in_per_address_per_minute: int = SIGN_IN_PER_ADDRESS_PER_MINUTE
     sign_in_per_second: float = SIGN_IN_PER_SECOND
+    responses_retention_s: float = 30 * 86400.0
+    # The organisation's default API-key limits, as server/limits.py parses them.
+    key_defaults: dict[str, Any] = field(default_factory=dict)
+    metrics_token: str = ""
 
 
 def clamp_concurrency(value: int) -> int:
@@ -413,6 +433,8 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
         heartbeat_timeout_s=values["heartbeat_timeout"],
         stream_stall_timeout_s=_positive(values, "stream_stall_timeout"),
         first_token_timeout_s=_positive(values, "first_token_timeout"),
+        metrics_port=_port(values, "metrics_port"),
+        metrics_host=values["metrics_host"] or "127.0.0.1",
         vllm_endpoint=values["vllm_endpoint"].rstrip("/"),
         vllm_api_key=values["vllm_api_key"],
         lmstudio_endpoint=values["lmstudio_endpoint"].rstrip("/"),
@@ -422,6 +444,24 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
     )
 
 
+def _port(values: Mapping[str, Any], name: str) -> int:
+    value = int(values[name])
+    if not 0 <= value <= 65535:
+        key = KEYS_BY_NAME[name]
+        raise ConfigError(f"{key.env_name} / {key.yaml_name} must be a port from 0 to 65535 "
+                          f"(got {value})")
+    return value
+
+
+def _metrics_token(values: Mapping[str, Any]) -> str:
+    token = str(values["metrics_token"]).strip()
+    if token and len(token) < METRICS_TOKEN_MIN_CHARS:
+        raise ConfigError(f"PENDRA_METRICS_TOKEN / metrics_token must be at least "
+                          f"{METRICS_TOKEN_MIN_CHARS} characters (got {len(token)}); make one "
+                          "with: openssl rand -hex 24")
+    return token
+
+
 def _positive(values: Mapping[str, Any], name: str) -> float:
     value = float(values[name])
     if value <= 0:
@@ -429,6 +469,14 @@ def _positive(values: Mapping[str, Any], name: str) -> float:
         raise ConfigError(f"{key.env_name} / {key.yaml_name} must be more than 0 seconds "
                           f"(got {value:g})")
     return value
+
+
+def _retention_s(values: Mapping[str, Any]) -> float:
+    days = float(values["responses_retention_days"])
+    if not 0 < days <= 3650:
+        raise ConfigError("RESPONSES_RETENTION_DAYS / responses_retention_days must be more than 0 "
+                          f"and at most 3650 days (got {days:g})")
+    return days * 86400.0
 
 
 def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -448,4 +496,21 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         sign_in_per_second=max(0.1, values["sign_in_attempts_per_second"]),
         header_timeout_s=max(0.1, values["header_timeout"]),
         max_connections=max(1, values["max_connections"]),
+        responses_retention_s=_retention_s(values),
+        key_defaults=_key_defaults(values),
+        metrics_token=_metrics_token(values),
     )
+
+
+def _key_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``key_default_*`` settings, checked by the limits' own rules (ConfigError if bad)."""
+    from pendra.errors import InvalidRequest
+    from pendra.server.limits import parse_limits
+
+    raw = {name: values[f"key_default_{name}"]
+           for name in ("rpm", "tpm", "max_concurrent", "monthly_tokens", "models")}
+    try:
+        limits = parse_limits(raw, where="key_default_")
+    except InvalidRequest as exc:
+        raise ConfigError(f"invalid default key limit: {exc.message}") from exc
+    return limits.as_dict()

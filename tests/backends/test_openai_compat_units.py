@@ -205,9 +205,9 @@ def test_settings_parse_endpoints_and_disabled_backends(tmp_path: Path) -> None:
 
 
 def test_backend_keys_are_secrets_never_printed() -> None:
-    from pendra import config as cfg
+    from pendra.cli import _hidden, _secret
 
-    assert cfg.is_secret("VLLM_API_KEY") and cfg.is_secret("lmstudio_api_token")
-    assert cfg.is_secret("GPU_WORKER_PRIVATE_KEY") and not cfg.is_secret("vllm_endpoint")
-    shown = cfg.hide_secrets("openai_endpoints", ({"name": "a", "url": "http://x", "api_key": "k"},))
+    assert _secret("VLLM_API_KEY") and _secret("lmstudio_api_token")
+    assert _secret("GPU_WORKER_PRIVATE_KEY") and not _secret("vllm_endpoint")
+    shown = _hidden("openai_endpoints", ({"name": "a", "url": "http://x", "api_key": "k"},))
     assert shown == [{"name": "a", "url": "http://x", "api_key": "<hidden>"}]

@@ -21,6 +21,7 @@ Rules:
   model to remove is named the way clients name it (``pendra.names.match`` against the worker's
   models), and removed from the backend that serves it — refused with the reason when that backend
   cannot remove models (LM Studio: only inside its app; vLLM: it serves what it was launched with).
+- ``outcomes`` counts the installs this process saw end, by state (read by the metrics).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -142,6 +144,7 @@ class Installs:
         self._live: dict[str, _Live] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
+        self.outcomes: Counter[str] = Counter()  # installs ended here, by state
 
     async def __aenter__(self) -> "Installs":
         async with self._store.session() as session:
@@ -330,6 +333,8 @@ class Installs:
         finished_at = datetime.now(UTC)
         if changes.get("state") in TERMINAL:
             changes["finished_at"] = _iso(finished_at)
+        if changes.get("state") in TERMINAL and not live.snapshot.done:
+            self.outcomes[changes["state"]] += 1
         snapshot = replace(live.snapshot, **changes)
         await live.publish(snapshot)
         if persist or snapshot.done:
