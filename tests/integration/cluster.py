@@ -228,7 +228,8 @@ class Cluster:
                 "GPU_WORKER_PRIVATE_KEY": private_key, "WORKER_ID": worker_id,
                 "WORKER_NAME": name, "APP_SERVER_WS_URL": "ws" + self.base_url[4:],
                 "OLLAMA_ENDPOINT": self.emulator_of[name].base_url if name in self.emulator_of else "",
-                **extra}
+                # These workers are Ollama hosts: the other backends' ports are not probed.
+                "BACKENDS_DISABLED": "lmstudio,vllm", **extra}
 
     async def start_worker(self, name: str) -> None:
         await self.workers[name].proc.start()
