@@ -8,6 +8,9 @@ Rules:
   already failed them.
 - At most ``max_concurrent`` requests run at once. The server knows the number and should not send
   more; an extra one is refused at once with ``error 503`` instead of being queued.
+- ``chat`` and ``complete`` stream (one path, ``_stream``): each item of the backend's result goes
+  out as a ``chunk`` as it comes, then ``end`` with the usage and finish reason; the other kinds
+  answer with one ``chunk`` and ``end``.
 - A request ends with exactly one ``end`` or ``error`` frame (or nothing, when cancelled). Its slot
   is freed *before* that frame goes out, so the server may reuse it the moment it reads the frame.
 - A request whose backend cannot be reached (``BackendUnavailable``) or stalls (``BackendTimeout``)
@@ -44,6 +47,8 @@ from pendra.protocol.frames import (CANCELLED_STATUS, Cancel, CancelOp, Chunk, E
 log = logging.getLogger(__name__)
 
 Send = Callable[[Frame], Awaitable[bool]]
+# The request kinds whose backend call streams its answer (a ChatResult), chunk by chunk.
+STREAMED_KINDS = frozenset({"chat", "complete"})
 # At most four progress frames a second per operation: smooth in the console, cheap on the socket.
 PROGRESS_INTERVAL_S = 0.25
 
@@ -185,8 +190,8 @@ class Runner:
             try:
                 backend, model = self.registry.backend_for(frame.model)
                 self._backend_of[frame.id] = model.backend
-                if frame.kind == "chat":
-                    await self._chat(frame, backend, model)
+                if frame.kind in STREAMED_KINDS:
+                    await self._stream(frame, backend, model)
                     return
                 data, usage = await self._single(frame, backend, model)
             finally:
@@ -214,8 +219,10 @@ class Runner:
                                                message=f"worker '{self.worker_name}' failed: "
                                                        f"{type(exc).__name__}: {exc}"))
 
-    async def _chat(self, frame: Request, backend: Backend, model: ModelInfo) -> None:
-        result = await backend.chat(model, frame.body)
+    async def _stream(self, frame: Request, backend: Backend, model: ModelInfo) -> None:
+        """A chat or a completion: each item as a Chunk as it comes, then End (one code path)."""
+        run = backend.chat if frame.kind == "chat" else backend.complete
+        result = await run(model, frame.body)
         try:
             async for data in result.chunks:
                 if not await self.send(Chunk(id=frame.id, data=data)):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from pendra.server.api import (audio, catalogue, chat, embeddings, images, installs, keys,
-                               models, status)
+from pendra.server.api import (audio, catalogue, chat, completions, embeddings, images,
+                               installs, keys, models, status)
 
 API_PREFIX = "/api/v1"
 ALIAS_PREFIX = "/v1"
-PUBLIC_ROUTERS = (chat.router, embeddings.router, images.router, audio.router, models.router,
+PUBLIC_ROUTERS = (chat.router, completions.router, embeddings.router, images.router, audio.router, models.router,
                   catalogue.router, status.router)
 
 
