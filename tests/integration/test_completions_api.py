@@ -143,8 +143,9 @@ async def test_suffix_is_fill_in_the_middle(cluster: Cluster, api: AsyncOpenAI) 
     assert body["options"]["num_ctx"] == 32768
     with pytest.raises(openai.BadRequestError) as refused:
         await api.completions.create(model=MODEL, prompt="x", suffix="y")
-    # The worker refuses (it knows the model's capabilities): the message names the field.
-    assert "suffix" in refused.value.message and "insert" in refused.value.message
+    # The worker refuses (it knows the model's capabilities) and its error frame names the field.
+    assert refused.value.body["param"] == "suffix"  # type: ignore[index]
+    assert "insert" in refused.value.message
 
 
 async def test_echo_logprobs_and_stop(cluster: Cluster, api: AsyncOpenAI) -> None:

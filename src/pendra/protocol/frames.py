@@ -47,7 +47,8 @@ from pendra.protocol.peer_text import ClippedText, peer_text
 # (several pieces of one answer in one frame). Version-1 and version-2 workers' frames are all
 # valid version-3 frames, so this control plane still takes them. 4: the ``complete`` request kind
 # (a raw text completion, OpenAI's legacy Completions); a worker below 4 does not know it and is
-# never sent one (``KIND_SINCE``), while every other frame is the same in versions 1 to 4.
+# never sent one (``KIND_SINCE``); an ``error`` frame may name the request field at fault
+# (``param``). Frames of versions 1 to 3 are all valid version-4 frames.
 PROTOCOL_VERSION = 4
 SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4})
 # Largest frame either end accepts once the peer is authenticated: a request carries a client body
@@ -220,6 +221,9 @@ class Error(Frame):
     kind: ErrorKind = "backend_error"
     # For a passing outage (the backend is down or restarting): when the client may try again.
     retry_after_s: Seconds | None = None
+    # Version 4: the request field at fault when the worker refused the client's input (OpenAI's
+    # error ``param``, e.g. ``suffix``); older workers never send it.
+    param: Annotated[str, Field(max_length=128)] | None = None
 
 
 # --- model operations -------------------------------------------------------------------------------

@@ -91,8 +91,8 @@ class WorkerRejected(BackendRejected):
     """The worker's backend refused the request (a 4xx, or 501); it goes back to the client."""
 
     def __init__(self, message: str, *, status: int, kind: str, worker: WorkerView,
-                 code: str | None = None) -> None:
-        super().__init__(message, status=status, code=code)
+                 code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, status=status, code=code, param=param)
         self.kind = kind or BackendRejected.kind
         self.worker_id = worker.id
         self.worker_name = worker.name
@@ -143,7 +143,8 @@ def error_from_frame(frame: Error, worker: WorkerView, *, earlier: str = "") -> 
         too_long = any(text in frame.message.lower() for text in _CONTEXT_TOO_LONG)
         return WorkerRejected(frame.message, status=400 if too_long else frame.status,
                               kind=_CLIENT_ERROR_TYPES.get(frame.status, "invalid_request_error"),
-                              worker=worker, code="context_length_exceeded" if too_long else None)
+                              worker=worker, code="context_length_exceeded" if too_long else None,
+                              param=frame.param)
     if fault is Fault.FINAL:
         return WorkerRejected(frame.message, status=frame.status, kind=frame.kind, worker=worker)
     if fault is Fault.OUTAGE:

@@ -212,7 +212,7 @@ class Runner:
                 await self.registry.recheck(kind)  # a hung backend, or only this stream?
         except PendraError as exc:
             await self._finish(frame.id, Error(id=frame.id, status=exc.status, message=exc.message,
-                                               kind=exc.kind))
+                                               kind=exc.kind, param=exc.param))
         except Exception as exc:  # the task boundary: one bad request must not end the worker
             log.exception("request %s (%s %s) failed unexpectedly", frame.id, frame.kind, frame.model)
             await self._finish(frame.id, Error(id=frame.id, status=500, kind="internal_error",
