@@ -39,7 +39,6 @@ def test_each_openai_field_maps_to_its_option() -> None:
                                  "frequency_penalty": -1.0, "stop": ["END"], "num_ctx": 1024,
                                  "repeat_penalty": 1.1}
     assert native["keep_alive"] == "5m" and "user" not in native
-    assert one(max_tokens=0)["options"]["num_predict"] == 0
 
 
 def test_suffix_uses_the_template_and_needs_insert() -> None:
@@ -85,7 +84,7 @@ def test_prompts_times_n_in_openai_order_with_seeds() -> None:
     ({"echo": True, "logprobs": 0}, "logprobs"), ({"prompt": [1, 2]}, "prompt"),
     ({"prompt": []}, "prompt"), ({"n": 200}, "n"), ({"prompt": ["a"] * 65, "n": 2}, "n"),
     ({"logprobs": 6}, "logprobs"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"max_tokens": -1}, "max_tokens"), ({"options": {"num_ctx": "big"}}, "options.num_ctx")])
+    ({"max_tokens": -1}, "max_tokens"), ({"max_tokens": 0}, "max_tokens"), ({"options": {"num_ctx": "big"}}, "options.num_ctx")])
 def test_what_cannot_be_served_is_refused_naming_the_field(fields: dict[str, Any],
                                                            param: str) -> None:
     with pytest.raises(InvalidRequest) as refused:

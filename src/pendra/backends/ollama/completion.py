@@ -20,8 +20,8 @@ or a list of strings) times ``n`` — always streamed from Ollama. Choice ``i * 
   capability is told ``think: false`` (a completion is the text as generated, not a chat answer
   split into thinking and content).
 - What Ollama cannot do is refused (InvalidRequest naming the field), never ignored: ``best_of``
-  above ``n``, a non-empty ``logit_bias``, ``echo`` with ``logprobs`` (Ollama gives no log
-  probabilities for prompt tokens).
+  other than ``n``, a non-empty ``logit_bias``, ``echo`` with ``logprobs`` and ``max_tokens`` 0
+  (Ollama gives no log probabilities for prompt tokens, and reads ``num_predict`` 0 as no limit).
 
 Answers (``CompletionTranslator``): native lines of each generation in turn become
 ``text_completion`` chunks (stream: the echoed prompt first when ``echo``, a chunk per piece of
@@ -119,6 +119,10 @@ def generate_requests(body: dict[str, Any], model: str, *, num_ctx: int | None,
                              "probabilities for prompt tokens", param="logprobs")
     options: dict[str, Any] = {}
     max_tokens = _number(body, "max_tokens", int, 0, 2**31 - 1)
+    if max_tokens == 0:  # OpenAI's "echo the prompt only"; Ollama reads num_predict 0 as no limit
+        raise InvalidRequest("max_tokens 0 is not supported (it would echo the prompt's log "
+                             "probabilities, which Ollama does not give); use at least 1",
+                             param="max_tokens")
     options["num_predict"] = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     for key, (kind, low, high) in _SAMPLING.items():
         if (value := _number(body, key, kind, low, high)) is not None:
