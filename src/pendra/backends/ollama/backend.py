@@ -21,7 +21,8 @@ from pendra.backends.base import (BackendStatus, ChatResult, InstallProgress, Mo
 from pendra.backends.ollama import completion, discovery, translate
 from pendra.backends.ollama.client import OllamaClient, StreamLimits
 from pendra.backends.ollama.version import (IMAGE_GENERATION_SINCE, IMAGE_GENERATION_UNTIL,
-                                            format_version, has_image_generation)
+                                            LOGPROBS_SINCE, format_version, has_image_generation,
+                                            has_logprobs)
 from pendra.errors import (BackendError, BackendRejected, BackendUnavailable, InstallFailed,
                            ModelNotFound, UnsupportedOperation)
 
@@ -109,6 +110,8 @@ class OllamaBackend:
         native = translate.chat_request(body, model.id, num_ctx=self.num_ctx_for(model))
         stream = bool(body.get("stream"))
         include_usage = translate.include_usage(body)
+        if translate.wants_logprobs(body):
+            self._require_logprobs()
         translator = translate.ChatTranslator(model=str(body.get("model") or model.id),
                                               stream=stream, include_usage=include_usage,
                                               logprobs=translate.wants_logprobs(body),
@@ -136,6 +139,8 @@ class OllamaBackend:
         client = self._require()
         natives = completion.generate_requests(body, model.id, num_ctx=self.num_ctx_for(model),
                                                capabilities=model.capabilities)
+        if completion.logprobs_of(body) is not None:
+            self._require_logprobs()
         prompts = completion.prompts_of(body)
         per_prompt = len(natives) // len(prompts)
         translator = completion.translator_for(body, str(body.get("model") or model.id),
@@ -165,6 +170,13 @@ class OllamaBackend:
 
         result.chunks = chunks()
         return result
+
+    def _require_logprobs(self) -> None:
+        """An Ollama older than LOGPROBS_SINCE would silently answer without log probabilities."""
+        if not has_logprobs(self.version):
+            raise UnsupportedOperation(
+                f"log probabilities are not supported by this Ollama version ({self.version}); "
+                f"they exist from {format_version(LOGPROBS_SINCE)}")
 
     def fingerprint(self, model: ModelInfo) -> str:
         return system_fingerprint(self.kind, self.version, model)
