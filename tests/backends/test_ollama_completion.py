@@ -80,7 +80,8 @@ def test_prompts_times_n_in_openai_order_with_seeds() -> None:
 
 
 @pytest.mark.parametrize(("fields", "param"), [
-    ({"best_of": 2}, "best_of"), ({"logit_bias": {"1": 5}}, "logit_bias"),
+    ({"n": 3, "best_of": 2}, "best_of"), ({"best_of": 2, "stream": True}, "best_of"),
+    ({"prompt": ["a"] * 3, "best_of": 50}, "best_of"), ({"logit_bias": {"1": 5}}, "logit_bias"),
     ({"echo": True, "logprobs": 0}, "logprobs"), ({"prompt": [1, 2]}, "prompt"),
     ({"prompt": []}, "prompt"), ({"n": 200}, "n"), ({"prompt": ["a"] * 65, "n": 2}, "n"),
     ({"logprobs": 6}, "logprobs"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
@@ -93,8 +94,19 @@ def test_what_cannot_be_served_is_refused_naming_the_field(fields: dict[str, Any
 
 
 def test_best_of_equal_to_n_and_empty_logit_bias_are_fine() -> None:
-    assert len(generate_requests({"model": MODEL, "prompt": "p", "n": 2, "best_of": 2,
-                                  "logit_bias": {}}, MODEL, num_ctx=None)) == 2
+    natives = generate_requests({"model": MODEL, "prompt": "p", "n": 2, "best_of": 2,
+                                 "logit_bias": {}}, MODEL, num_ctx=None)
+    assert len(natives) == 2 and all("logprobs" not in n for n in natives)
+
+
+def test_best_of_runs_every_candidate_with_logprobs() -> None:
+    """best_of above n runs best_of generations per prompt (seed + j), with log probabilities on
+    to rank them, even when the client did not ask for them."""
+    natives = generate_requests({"model": MODEL, "prompt": ["a", "b"], "n": 1, "best_of": 3,
+                                 "seed": 5}, MODEL, num_ctx=None)
+    assert [(n["prompt"], n["options"]["seed"]) for n in natives] == [
+        ("a", 5), ("a", 6), ("a", 7), ("b", 5), ("b", 6), ("b", 7)]
+    assert all(n["logprobs"] is True and "top_logprobs" not in n for n in natives)
 
 
 # --- the way back ----------------------------------------------------------------------------------
@@ -172,6 +184,27 @@ def test_logprobs_in_the_legacy_shape() -> None:
     assert whole.completion()["choices"][0]["logprobs"] == {
         "tokens": ["He", "llo"], "token_logprobs": [-0.5, -0.1],
         "top_logprobs": [{"He": -0.5, "Ha": -2.0}, {"llo": -0.1}], "text_offset": [0, 2]}
+
+
+def test_best_of_returns_the_n_best_per_prompt_renumbered() -> None:
+    """Each prompt's candidates are ranked by mean log probability per token; the n best come
+    back best first as indices i*n + k; logprobs stay out unless asked for; usage counts all."""
+    def cand(value: float, text: str) -> list[dict[str, Any]]:
+        return [line(text, logprobs=[{"token": text, "logprob": value}]), final(prompt=1,
+                                                                                 generated=1)]
+
+    t = translator_for({"prompt": ["p", "q"], "n": 2, "best_of": 3}, MODEL)
+    run(t, [("p", cand(-3.0, "p-worst")), ("p", cand(-0.1, "p-best")), ("p", cand(-1.0, "p-mid")),
+            ("q", cand(-0.5, "q-a")), ("q", cand(-0.5, "q-b")), ("q", cand(-9.0, "q-c"))])
+    whole = t.completion()
+    assert [(c["index"], c["text"]) for c in whole["choices"]] == [
+        (0, "p-best"), (1, "p-mid"), (2, "q-a"), (3, "q-b")]
+    assert all(c["logprobs"] is None for c in whole["choices"])
+    assert whole["usage"]["completion_tokens"] == 6
+    asked = translator_for({"prompt": "p", "best_of": 2, "logprobs": 0}, MODEL)
+    run(asked, [("p", cand(-2.0, "x")), ("p", cand(-1.0, "y"))])
+    [best] = asked.completion()["choices"]
+    assert best["text"] == "y" and best["logprobs"]["token_logprobs"] == [-1.0]
 
 
 def test_system_fingerprint_is_stable_per_backend_build_and_model() -> None:

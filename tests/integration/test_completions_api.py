@@ -131,6 +131,20 @@ async def test_list_prompt_and_n_are_all_served(cluster: Cluster, api: AsyncOpen
     assert finished == {0, 1}
 
 
+async def test_best_of_returns_the_best(cluster: Cluster, api: AsyncOpenAI) -> None:
+    """best_of=3, n=1 runs three generations (log probabilities on, seeds 3, 4, 5) and returns
+    the one with the highest log probability per token, as choice 0; usage counts all three."""
+    await cluster.clear_requests()
+    reply = await api.completions.create(model=MODEL, prompt="pick one [[tokens=4]]", n=1,
+                                         best_of=3, seed=3, max_tokens=10)
+    [choice] = reply.choices
+    assert choice.index == 0 and choice.text and choice.logprobs is None
+    bodies = await generated(cluster)
+    assert [(b["options"]["seed"], b["logprobs"]) for b in bodies] == [(3, True), (4, True),
+                                                                        (5, True)]
+    assert reply.usage is not None and reply.usage.completion_tokens == 12
+
+
 async def test_suffix_is_fill_in_the_middle(cluster: Cluster, api: AsyncOpenAI) -> None:
     """A suffix goes to Ollama with the model's template (raw false: the template places it);
     a model without the insert capability is refused with 400 naming suffix."""
@@ -174,7 +188,8 @@ async def test_refusals_name_the_field(cluster: Cluster, api: AsyncOpenAI) -> No
     """What cannot be served is a 400 in OpenAI's shape naming the field, before any worker;
     an unknown model is 404; an embedding model 400 naming model."""
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"best_of": 3}, "best_of"), ({"echo": True, "logprobs": 1}, "logprobs"),
+        ({"n": 2, "best_of": 1}, "best_of"), ({"best_of": 2, "stream": True}, "best_of"),
+        ({"echo": True, "logprobs": 1}, "logprobs"), ({"max_tokens": 0}, "max_tokens"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"), ({"n": 0}, "n"),
         ({"logprobs": 6}, "logprobs"), ({"temperature": 3}, "temperature"),
         ({"suffix": "s", "raw": True}, "suffix")]

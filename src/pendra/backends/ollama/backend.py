@@ -139,8 +139,9 @@ class OllamaBackend:
         client = self._require()
         natives = completion.generate_requests(body, model.id, num_ctx=self.num_ctx_for(model),
                                                capabilities=model.capabilities)
-        if completion.logprobs_of(body) is not None:
-            self._require_logprobs()
+        if (completion.logprobs_of(body) is not None
+                or completion.candidates_per_prompt(body) > completion.choices_per_prompt(body)):
+            self._require_logprobs()  # asked for, or best_of ranks by them
         prompts = completion.prompts_of(body)
         per_prompt = len(natives) // len(prompts)
         translator = completion.translator_for(body, str(body.get("model") or model.id),

@@ -1,8 +1,11 @@
 """OpenAI legacy Completions ⇄ Ollama's native ``/api/generate``, both ways, with no I/O.
 
-Requests (``generate_requests``): one native body per choice — each prompt of ``prompt`` (a string
-or a list of strings) times ``n`` — always streamed from Ollama. Choice ``i * n + j`` is prompt
-``i``'s ``j``-th generation, as OpenAI numbers them. The rules:
+Requests (``generate_requests``): one native body per generation — each prompt of ``prompt`` (a
+string or a list of strings) times ``best_of`` (default ``n``) — always streamed from Ollama.
+Choice ``i * n + j`` is prompt ``i``'s ``j``-th choice, as OpenAI numbers them. With ``best_of``
+above ``n`` (never streamed) each prompt's ``best_of`` generations run with log probabilities on
+and the ``n`` with the highest mean log probability per token are returned, best first (OpenAI's
+rule); usage counts every generation. The rules:
 - **raw**: the prompt is sent exactly as written (``raw: true``, no chat template), as OpenAI's
   completions endpoint does — except for fill-in-the-middle: with a ``suffix`` the model's own
   template is what places the prompt and the suffix around its FIM tokens (Ollama ignores
@@ -14,13 +17,13 @@ or a list of strings) times ``n`` — always streamed from Ollama. Choice ``i * 
   ``temperature``, ``top_p``, ``seed``, ``presence_penalty``, ``frequency_penalty``, ``stop`` →
   options of the same name, and ``top_k``/``min_p`` likewise; the client's own ``options`` win, and
   ``options.num_ctx`` is injected from discovery unless the client sent its own. With a ``seed``
-  and ``n`` > 1, generation ``j`` of a prompt uses ``seed + j``: the choices differ from each other
-  and the same request gives the same answer.
+  and several generations per prompt, generation ``j`` of a prompt uses ``seed + j``: they differ
+  from each other and the same request gives the same answer.
 - ``logprobs: N`` → ``logprobs: true`` and ``top_logprobs: N``; a model with the ``thinking``
   capability is told ``think: false`` (a completion is the text as generated, not a chat answer
   split into thinking and content).
-- What Ollama cannot do is refused (InvalidRequest naming the field), never ignored: ``best_of``
-  other than ``n``, a non-empty ``logit_bias``, ``echo`` with ``logprobs`` and ``max_tokens`` 0
+- What cannot be done is refused (InvalidRequest naming the field), never ignored: ``best_of``
+  below ``n`` or, above it, streamed; a non-empty ``logit_bias``, ``echo`` with ``logprobs`` and ``max_tokens`` 0
   (Ollama gives no log probabilities for prompt tokens, and reads ``num_predict`` 0 as no limit).
 
 Answers (``CompletionTranslator``): native lines of each generation in turn become
@@ -71,15 +74,25 @@ def prompts_of(body: dict[str, Any]) -> list[str]:
 
 
 def choices_per_prompt(body: dict[str, Any]) -> int:
-    n = _number(body, "n", int, 1, MAX_CHOICES) or 1
+    """``n``: the choices returned per prompt."""
+    return _number(body, "n", int, 1, MAX_CHOICES) or 1
+
+
+def candidates_per_prompt(body: dict[str, Any]) -> int:
+    """``best_of`` (default ``n``): the generations run per prompt, of which the ``n`` with the
+    highest log probability per token are returned (OpenAI's rule; never streamed)."""
+    n = choices_per_prompt(body)
     best_of = _number(body, "best_of", int, 1, MAX_CHOICES)
-    if best_of is not None and best_of != n:
-        raise InvalidRequest(f"best_of {best_of} is not supported: Pendra does not rank "
-                             f"candidates server-side; ask for n={best_of} and choose among "
-                             "them", param="best_of")
-    if len(prompts_of(body)) * n > MAX_CHOICES:
-        raise InvalidRequest(f"prompts × n is at most {MAX_CHOICES}", param="n")
-    return n
+    if best_of is not None and best_of < n:
+        raise InvalidRequest(f"best_of ({best_of}) must be at least n ({n})", param="best_of")
+    if best_of is not None and best_of > n and body.get("stream"):
+        raise InvalidRequest("best_of above n cannot be streamed (the best are known only at "
+                             "the end)", param="best_of")
+    count = best_of or n
+    if len(prompts_of(body)) * count > MAX_CHOICES:
+        raise InvalidRequest(f"prompts × {'best_of' if best_of else 'n'} is at most "
+                             f"{MAX_CHOICES}", param="best_of" if best_of else "n")
+    return count
 
 
 def logprobs_of(body: dict[str, Any]) -> int | None:
@@ -103,7 +116,8 @@ def generate_requests(body: dict[str, Any], model: str, *, num_ctx: int | None,
                       capabilities: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The native ``/api/generate`` bodies, one per choice in index order (see the rules)."""
     prompts = prompts_of(body)
-    n = choices_per_prompt(body)
+    n = candidates_per_prompt(body)
+    ranking = n > choices_per_prompt(body)
     suffix = body.get("suffix")
     if suffix is not None and not isinstance(suffix, str):
         raise InvalidRequest("suffix must be a string", param="suffix")
@@ -147,7 +161,7 @@ def generate_requests(body: dict[str, Any], model: str, *, num_ctx: int | None,
             raise InvalidRequest("keep_alive must be a duration (\"5m\") or seconds",
                                  param="keep_alive")
         common["keep_alive"] = keep_alive
-    if logprobs is not None:
+    if logprobs is not None or ranking:  # best_of ranks by the tokens' log probabilities
         common["logprobs"] = True
         if logprobs:
             common["top_logprobs"] = logprobs
@@ -207,9 +221,11 @@ class CompletionTranslator:
     model: str
     stream: bool
     include_usage: bool = False
-    logprobs: bool = False
+    logprobs: bool = False  # the client asked for them
     echo: bool = False
     fingerprint: str | None = None
+    n: int = 1  # choices returned per prompt
+    best_of: int = 1  # generations per prompt (ranked when above n; logprobs are then collected)
     id: str = field(default_factory=lambda: "cmpl-" + secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
@@ -246,7 +262,7 @@ class CompletionTranslator:
         out: list[dict[str, Any]] = []
         piece = line.get("response") or ""
         legacy = None
-        if self.logprobs and line.get("logprobs"):
+        if (self.logprobs or self.best_of > self.n) and line.get("logprobs"):
             legacy, _ = _legacy_logprobs(line["logprobs"], choice.offset)
             choice.tokens += legacy["tokens"]
             choice.token_logprobs += legacy["token_logprobs"]
@@ -254,7 +270,7 @@ class CompletionTranslator:
             choice.text_offset += legacy["text_offset"]
         if piece or legacy:
             choice.text.append(piece)
-            out.append(self._chunk(choice, piece, legacy))
+            out.append(self._chunk(choice, piece, legacy if self.logprobs else None))
         choice.offset += len(piece)
         if line.get("done"):
             self.usage.prompt_tokens += int(line.get("prompt_eval_count") or 0)
@@ -270,9 +286,25 @@ class CompletionTranslator:
             return [{**self._envelope([]), "usage": self.usage.to_dict()}]
         return []
 
+    def _chosen(self) -> list[_Choice]:
+        """The choices to return, in index order: all of them, or with ``best_of`` above ``n``
+        each prompt's ``n`` best by mean log probability per token (ties: the earlier), renumbered
+        ``i * n + k``."""
+        ordered = sorted(self._choices, key=lambda c: c.index)
+        if self.best_of <= self.n:
+            return ordered
+        chosen: list[_Choice] = []
+        for start in range(0, len(ordered), self.best_of):
+            group = ordered[start:start + self.best_of]
+            ranked = sorted(group, key=lambda c: (-_mean(c.token_logprobs), c.index))
+            for k, choice in enumerate(ranked[:self.n]):
+                choice.index = start // self.best_of * self.n + k
+                chosen.append(choice)
+        return chosen
+
     def completion(self) -> dict[str, Any]:
         choices = []
-        for choice in sorted(self._choices, key=lambda c: c.index):
+        for choice in self._chosen():
             logprobs = None
             if self.logprobs:
                 logprobs = {"tokens": choice.tokens, "token_logprobs": choice.token_logprobs,
@@ -283,9 +315,14 @@ class CompletionTranslator:
         return {**self._envelope(choices), "usage": self.usage.to_dict()}
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
 def translator_for(body: dict[str, Any], model: str, *,
                    fingerprint: str | None = None) -> CompletionTranslator:
     return CompletionTranslator(model=model, stream=bool(body.get("stream")),
                                 include_usage=include_usage(body),
                                 logprobs=logprobs_of(body) is not None,
-                                echo=body.get("echo") is True, fingerprint=fingerprint)
+                                echo=body.get("echo") is True, fingerprint=fingerprint,
+                                n=choices_per_prompt(body), best_of=candidates_per_prompt(body))

@@ -8,10 +8,11 @@ Rules:
   not map pass through to the worker, held to the same rules; Ollama's ``options`` is typed from
   the one options table. This model is also the request schema in the OpenAPI document.
 - ``prompt`` is a string or a list of strings; every prompt is served, ``n`` times each (prompts ×
-  n at most ``MAX_CHOICES``). Token-id prompts are refused (Ollama takes text).
+  ``best_of``, default ``n``, at most ``MAX_CHOICES``). Token-id prompts are refused (Ollama
+  takes text).
 - What cannot be served is refused rather than ignored, by the worker's own rules
-  (backends/ollama/completion.py) applied here first: ``best_of`` other than ``n``, ``logit_bias``,
-  ``echo`` with ``logprobs``, ``suffix`` with ``raw: true``.
+  (backends/ollama/completion.py) applied here first: ``best_of`` below ``n`` (or above it and
+  streamed), ``logit_bias``, ``echo`` with ``logprobs``, ``suffix`` with ``raw: true``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class CompletionCreate(Body):
     n: int | None = Field(default=None, ge=1, le=MAX_CHOICES,
                           description="Choices per prompt (generated one after the other)")
     best_of: int | None = Field(default=None, ge=1, le=MAX_CHOICES,
-                                description="Only equal to n: candidates are not ranked")
+                                description="Generations per prompt, of which the n with the "
+                                "highest log probability per token are returned (not streamed)")
     echo: bool | None = Field(default=None, description="Return the prompt before the completion")
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS,
                                  description="Log probabilities of each token and this many "
