@@ -40,7 +40,7 @@ from typing import Any
 
 from pendra.backends.base import Backend, InstallProgress, ModelInfo, Usage
 from pendra.backends.registry import BackendRegistry
-from pendra.errors import BackendTimeout, BackendUnavailable, PendraError
+from pendra.errors import BackendTimeout, BackendUnavailable, PendraError, UnsupportedOperation
 from pendra.protocol.frames import (CANCELLED_STATUS, Cancel, CancelOp, Chunk, End, Error, Frame,
                                     Install, OpDone, OpFailed, Progress, Request, Uninstall)
 
@@ -221,7 +221,11 @@ class Runner:
 
     async def _stream(self, frame: Request, backend: Backend, model: ModelInfo) -> None:
         """A chat or a completion: each item as a Chunk as it comes, then End (one code path)."""
-        run = backend.chat if frame.kind == "chat" else backend.complete
+        # A backend written before ``complete`` existed may lack it: a clear 501, not a crash.
+        run = backend.chat if frame.kind == "chat" else getattr(backend, "complete", None)
+        if run is None:
+            raise UnsupportedOperation(f"the {backend.kind} backend of worker '{self.worker_name}' "
+                                       "does not serve legacy completions")
         result = await run(model, frame.body)
         try:
             async for data in result.chunks:
