@@ -388,3 +388,27 @@ async def test_no_first_token_within_its_limit_fails() -> None:
     """The first-token limit bounds loading too: past it the request fails, saying so."""
     with pytest.raises(BackendTimeout, match="no first token.*0.5s.*FIRST_TOKEN_TIMEOUT"):
         await _stream_text(0.5, 30, "hello [[load=20]]")
+
+
+async def test_logprobs_need_an_ollama_that_has_them() -> None:
+    """On an Ollama older than 0.12.11 (which would answer without log probabilities) a chat or a
+    completion asking for them is refused with a clear unsupported error, and nothing is sent;
+    other requests are served."""
+    async with run_emulator(version="0.12.10") as emu:
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("llama3.2:latest")
+            chat = {"model": "llama3.2:latest", "logprobs": True,
+                    "messages": [{"role": "user", "content": "hi"}]}
+            with pytest.raises(UnsupportedOperation, match=r"0\.12\.10.*0\.12\.11"):
+                await backend.chat(model, chat)
+            with pytest.raises(UnsupportedOperation, match=r"0\.12\.11"):
+                await backend.complete(model, {"model": "llama3.2:latest", "prompt": "p",
+                                               "logprobs": 1})
+            assert await emu.requests("/api/chat") == await emu.requests("/api/generate") == []
+            served = await backend.complete(model, {"model": "llama3.2:latest", "prompt": "p"})
+            [whole] = [item async for item in served.chunks]
+            assert whole["object"] == "text_completion" and whole["choices"][0]["text"]
+        finally:
+            await registry.aclose()

@@ -43,9 +43,9 @@ from datetime import UTC, datetime
 from pendra.errors import InvalidRequest, NoCapacity, PendraError
 from pendra.names import name_key
 from pendra.protocol.close import CloseReason, describe
-from pendra.protocol.frames import (Cancel, CancelOp, Chunk, Chunks, End, Error, Frame, Hello,
-                                    Install, OpDone, OpFailed, Progress, Request, Uninstall,
-                                    dump_frame)
+from pendra.protocol.frames import (PROTOCOL_VERSION, Cancel, CancelOp, Chunk, Chunks, End,
+                                    Error, Frame, Hello, Install, OpDone, OpFailed, Progress,
+                                    Request, Uninstall, dump_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
 from pendra.protocol.session import Close, InventoryUpdated
 from pendra.server.fleet_index import FleetIndex
@@ -83,7 +83,8 @@ class WorkerView:
                  max_concurrent: int, in_flight: int = 0,
                  backends: list[BackendStatus] | None = None,
                  models: dict[str, ModelInfo] | None = None, names: dict[str, str] | None = None,
-                 stranded: dict[str, str] | None = None, software_version: str = "") -> None:
+                 stranded: dict[str, str] | None = None, software_version: str = "",
+                 protocol_version: int = PROTOCOL_VERSION) -> None:
         self.id = id
         self.name = name
         self.connected_at = connected_at
@@ -100,6 +101,8 @@ class WorkerView:
         # found".
         self.stranded: dict[str, str] = stranded or {}
         self.software_version = software_version
+        # The version its hello carried: which request kinds it knows (frames.KIND_SINCE).
+        self.protocol_version = protocol_version
 
     def __repr__(self) -> str:
         return (f"WorkerView(id={self.id!r}, name={self.name!r}, "
@@ -481,7 +484,8 @@ class Hub:
         now = datetime.now(UTC)
         view = WorkerView(id=hello.worker_id, name=name, connected_at=now, last_seen=now,
                           max_concurrent=hello.max_concurrent,
-                          software_version=hello.software_version)
+                          software_version=hello.software_version,
+                          protocol_version=hello.protocol_version)
         link = WorkerLink(self, view)
         if self._closing:
             link.closed = True

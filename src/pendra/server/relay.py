@@ -57,7 +57,7 @@ T = TypeVar("T")
 # event (a live worker that stopped producing; a dead one is caught sooner by the heartbeat).
 STREAM_IDLE_TIMEOUT_S = 300.0
 # The request kinds a worker can stream.
-STREAMING_KINDS = frozenset({"chat"})
+STREAMING_KINDS = frozenset({"chat", "complete"})
 
 
 class ClientGone(Exception):

@@ -1,6 +1,7 @@
 """OllamaBackend: the Backend interface over one verified Ollama endpoint.
 
-Chat goes to native ``/api/chat`` with ``options.num_ctx`` injected (see translate.py); embeddings
+Chat goes to native ``/api/chat`` and legacy completions to ``/api/generate`` (one call per choice),
+each with ``options.num_ctx`` injected (see translate.py, completion.py); embeddings
 to ``/api/embed`` and images to ``/api/generate`` without injection; installs stream ``/api/pull``
 progress as one overall figure (``PullProgress``, where Ollama's stream is read, is the one place
 that keeps it from going backwards); removals use ``DELETE /api/delete``. A chat stream is bounded
@@ -11,15 +12,17 @@ large blob for minutes without a line.
 from __future__ import annotations
 
 import time
-
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-from pendra.backends.base import BackendStatus, ChatResult, InstallProgress, ModelInfo, ProgressCallback, Usage
-from pendra.backends.ollama import discovery, translate
+from pendra.backends.base import (BackendStatus, ChatResult, InstallProgress, ModelInfo,
+                                  ProgressCallback, Usage, system_fingerprint)
+from pendra.backends.ollama import completion, discovery, translate
 from pendra.backends.ollama.client import OllamaClient, StreamLimits
 from pendra.backends.ollama.version import (IMAGE_GENERATION_SINCE, IMAGE_GENERATION_UNTIL,
-                                            format_version, has_image_generation)
+                                            LOGPROBS_SINCE, format_version, has_image_generation,
+                                            has_logprobs)
 from pendra.errors import (BackendError, BackendRejected, BackendUnavailable, InstallFailed,
                            ModelNotFound, UnsupportedOperation)
 
@@ -107,9 +110,12 @@ class OllamaBackend:
         native = translate.chat_request(body, model.id, num_ctx=self.num_ctx_for(model))
         stream = bool(body.get("stream"))
         include_usage = translate.include_usage(body)
+        if translate.wants_logprobs(body):
+            self._require_logprobs()
         translator = translate.ChatTranslator(model=str(body.get("model") or model.id),
                                               stream=stream, include_usage=include_usage,
-                                              logprobs=translate.wants_logprobs(body))
+                                              logprobs=translate.wants_logprobs(body),
+                                              fingerprint=self.fingerprint(model))
         result = ChatResult(chunks=_empty())
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
@@ -125,6 +131,56 @@ class OllamaBackend:
 
         result.chunks = chunks()
         return result
+
+    async def complete(self, model: ModelInfo, body: dict[str, Any]) -> ChatResult:
+        """A legacy completion: one ``/api/generate`` per choice, one after the other (the request
+        holds one of the worker's slots, so it runs one generation at a time), streamed back as
+        they come (completion.py has the translation rules)."""
+        client = self._require()
+        natives = completion.generate_requests(body, model.id, num_ctx=self.num_ctx_for(model),
+                                               capabilities=model.capabilities)
+        if (completion.logprobs_of(body) is not None
+                or completion.candidates_per_prompt(body) > completion.choices_per_prompt(body)):
+            self._require_logprobs()  # asked for, or best_of ranks by them
+        prompts = completion.prompts_of(body)
+        per_prompt = len(natives) // len(prompts)
+        translator = completion.translator_for(body, str(body.get("model") or model.id),
+                                               fingerprint=self.fingerprint(model))
+        result = ChatResult(chunks=_empty())
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            for index, native in enumerate(natives):
+                for chunk in translator.begin(index, prompts[index // per_prompt]):
+                    yield chunk
+                finished = False
+                async with aclosing(client.stream("/api/generate", native,
+                                                  limits=self.limits)) as lines:
+                    async for line in lines:
+                        for chunk in translator.feed(line):
+                            yield chunk
+                        finished = finished or bool(line.get("done"))
+                if not finished:
+                    raise BackendRejected("Ollama closed the stream before it was done",
+                                          status=502)
+            for chunk in translator.closing():
+                yield chunk
+            result.usage = translator.usage
+            result.finish_reason = translator.finish_reason
+            if not translator.stream:
+                yield translator.completion()
+
+        result.chunks = chunks()
+        return result
+
+    def _require_logprobs(self) -> None:
+        """An Ollama older than LOGPROBS_SINCE would silently answer without log probabilities."""
+        if not has_logprobs(self.version):
+            raise UnsupportedOperation(
+                f"log probabilities are not supported by this Ollama version ({self.version}); "
+                f"they exist from {format_version(LOGPROBS_SINCE)}")
+
+    def fingerprint(self, model: ModelInfo) -> str:
+        return system_fingerprint(self.kind, self.version, model)
 
     async def embed(self, model: ModelInfo, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         native = translate.embed_request(body, model.id)

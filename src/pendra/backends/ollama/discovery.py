@@ -32,7 +32,7 @@ from pendra.protocol.peer_text import peer_text
 log = logging.getLogger(__name__)
 
 SHOW_CONCURRENCY = 5  # the documented bound on parallel /api/show calls
-CAPABILITIES = ("chat", "embed", "image", "install", "uninstall")
+CAPABILITIES = ("chat", "complete", "embed", "image", "install", "uninstall")
 # Model capabilities Ollama lists that no Ollama can serve through Pendra (no transcription API).
 NEVER_SERVED = frozenset({"audio"})
 

@@ -180,13 +180,12 @@ async def usage_page(store: Store, period: str) -> dict[str, Any]:
         summary = await usage_store.usage_summary(db, window.since)
         series = await usage_store.usage_series(db, window.since,
                                                 int(window.bucket.total_seconds()), window.buckets)
-        kinds = await usage_store.per_kind(db, window.since)
         recent = await usage_store.recent_usage(db, RECENT_REQUESTS)
     return {
         "title": "Usage", "page": "usage", "period": window.period,
         "periods": list(usage_charts.PERIODS), "since": window.since,
         "totals": summary["totals"], "per_model": summary["per_model"],
-        "per_key": summary["per_key"], "per_worker": summary["per_worker"], "per_kind": kinds,
+        "per_key": summary["per_key"], "per_worker": summary["per_worker"], "per_kind": summary["per_kind"],
         "charts": usage_charts.charts(series, window),
         "recent": [{"created_at": r.created_at, "kind": r.kind,
                     "model_requested": r.model_requested, "model_served": r.model_served,

@@ -31,8 +31,18 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Usage kinds: one per request kind, and one per API dialect answered through chat ("responses").
-USAGE_KINDS = frozenset({"chat", "embed", "image", "transcribe", "responses"})
+# Usage kinds: one per request kind, and one per API dialect answered through chat.
+USAGE_KINDS = frozenset({"chat", "completions", "embed", "image", "transcribe", "responses"})
+# How people read a usage kind (the console and `pendra usage`): the API or dialect it came in by.
+# Kinds added by other dialects are named here too; an unknown kind shows as it is.
+USAGE_KIND_LABELS = {"chat": "Chat completions", "completions": "Completions",
+                     "messages": "Anthropic Messages", "responses": "Responses",
+                     "embed": "Embeddings", "image": "Images", "transcribe": "Transcriptions"}
+
+
+def usage_kind_label(kind: str | None) -> str:
+    """``USAGE_KIND_LABELS``' name for ``kind`` (the kind itself when it has none)."""
+    return USAGE_KIND_LABELS.get(kind or "", kind or "")
 INSTALL_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 INSTALL_ACTIVE_STATES = ("queued", "running")
 # Row ids: 64 bits of randomness is plenty for tables of thousands of rows, and short to type.

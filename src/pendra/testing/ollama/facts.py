@@ -83,4 +83,5 @@ NO_VISION = ('{"error":{"code":500,"message":"image input is not supported - hin
 THINK_VALUES = (True, False, "low", "medium", "high", "max")  # §1.3
 INVALID_THINK = ('invalid think value: {value} (must be "high", "medium", "low", "max", true, '
                  'or false)')  # §1.3
+RAW_CONFLICT = "raw mode does not support template, system, or context"  # §4.1
 INVALID_FORMAT = 'invalid format: {value}; expected "json" or a valid JSON Schema object'  # §1.3
