@@ -29,7 +29,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-USAGE_KINDS = frozenset({"chat", "embed", "image", "transcribe"})
+USAGE_KINDS = frozenset({"chat", "embed", "image", "transcribe", "messages", "count_tokens"})
 INSTALL_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 INSTALL_ACTIVE_STATES = ("queued", "running")
 # Row ids: 64 bits of randomness is plenty for tables of thousands of rows, and short to type.
