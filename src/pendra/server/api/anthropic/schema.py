@@ -121,7 +121,7 @@ class InputMessage(Block):
                 kind = block.get("type") if isinstance(block, dict) else None
                 if isinstance(kind, str) and kind not in _BLOCK_TYPES:
                     raise PydanticCustomError(
-                        "unsupported", "content blocks of type {kind!r} are not supported; "
+                        "unsupported", "content blocks of type '{kind}' are not supported; "
                         "use text, image (base64), tool_use, tool_result or thinking",
                         {"kind": kind})
         return value
@@ -145,7 +145,7 @@ class Tool(Block):
         kind = value.get("type") if isinstance(value, dict) else None
         if kind not in (None, "custom"):
             raise PydanticCustomError(
-                "unsupported", "server tools ({kind!r}) are not supported: Pendra runs no tools "
+                "unsupported", "server tools ('{kind}') are not supported: Pendra runs no tools "
                 "itself; define the tool with name and input_schema and run it yourself",
                 {"kind": kind})
         return value
@@ -249,7 +249,7 @@ class _Request(BaseModel):
             names = {t.name for t in self.tools or []}
             if self.tool_choice.name not in names:
                 raise PydanticCustomError(
-                    "unknown_tool", "tool_choice names {name!r}, which is not among the tools",
+                    "unknown_tool", "tool_choice names '{name}', which is not among the tools",
                     {"name": self.tool_choice.name})
         return self
 
