@@ -287,14 +287,14 @@ async def test_thinking_whole_and_streamed(cluster: Cluster) -> None:
 
 
 async def test_count_tokens_asks_the_model(cluster: Cluster) -> None:
-    """count_tokens is the prompt's length as Ollama evaluated it (num_predict 0, nothing
-    generated), the same count a message with that prompt reports."""
+    """count_tokens is the prompt's length as Ollama evaluated it (num_predict 1: one token
+    generated, on every Ollama version), the same count a message with that prompt reports."""
     api = client(cluster)
     messages = [{"role": "user", "content": "one two three four five"}]
     await cluster.clear_requests()
     counted = await api.messages.count_tokens(model=MODEL, system="be brief", messages=messages)
     sent = await last_chat(cluster)
-    assert sent["options"]["num_predict"] == 0 and sent["options"]["num_ctx"] == NUM_CTX
+    assert sent["options"]["num_predict"] == 1 and sent["options"]["num_ctx"] == NUM_CTX
     reply = await api.messages.create(model=MODEL, max_tokens=10, system="be brief",
                                       messages=messages)
     assert counted.input_tokens == reply.usage.input_tokens > 0

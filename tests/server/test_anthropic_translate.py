@@ -194,11 +194,11 @@ def test_ignored_hints_are_accepted() -> None:
 
 
 def test_count_body_generates_nothing() -> None:
-    """count_tokens asks for the same prompt with num_predict 0 and no stream."""
+    """count_tokens asks for the same prompt with one token generated and no stream."""
     counted = CountTokens.model_validate({"model": "m", "system": "s", "tools": [TOOL],
                                           "messages": [{"role": "user", "content": "hi"}]})
     internal = count_body(counted)
-    assert internal["options"] == {"num_predict": 0} and internal["stream"] is False
+    assert internal["options"] == {"num_predict": 1} and internal["stream"] is False
     assert internal["messages"][0] == {"role": "system", "content": "s"}
     assert internal["tools"][0]["function"]["name"] == "get_weather"
     assert "max_tokens" not in internal

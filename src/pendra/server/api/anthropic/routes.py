@@ -6,7 +6,7 @@ Rules:
 - The body is checked by schema.py, translated by translate.py into the internal chat body and
   relayed exactly as a chat is (routing, retries, ``num_ctx``, usage rows, cancellation on
   disconnect); events.py shapes the answer.
-- ``count_tokens`` asks the model's own backend: the same prompt with nothing generated, whose
+- ``count_tokens`` asks the model's own backend: the same prompt with one token generated, whose
   ``prompt_eval_count`` is the answer. It never estimates.
 """
 

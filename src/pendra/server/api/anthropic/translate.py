@@ -207,13 +207,19 @@ def chat_body(body: MessageCreate) -> dict[str, Any]:
     return internal
 
 
+# Tokens a count generates: one, not zero. Ollama before 0.30 (its own Go runner) reads
+# num_predict 0 as "no limit" and would generate a whole answer; with 1 every version stops after
+# one token, and prompt_eval_count (the whole prompt, cached or not) is the same either way.
+COUNT_NUM_PREDICT = 1
+
+
 def count_body(body: CountTokens) -> dict[str, Any]:
     """The internal chat body that counts a conversation's input tokens: the same prompt, with
-    nothing generated (``num_predict: 0``: Ollama evaluates the prompt and reports its length as
+    one token generated (Ollama evaluates the prompt and reports its length as
     ``prompt_eval_count``)."""
     internal = _conversation(body)
     internal["stream"] = False
-    internal["options"] = {"num_predict": 0}
+    internal["options"] = {"num_predict": COUNT_NUM_PREDICT}
     return internal
 
 
