@@ -243,6 +243,19 @@ async def test_tools_streamed_and_tool_choice(cluster: Cluster) -> None:
     assert [t["function"]["name"] for t in (await last_chat(cluster))["tools"]] == ["get_time"]
 
 
+async def test_json_output(cluster: Cluster) -> None:
+    """output_config.format reaches Ollama as its format schema, and the text is that JSON."""
+    api = client(cluster)
+    schema = {"type": "object", "properties": {"city": {"type": "string"}},
+              "required": ["city"]}
+    await cluster.clear_requests()
+    reply = await api.messages.create(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "a city"}],
+        output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert set(json.loads(reply.content[0].text)) == {"city"}  # type: ignore[union-attr]
+    assert (await last_chat(cluster))["format"] == schema
+
+
 async def test_image_in(cluster: Cluster) -> None:
     """A base64 image block reaches a vision model as one of the message's images."""
     api = client(cluster)

@@ -147,6 +147,8 @@ def test_thinking_and_effort() -> None:
     fmt = chat_body(body(output_config={"format": {"type": "json_schema", "schema": schema}}))
     assert fmt["response_format"] == {"type": "json_schema",
                                       "json_schema": {"name": "output", "schema": schema}}
+    beta = chat_body(body(output_format={"type": "json_schema", "schema": schema}))
+    assert beta["response_format"] == fmt["response_format"]
     assert "budget_tokens" in problem(thinking={"type": "enabled", "budget_tokens": 512})
     assert "less than max_tokens" in problem(max_tokens=1024, thinking=enabled)
 

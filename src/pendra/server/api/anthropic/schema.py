@@ -224,6 +224,8 @@ class _Request(BaseModel):
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
     output_config: OutputConfig | None = None
+    output_format: JsonOutputFormat | None = Field(
+        default=None, description="The structured-outputs beta's name for output_config.format")
     # Accepted and ignored: hints about caching, routing and service that change nothing here.
     cache_control: FreeJson = None
     context_management: FreeJson = None

@@ -19,8 +19,8 @@ serve (OpenAI's chat shapes, server/api/chat_schema.py):
   ``disable_parallel_tool_use`` is accepted, but Ollama has no switch for it.
 - ``thinking`` ``enabled`` → ``think: true`` (Ollama has no token budget: ``budget_tokens`` is
   checked, not enforced), ``disabled`` → ``think: false``, ``adaptive`` → the model's own
-  default; ``output_config.effort`` → a ``think`` level, ``output_config.format`` → a JSON schema
-  response format.
+  default; ``output_config.effort`` → a ``think`` level, ``output_config.format`` (or the
+  structured-outputs beta's ``output_format``) → a JSON schema response format.
 
 Answers (``message``): the internal ``chat.completion`` becomes Anthropic's message: content
 blocks in the order thinking, text, tool_use (``input`` parsed, ids ``toolu_…``), the model as
@@ -182,10 +182,11 @@ def _conversation(body: MessageCreate | CountTokens) -> dict[str, Any]:
     internal: dict[str, Any] = {"model": body.model, "messages": _messages(body)}
     internal.update(_tools(body))
     internal.update(_think(body))
-    if body.output_config is not None and body.output_config.format is not None:
-        internal["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "output", "schema": body.output_config.format.schema_}}
+    fmt = (body.output_config.format if body.output_config is not None else None) \
+        or body.output_format
+    if fmt is not None:
+        internal["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": fmt.schema_}}
     return internal
 
 
