@@ -209,7 +209,8 @@ async def test_tools_round_trip(cluster: Cluster) -> None:
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": use.id,
              "content": [{"type": "text", "text": "11 degrees"}]},
-            {"type": "tool_result", "tool_use_id": use.id, "content": "timeout", "is_error": True}]}])
+            {"type": "tool_result", "tool_use_id": use.id, "content": "timeout",
+             "is_error": True}]}])
     assert follow.stop_reason == "end_turn" and follow.content[0].type == "text"
     sent = await last_chat(cluster)
     assert sent["messages"][1]["tool_calls"] == [
@@ -323,7 +324,8 @@ async def test_errors_take_the_sdk_exception_types(cluster: Cluster) -> None:
     assert bad.value.body["type"] == "error"  # type: ignore[index]
     assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "max_tokens" in bad.value.body["error"]["message"]  # type: ignore[index]
-    assert bad.value.body["request_id"] == bad.value.response.headers["x-request-id"]  # type: ignore[index]
+    request_id = bad.value.response.headers["x-request-id"]
+    assert bad.value.body["request_id"] == request_id  # type: ignore[index]
     with pytest.raises(anthropic.BadRequestError) as extra:
         await api.messages.create(model=MODEL, max_tokens=5, extra_body={"frobnicate": 1},
                                   messages=[{"role": "user", "content": "x"}])
@@ -331,7 +333,8 @@ async def test_errors_take_the_sdk_exception_types(cluster: Cluster) -> None:
     with pytest.raises(anthropic.BadRequestError) as url_image:
         await api.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}])
-    assert "messages[0].content[0].source" in url_image.value.body["error"]["message"]  # type: ignore[index]
+    text = url_image.value.body["error"]["message"]  # type: ignore[index]
+    assert "messages[0].content[0].source" in text
     with pytest.raises(anthropic.BadRequestError):
         await api.messages.create(model=MODEL, max_tokens=5, tools=[WEATHER],
                                   tool_choice={"type": "any"},

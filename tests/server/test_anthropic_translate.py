@@ -33,7 +33,7 @@ def problem(**fields: Any) -> str:
     return str(caught.value)
 
 
-# --- request ---------------------------------------------------------------------------------------
+# --- request -------------------------------------------------------------------------------------
 
 
 def test_minimal_request() -> None:
@@ -206,7 +206,7 @@ def test_count_body_generates_nothing() -> None:
     assert "max_tokens" not in internal
 
 
-# --- answer ----------------------------------------------------------------------------------------
+# --- answer --------------------------------------------------------------------------------------
 
 
 def completion(message_: dict[str, Any], finish: str) -> dict[str, Any]:
@@ -256,7 +256,7 @@ def test_dialects() -> None:
     assert TokenCount().usage_kind == "count_tokens"
 
 
-# --- stream ----------------------------------------------------------------------------------------
+# --- stream --------------------------------------------------------------------------------------
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -344,7 +344,7 @@ def test_stream_failure_is_one_error_event() -> None:
         "type": "api_error", "message": "worker 'w' disconnected"}})]
 
 
-# --- errors ----------------------------------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status, kind, expected_status, expected_type", [

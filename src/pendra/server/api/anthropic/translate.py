@@ -39,7 +39,7 @@ import json
 import secrets
 from typing import Any
 
-from pendra.server.api.anthropic.schema import (CountTokens, ImageBlock, InputMessage,
+from pendra.server.api.anthropic.schema import (Base64Source, CountTokens, ImageBlock, InputMessage,
                                                 MessageCreate, RedactedThinkingBlock, TextBlock,
                                                 ThinkingAdaptive, ThinkingBlock, ThinkingDisabled,
                                                 ThinkingEnabled, ToolChoiceNone, ToolChoiceTool,
@@ -64,13 +64,14 @@ def tool_use_id(internal_id: str | None) -> str:
     return "toolu_" + suffix
 
 
-# --- request ---------------------------------------------------------------------------------------
+# --- request -------------------------------------------------------------------------------------
 
 
 def _data_uri(block: ImageBlock) -> dict[str, Any]:
     source = block.source
+    assert isinstance(source, Base64Source)  # the schema refuses every other source
     return {"type": "image_url",
-            "image_url": {"url": f"data:{source.media_type};base64,{source.data}"}}  # type: ignore[union-attr]
+            "image_url": {"url": f"data:{source.media_type};base64,{source.data}"}}
 
 
 def _tool_message(block: ToolResultBlock) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def _user(message: InputMessage) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": block.text})
         elif isinstance(block, ImageBlock):
             parts.append(_data_uri(block))
-        # thinking and tool_use blocks belong to the assistant; a user's are ignored, as by Anthropic
+        # thinking and tool_use blocks are the assistant's: a user's are ignored, as by Anthropic
     if parts:
         only_text = all(p["type"] == "text" for p in parts)
         content: Any = "\n".join(p["text"] for p in parts) if only_text else parts
@@ -224,7 +225,7 @@ def count_body(body: CountTokens) -> dict[str, Any]:
     return internal
 
 
-# --- answer ----------------------------------------------------------------------------------------
+# --- answer --------------------------------------------------------------------------------------
 
 
 def stop_reason(finish_reason: str | None) -> str:
