@@ -166,6 +166,9 @@ def test_thinking_and_effort() -> None:
     ({"mcp_servers": [{"type": "url", "url": "http://x"}]}, "mcp_servers is not supported"),
     ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
      "'document' are not supported"),
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                 "content": [{"type": "search_result"}]}]}]},
+     "'search_result' are not supported"),
     ({"messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}]},
      "url sources are not supported"),

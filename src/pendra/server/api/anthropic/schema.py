@@ -91,6 +91,11 @@ class ToolResultBlock(Block):
         | None = None
     is_error: bool | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _known_parts(cls, value: Any) -> Any:
+        return _only_blocks(value, _RESULT_TYPES, "text or image (base64)")
+
 
 class ThinkingBlock(Block):
     type: Literal["thinking"]
@@ -114,21 +119,26 @@ class InputMessage(Block):
     @field_validator("content", mode="before")
     @classmethod
     def _known_blocks(cls, value: Any) -> Any:
-        # A block type Anthropic has but Pendra cannot serve gets a message that says so, not a
-        # list of every union member that failed.
-        if isinstance(value, list):
-            for block in value:
-                kind = block.get("type") if isinstance(block, dict) else None
-                if isinstance(kind, str) and kind not in _BLOCK_TYPES:
-                    raise PydanticCustomError(
-                        "unsupported", "content blocks of type '{kind}' are not supported; "
-                        "use text, image (base64), tool_use, tool_result or thinking",
-                        {"kind": kind})
-        return value
+        return _only_blocks(value, _BLOCK_TYPES,
+                            "text, image (base64), tool_use, tool_result or thinking")
 
 
 _BLOCK_TYPES = frozenset({"text", "image", "tool_use", "tool_result", "thinking",
                           "redacted_thinking"})
+_RESULT_TYPES = frozenset({"text", "image"})
+
+
+def _only_blocks(value: Any, known: frozenset[str], use: str) -> Any:
+    """A block type Anthropic has but Pendra cannot serve (``document``, ``search_result``, ...)
+    gets a message that says so, not a list of every union member that failed."""
+    if isinstance(value, list):
+        for block in value:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if isinstance(kind, str) and kind not in known:
+                raise PydanticCustomError(
+                    "unsupported", "content blocks of type '{kind}' are not supported here; "
+                    "use {use}", {"kind": kind, "use": use})
+    return value
 
 
 class Tool(Block):
