@@ -192,6 +192,10 @@ ToolChoice = Annotated[Union[ToolChoiceAuto, ToolChoiceAny, ToolChoiceTool, Tool
 
 
 class ThinkingEnabled(Block):
+    """Extended thinking. ``budget_tokens`` is not held below ``max_tokens``: Anthropic's
+    interleaved-thinking beta (whose header Pendra ignores) lets it exceed it, and Ollama has no
+    budget to enforce anyway."""
+
     type: Literal["enabled"]
     budget_tokens: int = Field(ge=MIN_THINKING_BUDGET, le=MAX_TOKENS)
 
@@ -277,15 +281,6 @@ class MessageCreate(_Request):
     stop_sequences: list[Text] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
-
-    @model_validator(mode="after")
-    def _budget_below_max(self) -> MessageCreate:
-        if isinstance(self.thinking, ThinkingEnabled) and \
-                self.thinking.budget_tokens >= self.max_tokens:
-            raise PydanticCustomError(
-                "budget", "thinking.budget_tokens ({budget}) must be less than max_tokens "
-                "({max})", {"budget": self.thinking.budget_tokens, "max": self.max_tokens})
-        return self
 
 
 class CountTokens(_Request):

@@ -18,7 +18,7 @@ serve (OpenAI's chat shapes, server/api/chat_schema.py):
   offers them all, ``none`` none, ``tool`` only the named one (Ollama cannot force a call);
   ``disable_parallel_tool_use`` is accepted, but Ollama has no switch for it.
 - ``thinking`` ``enabled`` → ``think: true`` (Ollama has no token budget: ``budget_tokens`` is
-  checked, not enforced), ``disabled`` → ``think: false``, ``adaptive`` → the model's own
+  held to Anthropic's minimum, not enforced), ``disabled`` → ``think: false``, ``adaptive`` → the model's own
   default; ``output_config.effort`` → a ``think`` level, ``output_config.format`` (or the
   structured-outputs beta's ``output_format``) → a JSON schema response format.
 
