@@ -33,6 +33,8 @@ MAX_TOKENS = 2**31 - 1
 MIN_THINKING_BUDGET = 1024
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,128}$"
+# A bound on a tool name echoed back in the history (models' own names are short).
+MAX_ECHOED_NAME = 1024
 
 
 class Block(BaseModel):
@@ -78,9 +80,12 @@ class ImageBlock(Block):
 
 
 class ToolUseBlock(Block):
+    """A tool call in the history. Its name is not held to the tool-name pattern: it is what a
+    model said, and a client must be able to send back any answer it was given."""
+
     type: Literal["tool_use"]
     id: Text = Field(min_length=1)
-    name: Annotated[str, Field(pattern=TOOL_NAME)]
+    name: Text = Field(max_length=MAX_ECHOED_NAME)
     input: FreeObject
 
 
