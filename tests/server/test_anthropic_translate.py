@@ -324,10 +324,14 @@ def test_stream_incremental_tool_arguments() -> None:
     raw = writer.chunk(chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {
         "name": "f", "arguments": '{"a"'}}]})) + writer.chunk(chunk({"tool_calls": [
             {"index": 0, "function": {"arguments": ":1}"}}]}))
+    raw += writer.chunk(chunk({"tool_calls": [{"index": 1, "id": "call_2", "function": {
+        "name": "g", "arguments": "{"}}]})) + writer.chunk(chunk({"tool_calls": [
+            {"index": 1, "function": {"arguments": "}"}}]}))
     got = events(raw)
-    assert [d["delta"]["partial_json"] for n, d in got if n == "content_block_delta"] == \
-        ['{"a"', ":1}"]
-    assert sum(n == "content_block_start" for n, _ in got) == 1
+    assert [(d["index"], d["delta"]["partial_json"]) for n, d in got
+            if n == "content_block_delta"] == [(0, '{"a"'), (0, ":1}"), (1, "{"), (1, "}")]
+    assert [d["content_block"]["id"] for n, d in got if n == "content_block_start"] == \
+        ["toolu_1", "toolu_2"]
 
 
 def test_stream_that_ends_at_once_and_max_tokens() -> None:

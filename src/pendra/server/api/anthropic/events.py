@@ -125,7 +125,7 @@ class MessageEvents:
         out: list[bytes] = []
         fn = call.get("function") or {}
         position = call.get("index", len(self.tool_calls))
-        if position not in self.tool_calls or self.open != "tool_use":
+        if self.open != "tool_use" or self.tool_calls.get(position) != self.index:
             out += self._open("tool_use", {"type": "tool_use", "id": tool_use_id(call.get("id")),
                                            "name": fn.get("name", ""), "input": {}})
             self.tool_calls[position] = self.index
