@@ -175,6 +175,9 @@ def test_thinking_and_effort() -> None:
     ({"messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/tiff",
                                      "data": "x"}}]}]}, "media_type"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "not base64!"}}]}]}, "not valid base64"),
     ({"stop_sequences": ["\ud800"]}, "Unicode"),
 ], ids=lambda v: str(v)[:40])
 def test_refused_requests(fields: dict[str, Any], says: str) -> None:

@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import binascii
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,11 +26,13 @@ from pydantic_core import PydanticCustomError
 
 from pendra.server.api.body_types import FreeJson, FreeObject, ModelName, Text
 
-# Anthropic's limits, kept so a client learns of them here and not from a worker.
+# Bounds, not policies: far beyond any real request (Claude Code with many MCP servers sends
+# hundreds of tools), so that no count is unbounded.
 MAX_MESSAGES = 100_000
-MAX_TOOLS = 128
-MAX_STOP_SEQUENCES = 8_191
+MAX_TOOLS = 1024
+MAX_STOP_SEQUENCES = 1024
 MAX_TOKENS = 2**31 - 1
+# Anthropic's own rules: the smallest thinking budget, the image types, a tool's name.
 MIN_THINKING_BUDGET = 1024
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,128}$"
@@ -52,6 +55,15 @@ class Base64Source(Block):
     type: Literal["base64"]
     media_type: Literal[MEDIA_TYPES]  # type: ignore[valid-type]
     data: Text = Field(min_length=1)
+
+    @field_validator("data")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        try:
+            binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+        except (ValueError, binascii.Error) as exc:
+            raise PydanticCustomError("base64", "image data is not valid base64") from exc
+        return value
 
 
 class UrlSource(Block):
