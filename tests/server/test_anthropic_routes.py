@@ -102,6 +102,7 @@ async def test_worker_gets_the_internal_chat_and_usage_is_kind_messages(
             tools=[{"name": "f", "input_schema": {"type": "object"}}],
             messages=[{"role": "user", "content": "hi"}])
         assert reply.content[0].text == "hello from alpha"  # type: ignore[union-attr]
+        assert reply._request_id and reply._request_id.startswith("req_")
         assert reply.usage.input_tokens == 7 and reply.usage.output_tokens == 3
         request = alpha.requests[-1]
         assert request.kind == "chat"
