@@ -131,7 +131,8 @@ async def test_stream_through_the_relay(api: Api, alpha: FakeWorker) -> None:
                                           messages=[{"role": "user", "content": "hi"}]) as stream:
             text = "".join([t async for t in stream.text_stream])
             final = await stream.get_final_message()
-            assert stream.response.headers["x-request-id"]
+            headers = stream.response.headers
+            assert headers["x-request-id"] and headers["request-id"] == headers["x-request-id"]
         assert text == "one two three" and final.stop_reason == "end_turn"
         assert final.usage.input_tokens == 7 and final.usage.output_tokens == 3
     finally:
