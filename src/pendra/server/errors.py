@@ -17,7 +17,8 @@ Rules:
   else the OpenAI envelope above. A shape may come with a ``StatusMap`` when the dialect answers
   some condition with its own status (Anthropic's 529 for an overloaded service).
 - Every error response carries ``X-Request-Id``; an error with a retry hint (``retry_after_s``:
-  ``NoCapacity`` and its 503s, a throttled sign-in's 429) carries ``Retry-After``; an
+  ``NoCapacity`` and its 503s, a throttled sign-in's 429, a key's rate limit) carries
+  ``Retry-After``, and an error with ``headers`` (a rate limit's ``x-ratelimit-*``) carries them; an
   error that names a worker (``worker_id``/``worker_name`` attributes: ``WorkerFailed``,
   ``WorkerGone``, a worker's own refusal) carries ``X-Worker-Id``/``X-Worker-Name`` and its message
   names the worker.
@@ -154,6 +155,7 @@ def pendra_error_response(exc: PendraError, request_id: str, path: str = "") -> 
     if name and name not in message:
         message = f"{message} (worker '{name}')"
     headers.update(retry_after(exc))
+    headers.update(getattr(exc, "headers", None) or {})  # e.g. a rate limit's x-ratelimit-*
     return error_response(exc.status, message, exc.kind, request_id, headers, param=exc.param,
                           code=exc.code, path=path)
 

@@ -17,6 +17,10 @@ Rules:
 - ``Dialect.settle`` runs after an answer that ended well, before the clean-up.
 - A client that goes away (before or during the answer) cancels the request on its worker; one
   watcher task per wait notices it (``unless_client_leaves``), the work runs in the request's task.
+- Before a worker is chosen, the key's limits admit the request (server/limits.py: 403 for a
+  model the key may not use, 429 with Retry-After and the x-ratelimit headers); the lease it gets
+  is finished exactly where its usage row is written (``_ended``), which returns its concurrency
+  slot and charges the tokens it used. A successful answer carries the lease's headers.
 - Every relayed request leaves exactly one usage row: counts, timings and statuses, never content.
 - Clean-up (release the worker's slot, cancel, queue the usage row) runs shielded in ``finally``:
   a cancelled request task must still give its slot back.
@@ -40,6 +44,8 @@ from pendra.server.client_json import JSONBytesResponse
 from pendra.server.dialect import Dialect, EventWriter, OpenAIPassThrough
 from pendra.server.errors import worker_headers
 from pendra.server.hub import WorkerGone
+from pendra.server.key_index import KeyIndex
+from pendra.server.limits import NO_LEASE, Lease, Limiter
 from pendra.server.routing import Opened, Router, describe, error_from_frame, worker_failed
 from pendra.server.usage import CLIENT_CLOSED, UsageMeter, UsageWriter
 
@@ -94,9 +100,20 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
 class Relay:
     """The inference service: route a request, relay the answer, meter it."""
 
-    def __init__(self, router: Router, usage: UsageWriter) -> None:
+    def __init__(self, router: Router, usage: UsageWriter, keys: KeyIndex | None = None,
+                 limiter: Limiter | None = None) -> None:
         self.router = router
         self.usage = usage
+        self.keys = keys
+        self.limiter = limiter
+
+    def _admit(self, key_id: str | None, model: str) -> Lease:
+        if key_id is None or self.keys is None or self.limiter is None:
+            return NO_LEASE
+        key = self.keys.get(key_id)
+        if key is None:  # revoked between authentication and here: nothing left to limit
+            return NO_LEASE
+        return self.limiter.admit(key.id, key.name, key.limits, model)
 
     async def respond(self, request: Request, kind: str, body: dict[str, Any],
                       key_id: str | None, dialect: Dialect | None = None) -> Response:
@@ -109,32 +126,42 @@ class Relay:
                            model_requested=str(body.get("model", "")), key_id=key_id,
                            stream=stream)
         try:
+            lease = self._admit(key_id, meter.model_requested)
+        except PendraError as exc:
+            meter.failed(exc.status, exc.message)
+            self.usage.submit(meter.record())
+            raise
+        try:
             opened = await unless_client_leaves(request.receive,
                                                 self.router.open(kind, meter.model_requested, body))
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection while waiting for a worker")
-            self.usage.submit(meter.record())
+            _ended(meter, self.usage, lease)
             return Response(status_code=CLIENT_CLOSED)
-        except PendraError as exc:
-            meter.failed(exc.status, exc.message)
-            if worker_id := getattr(exc, "worker_id", ""):
-                meter.worker(worker_id, getattr(exc, "worker_name", ""))
-            self.usage.submit(meter.record())
+        except BaseException as exc:
+            if isinstance(exc, PendraError):
+                meter.failed(exc.status, exc.message)
+                if worker_id := getattr(exc, "worker_id", ""):
+                    meter.worker(worker_id, getattr(exc, "worker_name", ""))
+            else:
+                meter.failed(500, f"{type(exc).__name__} while waiting for a worker")
+            _ended(meter, self.usage, lease)
             raise
+        meter.answered()
         meter.model_served = opened.served
         meter.worker(opened.worker.id, opened.worker.name)
         if stream:
-            return EventStream(opened, meter, self.usage, dialect)
-        return await self._whole(request, opened, meter, dialect)
+            return EventStream(opened, meter, self.usage, dialect, lease)
+        return await self._whole(request, opened, meter, dialect, lease)
 
     async def _whole(self, request: Request, opened: Opened, meter: UsageMeter,
-                     dialect: Dialect) -> Response:
+                     dialect: Dialect, lease: Lease) -> Response:
         try:
             data = await unless_client_leaves(request.receive, collect(opened, meter))
             answer = dialect.whole(data)
             await dialect.settle(answer)
-            return JSONBytesResponse(answer, headers=worker_headers(opened.worker.id,
-                                                                   opened.worker.name))
+            return JSONBytesResponse(answer, headers=worker_headers(
+                opened.worker.id, opened.worker.name) | lease.headers)
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection before the answer")
             return Response(status_code=CLIENT_CLOSED)
@@ -142,14 +169,20 @@ class Relay:
             meter.failed(exc.status, exc.message)
             raise
         finally:
-            await asyncio.shield(_finish(opened, meter, self.usage))
+            await asyncio.shield(_finish(opened, meter, self.usage, lease))
 
 
-async def _finish(opened: Opened, meter: UsageMeter, usage: UsageWriter) -> None:
+def _ended(meter: UsageMeter, usage: UsageWriter, lease: Lease) -> None:
+    """The one end of every admitted request: its usage row, and its lease settled."""
+    usage.submit(meter.record())
+    lease.finish(meter.prompt_tokens + meter.completion_tokens)
+
+
+async def _finish(opened: Opened, meter: UsageMeter, usage: UsageWriter, lease: Lease) -> None:
     try:
         await opened.handle.aclose()  # sends Cancel to the worker if the request had not ended
     finally:
-        usage.submit(meter.record())
+        _ended(meter, usage, lease)
 
 
 async def _next_frame(opened: Opened, timeout_s: float) -> Frame:
@@ -189,16 +222,18 @@ class EventStream(Response):
     media_type = sse.MEDIA_TYPE
 
     def __init__(self, opened: Opened, meter: UsageMeter, usage: UsageWriter,
-                 dialect: Dialect) -> None:
+                 dialect: Dialect, lease: Lease = NO_LEASE) -> None:
         self.opened = opened
         self.meter = meter
         self.usage = usage
         self.dialect = dialect
+        self.lease = lease
         self.writer: EventWriter = dialect.events()
         self.ended_well = False
         self.status_code = 200
         self.background = None
-        self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | sse.HEADERS)
+        self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | sse.HEADERS
+                          | lease.headers)
         self.finished = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -207,7 +242,7 @@ class EventStream(Response):
         except ClientGone:
             self.meter.failed(CLIENT_CLOSED, "client closed the connection mid-stream")
         finally:
-            await asyncio.shield(_finish(self.opened, self.meter, self.usage))
+            await asyncio.shield(_finish(self.opened, self.meter, self.usage, self.lease))
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
