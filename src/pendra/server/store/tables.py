@@ -31,13 +31,16 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Usage kinds: one per request kind, and one per API dialect answered through chat.
-USAGE_KINDS = frozenset({"chat", "completions", "embed", "image", "transcribe", "responses"})
+# Usage kinds: one per request kind, and one per API dialect answered through chat ("responses",
+# "messages", and "count_tokens" for Anthropic's token counting).
+USAGE_KINDS = frozenset({"chat", "completions", "embed", "image", "transcribe", "responses",
+                         "messages", "count_tokens"})
 # How people read a usage kind (the console and `pendra usage`): the API or dialect it came in by.
-# Kinds added by other dialects are named here too; an unknown kind shows as it is.
+# An unknown kind shows as it is.
 USAGE_KIND_LABELS = {"chat": "Chat completions", "completions": "Completions",
-                     "messages": "Anthropic Messages", "responses": "Responses",
-                     "embed": "Embeddings", "image": "Images", "transcribe": "Transcriptions"}
+                     "messages": "Anthropic Messages", "count_tokens": "Anthropic token counts",
+                     "responses": "Responses", "embed": "Embeddings", "image": "Images",
+                     "transcribe": "Transcriptions"}
 
 
 def usage_kind_label(kind: str | None) -> str:
