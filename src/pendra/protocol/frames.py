@@ -45,9 +45,11 @@ from pendra.protocol.peer_text import ClippedText, peer_text
 # 2: error frames may carry retry_after_s (a version-1 control plane would refuse the field, so a
 # version-2 worker is told UNSUPPORTED_VERSION there instead). 3: the worker may send ``chunks``
 # (several pieces of one answer in one frame). Version-1 and version-2 workers' frames are all
-# valid version-3 frames, so this control plane still takes them.
-PROTOCOL_VERSION = 3
-SUPPORTED_VERSIONS = frozenset({1, 2, 3})
+# valid version-3 frames, so this control plane still takes them. 4: a ``transcribe`` request
+# carries the uploaded audio base64 in its body and is answered in protocol/transcription.py's
+# shape; older workers are sent no transcription (their frames are all valid version-4 frames).
+PROTOCOL_VERSION = 4
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4})
 # Largest frame either end accepts once the peer is authenticated: a request carries a client body
 # of up to max_body_bytes (32 MiB by default) and an image response (base64 PNGs) is the biggest
 # answer.

@@ -4,7 +4,8 @@ Rules:
 - The body goes to the worker as the edge validated it (api/*_schema.py: typed fields in canonical
   form, extra fields such as Ollama ``options`` included); only the model name is resolved to the
   id the fleet serves.
-- A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives.
+- A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives, or
+  as the endpoint's ``shape`` makes it (a transcription's text is text/plain).
 - A streaming answer is Server-Sent Events (encoded by ``sse``): ``data: <chunk json>\\n\\n`` per
   piece of a Chunk or Chunks frame, flushed as it arrives (every frame that has arrived by then
   goes out in one write), then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -41,6 +42,9 @@ from pendra.server.usage import CLIENT_CLOSED, UsageMeter, UsageWriter
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Turns a whole answer's data (and the worker headers) into the client's response; raises a
+# PendraError when the worker's answer does not fit.
+Shape = Callable[[dict[str, Any], dict[str, str]], Response]
 
 # Longest silence between two frames of a streaming answer before the client gets a 504 error
 # event (a live worker that stopped producing; a dead one is caught sooner by the heartbeat).
@@ -94,7 +98,7 @@ class Relay:
         self.usage = usage
 
     async def respond(self, request: Request, kind: str, body: dict[str, Any],
-                      key_id: str | None) -> Response:
+                      key_id: str | None, *, shape: Shape | None = None) -> Response:
         stream = kind == "chat" and bool(body.get("stream"))
         meter = UsageMeter(request_id=getattr(request.state, "request_id", ""), kind=kind,
                            model_requested=str(body.get("model", "")), key_id=key_id,
@@ -116,13 +120,16 @@ class Relay:
         meter.worker(opened.worker.id, opened.worker.name)
         if stream:
             return EventStream(opened, meter, self.usage)
-        return await self._whole(request, opened, meter)
+        return await self._whole(request, opened, meter, shape)
 
-    async def _whole(self, request: Request, opened: Opened, meter: UsageMeter) -> Response:
+    async def _whole(self, request: Request, opened: Opened, meter: UsageMeter,
+                     shape: Shape | None = None) -> Response:
         try:
             data = await unless_client_leaves(request.receive, collect(opened, meter))
-            return JSONBytesResponse(data, headers=worker_headers(opened.worker.id,
-                                                                 opened.worker.name))
+            headers = worker_headers(opened.worker.id, opened.worker.name)
+            if shape is not None:
+                return shape(data, headers)
+            return JSONBytesResponse(data, headers=headers)
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection before the answer")
             return Response(status_code=CLIENT_CLOSED)
