@@ -104,7 +104,7 @@ class CatalogueEntry(BaseModel):
         if self.backend == "both" and not (tagged and gguf):
             raise ValueError("a `both` entry needs at least one Ollama tag and one GGUF variant")
         speaches = [v for v in self.variants if v.speaches]
-        if (self.backend == "speaches") != bool(speaches):
+        if self.backend != "speaches" and speaches:
             raise ValueError("`speaches` ids belong to `speaches` entries only")
         if self.backend == "speaches" and (tagged or gguf or len(speaches) != len(self.variants)):
             raise ValueError("every variant of a `speaches` entry has a `speaches` id and nothing "

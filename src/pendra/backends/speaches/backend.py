@@ -158,6 +158,7 @@ class SpeachesBackend:
 
     async def install(self, model: str, progress: ProgressCallback) -> None:
         client = self._require()
+        self._models = None  # what verification read is stale from here
         await _report(progress, InstallProgress("downloading (Speaches reports no progress "
                                                 "until the download is done)"))
         try:
@@ -174,6 +175,7 @@ class SpeachesBackend:
 
     async def uninstall(self, model: str) -> None:
         client = self._require()
+        self._models = None
         try:
             response = await client.delete(f"/v1/models/{quote(model, safe='/')}",
                                            timeout=PROBE_TIMEOUT)
