@@ -112,3 +112,17 @@ async def test_anything_but_multipart_with_a_boundary_is_415(content_type: str) 
     with pytest.raises(InvalidRequest) as caught:
         await read_form(request_of(b"{}", content_type), max_file_bytes=1000)
     assert caught.value.status == 415
+
+
+async def test_a_client_gone_mid_upload_ends_only_its_request() -> None:
+    body, ctype = encoded({"model": "m"}, {"file": ("a.wav", b"x" * 100, "audio/wav")})
+    sent = iter([{"type": "http.request", "body": body[:50], "more_body": True}])
+
+    async def receive() -> dict[str, object]:
+        return next(sent, {"type": "http.disconnect"})  # type: ignore[arg-type]
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
+                       "headers": [(b"content-type", ctype.encode())]}, receive)
+    with pytest.raises(InvalidRequest, match="went away") as caught:
+        await read_form(request, max_file_bytes=1000)
+    assert caught.value.status == 499

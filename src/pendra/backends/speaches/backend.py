@@ -30,8 +30,9 @@ from pendra.protocol.transcription import (JSON_FORMATS, decode_job, json_answer
                                            text_answer)
 
 PROBE_TIMEOUT = httpx.Timeout(3.0, connect=1.0)
-# An install downloads a model of up to a few GB and answers only when it is done.
-INSTALL_TIMEOUT = httpx.Timeout(connect=3.0, read=3600.0, write=60.0, pool=10.0)
+# An install downloads a model of up to a few GB and answers only when it is done: unbounded, as
+# an Ollama pull is (a cancel_op stops it; a Speaches that dies closes the connection).
+INSTALL_TIMEOUT = httpx.Timeout(connect=3.0, read=None, write=60.0, pool=10.0)
 # How old the /v1/models answer verification read may be for list_models to use it.
 MODELS_FRESH_S = 1.0
 CAPABILITIES = ("transcribe", "install", "uninstall")

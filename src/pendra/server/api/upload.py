@@ -7,6 +7,7 @@ Rules:
   The first byte past a limit stops the read: the rest of the body is never buffered. A file over
   its limit is ``PayloadTooLarge`` (413), with the limit in the message; a ``Content-Length`` that
   cannot fit is refused before anything is read.
+- A client that disconnects mid-upload ends its own request (499), nothing else.
 - A malformed body (no boundary, a part without a name, a broken multipart stream, text that is not
   UTF-8) is 400 ``InvalidRequest`` naming the field when there is one.
 - Values are returned as they came (text fields as lists, in order, so repeated names such as
@@ -19,10 +20,12 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from pendra.errors import InvalidRequest, PayloadTooLarge
 
+# nginx's "client closed request": the status of an upload the client abandoned.
+CLIENT_CLOSED = 499
 # Text fields one form may carry (OpenAI's transcription request has about ten).
 MAX_FIELDS = 32
 # Bytes of one text field (a Whisper prompt is a few hundred characters).
@@ -158,6 +161,9 @@ async def read_form(request: Request, *, max_file_bytes: int, max_files: int = 1
         parser.finalize()
     except MultipartParseError as exc:
         raise InvalidRequest(f"the multipart body is malformed: {str(exc)[:200]}") from exc
+    except ClientDisconnect as exc:  # nobody is left to answer; no traceback for it either
+        raise InvalidRequest("the client went away during the upload",
+                             status=CLIENT_CLOSED) from exc
     if not reader.ended:
         raise InvalidRequest("the multipart body ended before its closing boundary")
     return reader.form
