@@ -388,3 +388,39 @@ async def test_no_first_token_within_its_limit_fails() -> None:
     """The first-token limit bounds loading too: past it the request fails, saying so."""
     with pytest.raises(BackendTimeout, match="no first token.*0.5s.*FIRST_TOKEN_TIMEOUT"):
         await _stream_text(0.5, 30, "hello [[load=20]]")
+
+
+@pytest.mark.parametrize("version", ["0.19.3", "0.20.0"])
+async def test_transcription_only_from_ollama_0_20(version: str) -> None:
+    """Before 0.20.0 an audio model is no transcription model and Ollama is never asked (the
+    route did not exist); from 0.20.0 its /v1/audio/transcriptions answers."""
+    import io
+    import wave
+    from pendra.protocol.transcription import TranscriptionJob, job_body
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(8000)
+        writer.writeframes(b"\x00\x01" * 8000)
+    job = TranscriptionJob(model="m", audio=out.getvalue(), filename="a.wav",
+                           content_type="audio/wav", response_format="text")
+    async with run_emulator(version=version) as emu:
+        await emu.add_model({"name": "hear:latest", "capabilities": ["completion", "audio"]})
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("hear:latest")
+            if version == "0.19.3":
+                assert model.types == ("chat",)
+                with pytest.raises(UnsupportedOperation, match="from 0.20.0"):
+                    await backend.transcribe(model, job_body(job))
+                assert await emu.requests("/v1/audio/transcriptions") == []
+            else:
+                assert model.types == ("chat", "transcription")
+                answer, usage = await backend.transcribe(model, job_body(job))
+                assert answer["text"].startswith("Ollama heard 1.00 seconds")
+                assert usage.total_tokens == 0
+        finally:
+            await registry.aclose()

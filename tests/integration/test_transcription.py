@@ -252,9 +252,11 @@ async def test_transcriptions_leave_usage_rows(up: Up) -> None:
             return db.execute("SELECT model_served, status, prompt_tokens, completion_tokens, "
                               "worker_name FROM usage WHERE kind = 'transcribe'").fetchall()
 
-    found = await eventually(lambda: [r for r in rows() if r[1] == 200], timeout_s=10,
-                             what="usage rows")
-    assert {r[0] for r in found} >= {WHISPER, OLLAMA_AUDIO}
+    def served() -> list[tuple[Any, ...]]:
+        found = [r for r in rows() if r[1] == 200]
+        return found if {r[0] for r in found} >= {WHISPER, OLLAMA_AUDIO} else []
+
+    found = await eventually(served, timeout_s=10, what="usage rows of both backends")
     assert all(r[2] == 0 and r[3] == 0 and r[4] for r in found)
     assert any(r[1] == 415 for r in rows())  # a refusal by Speaches is recorded too
 
