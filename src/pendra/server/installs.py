@@ -313,6 +313,8 @@ class Installs:
                 model = match(model, view.models) or model
                 if model in view.models:
                     kind = view.models[model].backend
+                elif not view.has_verified("ollama") and view.has_verified("speaches"):
+                    kind = "speaches"  # a model it does not list: its backend says 404
         worker_id, worker_name = self._worker(worker, kind)
         op_id = "op_" + secrets.token_hex(8)
         handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model,
