@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,50 @@ def test_stream_limits_default_and_must_be_positive(tmp_path: Path) -> None:
         cfg.load_worker(home, env | {"STREAM_STALL_TIMEOUT": "0"})
     with pytest.raises(ConfigError, match="FIRST_TOKEN_TIMEOUT"):
         cfg.load_worker(home, env | {"FIRST_TOKEN_TIMEOUT": "-1"})
+
+
+def test_responses_retention_defaults_to_30_days_and_is_bounded(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    assert cfg.load_server(home, {}).responses_retention_s == 30 * 86400
+    assert cfg.load_server(home, {"RESPONSES_RETENTION_DAYS": "0.5"}).responses_retention_s == 43200
+    for bad in ("0", "-1", "5000"):
+        with pytest.raises(ConfigError, match="RESPONSES_RETENTION_DAYS"):
+            cfg.load_server(home, {"RESPONSES_RETENTION_DAYS": bad})
+
+
+def test_metrics_settings_are_checked_at_start(tmp_path: Path) -> None:
+    """The metrics token is empty by default and refused when shorter than 16 characters (naming
+    the key and how to make one); the worker's metrics port must be a port."""
+    home = Home(tmp_path)
+    assert cfg.load_server(home, {}).metrics_token == ""
+    token = "x" * cfg.METRICS_TOKEN_MIN_CHARS
+    assert cfg.load_server(home, {"PENDRA_METRICS_TOKEN": token}).metrics_token == token
+    with pytest.raises(ConfigError, match="PENDRA_METRICS_TOKEN.*at least 16.*openssl"):
+        cfg.load_server(home, {"PENDRA_METRICS_TOKEN": "short"})
+    env = {"GPU_WORKER_PRIVATE_KEY": "k"}
+    with pytest.raises(ConfigError, match="METRICS_PORT.*0 to 65535"):
+        cfg.load_worker(home, env | {"METRICS_PORT": "70000"})
+    on = cfg.load_worker(home, env | {"METRICS_PORT": "9464", "METRICS_HOST": "0.0.0.0"})
+    assert (on.metrics_port, on.metrics_host) == (9464, "0.0.0.0")
+
+
+def test_the_metrics_token_is_never_printed(tmp_path: Path) -> None:
+    """`pendra config set metrics_token …` stores it but prints it hidden, and `config show`
+    hides it too."""
+    pendra = str(Path(sys.executable).with_name("pendra"))
+    env = {**os.environ, "PENDRA_HOME": str(tmp_path / "home")}
+    token = "a-long-metrics-token-0123456789"
+    done = subprocess.run([pendra, "config", "set", "metrics_token", token], capture_output=True,
+                          text=True, timeout=60, env=env, check=True)
+    shown = subprocess.run([pendra, "config", "show"], capture_output=True, text=True,
+                           timeout=60, env=env | {"COLUMNS": "300"}, check=True)
+    assert token not in done.stdout + shown.stdout and "hidden" in done.stdout
+    assert "<set, hidden>" in shown.stdout
+    assert "600.0" in shown.stdout  # first_token_timeout is no secret for having "token" in it
+    done = subprocess.run([pendra, "config", "set", "first_token_timeout", "30"],
+                          capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert "first_token_timeout = 30.0" in done.stdout
+    assert cfg.load_server(Home(tmp_path / "home"), {}).metrics_token == token
 
 
 @pytest.mark.parametrize("raw", ['{"id": "a"}', "[1]", "not json", '[{"name": "x"}]'])

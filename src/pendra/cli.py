@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -19,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
@@ -27,6 +25,7 @@ from pendra import __version__
 from pendra import config as cfg
 from pendra.errors import ConfigError, PendraError
 from pendra.home import Home
+from pendra.logs import LogFormat, configure
 
 T = TypeVar("T")
 
@@ -51,6 +50,14 @@ err = Console(stderr=True)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on (default: config `host`).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default: config `port`).")]
+LogFormatOption = Annotated[LogFormat, typer.Option(
+    "--log-format", envvar="PENDRA_LOG_FORMAT", case_sensitive=False,
+    help="text: Rich on a terminal, one plain line per record otherwise; json: one JSON object "
+         "per line (time, level, logger, message, request_id, exception).")]
+MetricsPortOption = Annotated[int | None, typer.Option(
+    "--metrics-port", min=0, max=65535,
+    help="Serve this worker's Prometheus /metrics on this port (default: config `metrics_port`; "
+         "0 = off), on metrics_host (127.0.0.1 unless configured).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -58,12 +65,8 @@ def _home() -> Home:
     return Home.resolve()
 
 
-def _setup_logging() -> None:
-    level = os.environ.get("PENDRA_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(log_format: LogFormat) -> None:
+    configure(log_format)  # pendra/logs.py owns how logs look
 
 
 def _daemon_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -118,34 +121,41 @@ def _announce(line: str) -> None:
 
 
 @app.command()
-def up(host: HostOption = None, port: PortOption = None) -> None:
+def up(host: HostOption = None, port: PortOption = None,
+       log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the control plane and a local worker in one process (SQLite under $PENDRA_HOME)."""
     from pendra.up import run_up
 
-    _setup_logging()
+    _setup_logging(log_format)
     _run(lambda: _until_signalled(
         lambda stop: run_up(_home(), host=host, port=port, stop=stop, announce=_announce)),
         loop_factory=_daemon_loop())
 
 
 @app.command()
-def server(host: HostOption = None, port: PortOption = None) -> None:
+def server(host: HostOption = None, port: PortOption = None,
+           log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the control plane alone (DATABASE_URL selects SQLite or PostgreSQL)."""
     from pendra.server.daemon import run_server
 
-    _setup_logging()
+    _setup_logging(log_format)
     _run(lambda: _until_signalled(
         lambda stop: run_server(_home(), host=host, port=port, stop=stop, announce=_announce)),
         loop_factory=_daemon_loop())
 
 
 @app.command()
-def worker() -> None:
+def worker(metrics_port: MetricsPortOption = None,
+           log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the worker daemon: discover local backends and serve them to the control plane."""
+    from dataclasses import replace
+
     from pendra.worker.daemon import run_worker
 
-    _setup_logging()
+    _setup_logging(log_format)
     settings = _run_sync(lambda: cfg.load_worker(_home()))
+    if metrics_port is not None:
+        settings = replace(settings, metrics_port=metrics_port)
     _run(lambda: _until_signalled(lambda stop: run_worker(settings, stop=stop)),
          loop_factory=_daemon_loop())
 
@@ -167,12 +177,22 @@ def version() -> None:
 # --- config -----------------------------------------------------------------------------------------
 
 
+# Keys whose values are never printed, by YAML and environment name.
+_SECRET_KEYS = frozenset({"gpu_worker_private_key", "GPU_WORKER_PRIVATE_KEY", "metrics_token",
+                          "PENDRA_METRICS_TOKEN"})
+
+
+def _secret(key: str) -> bool:
+    """Whether ``key`` holds a secret: the worker's private key, the metrics token."""
+    return key in _SECRET_KEYS or key.lower() in _SECRET_KEYS
+
+
 @config_app.command("set")
 def config_set(key: str, value: str) -> None:
     """Store KEY=VALUE in config.yaml (written 0600); env vars still override it."""
     home = _home()
     parsed = _run_sync(lambda: cfg.set_value(home, key, value))
-    shown = "<hidden>" if "private_key" in key.lower() else parsed
+    shown = "<hidden>" if _secret(key) else parsed
     _announce(f"{key} = {shown}  (saved to {home.config_file})")
 
 
@@ -183,7 +203,7 @@ def config_show() -> None:
     table = Table("key", "env", "value", "meaning")
     for key in cfg.KEYS:
         value = values[key.yaml_name]
-        if key.yaml_name == "gpu_worker_private_key" and value:
+        if _secret(key.yaml_name) and value:
             value = "<set, hidden>"
         table.add_row(key.yaml_name, key.env_name, "" if value is None else str(value), key.help)
     out.print(table)
@@ -390,36 +410,106 @@ def _through_live_server(path: str, payload: dict[str, Any] | None = None) -> di
     return answer
 
 
-@keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")]) -> None:
-    """Create an API key and print it once."""
-    from pendra.server import local_admin
+RpmOption = Annotated[int | None, typer.Option(
+    "--rpm", help="Requests per minute (0 = no limit; default: the organisation's).")]
+TpmOption = Annotated[int | None, typer.Option(
+    "--tpm", help="Tokens (prompt + completion) per minute (0 = no limit).")]
+ConcurrentOption = Annotated[int | None, typer.Option(
+    "--max-concurrent", help="Requests in flight at once (0 = no limit).")]
+ModelsOption = Annotated[str | None, typer.Option(
+    "--models", help="Models the key may use: comma-separated ids or patterns such as llama3.* "
+                     "(\"\" = every model).")]
+MonthlyOption = Annotated[int | None, typer.Option(
+    "--monthly-tokens", help="Tokens per calendar month, UTC (0 = no limit).")]
 
-    made = _through_live_server("/api/v1/keys", {"name": name})
+
+def _limits_given(rpm: int | None, tpm: int | None, max_concurrent: int | None,
+                  models: str | None, monthly_tokens: int | None) -> dict[str, Any]:
+    """The limit options that were given, checked by the server's own rules (server/limits.py)."""
+    from pendra.server.limits import parse_limits
+
+    given = {"rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent,
+             "monthly_tokens": monthly_tokens, "models": models}
+    limits = parse_limits({k: v for k, v in given.items() if v is not None})
+    return {k: v for k, v in limits.as_dict().items() if v is not None}
+
+
+def _describe_limits(limits: dict[str, Any]) -> str:
+    from pendra.server.limits import parse_limits
+
+    return parse_limits(limits).describe()
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")],
+                rpm: RpmOption = None, tpm: TpmOption = None,
+                max_concurrent: ConcurrentOption = None, models: ModelsOption = None,
+                monthly_tokens: MonthlyOption = None) -> None:
+    """Create an API key, optionally with limits, and print it once."""
+    from pendra.server import local_admin
+    from pendra.server.limits import parse_limits
+
+    limits = _limits_given(rpm, tpm, max_concurrent, models, monthly_tokens)
+    made = _through_live_server("/api/v1/keys", {"name": name} | limits)
     if made is not None:
         key_id, key_name, raw = made["id"], made["name"], made["key"]
     else:
-        row, raw = _run(lambda: local_admin.create_key(_server_settings(), name))
+        row, raw = _run(lambda: local_admin.create_key(_server_settings(), name,
+                                                       parse_limits(limits)))
         key_id, key_name = row.id, row.name
     _announce(f"Created key {key_id} ({key_name}). Copy it now, it is not shown again:")
     _announce(raw)
+    if limits:
+        _announce(f"Limits: {_describe_limits(limits)}")
+
+
+@keys_app.command("update")
+def keys_update(key: Annotated[str, typer.Argument(help="Key id or prefix.")],
+                rpm: RpmOption = None, tpm: TpmOption = None,
+                max_concurrent: ConcurrentOption = None, models: ModelsOption = None,
+                monthly_tokens: MonthlyOption = None) -> None:
+    """Change a key's limits (the options given; 0 removes a limit); applies on its next request."""
+    from pendra.server import local_admin
+    from pendra.server.limits import parse_limits
+
+    limits = _limits_given(rpm, tpm, max_concurrent, models, monthly_tokens)
+    if not limits:
+        raise typer.BadParameter("give at least one of --rpm, --tpm, --max-concurrent, --models, "
+                                 "--monthly-tokens")
+    changed = _through_live_server("/api/v1/keys/update", {"key": key} | limits)
+    if changed is not None:
+        key_id, key_name, now = changed["id"], changed["name"], changed["limits"]
+    else:
+        row = _run(lambda: local_admin.set_key_limits(_server_settings(), key,
+                                                      parse_limits(limits)))
+        key_id, key_name = row.id, row.name
+        now = _key_limits(row)
+    _announce(f"Updated {key_id} ({key_name}). Limits: {_describe_limits(now)}")
+
+
+def _key_limits(row: Any) -> dict[str, Any]:
+    from pendra.server.store.keys import limits_of
+
+    return limits_of(row).as_dict()
 
 
 @keys_app.command("list")
 def keys_list(as_json: JsonOption = False) -> None:
-    """List API keys (prefixes only)."""
+    """List API keys (prefixes only) with their limits."""
     from pendra.server import local_admin
 
     rows = _run(lambda: local_admin.list_keys(_server_settings()))
     data = [{"id": r.id, "name": r.name, "prefix": r.prefix, "created_at": _iso(r.created_at),
-             "last_used_at": _iso(r.last_used_at), "revoked_at": _iso(r.revoked_at)} for r in rows]
+             "last_used_at": _iso(r.last_used_at), "revoked_at": _iso(r.revoked_at),
+             "limits": _key_limits(r)} for r in rows]
     if as_json:
         _announce(json.dumps(data, indent=2))
         return
-    table = Table("id", "name", "prefix", "created", "last used", "state")
+    table = Table("id", "name", "prefix", "created", "last used", "state", "limits")
     for d in data:
         table.add_row(d["id"], d["name"], d["prefix"] + "…", d["created_at"] or "",
-                      d["last_used_at"] or "never", "revoked" if d["revoked_at"] else "active")
+                      d["last_used_at"] or "never", "revoked" if d["revoked_at"] else "active",
+                      _describe_limits(d["limits"]))
     out.print(table)
 
 

@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -41,6 +41,8 @@ DEFAULT_FIRST_TOKEN_TIMEOUT_S = 600.0
 # minute per address and 2 a second in total (which also caps the CPU password hashing can take).
 SIGN_IN_PER_ADDRESS_PER_MINUTE = 10
 SIGN_IN_PER_SECOND = 2.0
+# A metrics token is a shared secret in a Prometheus config: long enough not to be guessed.
+METRICS_TOKEN_MIN_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ KEYS: tuple[Key, ...] = (
     Key("first_token_timeout", "FIRST_TOKEN_TIMEOUT", "float", DEFAULT_FIRST_TOKEN_TIMEOUT_S,
         "Seconds a backend may take to send its first token (loading the model, queueing, "
         "reading the prompt) before the request fails.", "worker"),
+    Key("metrics_port", "METRICS_PORT", "int", 0,
+        "Port of the worker's own Prometheus /metrics (backend up, in flight, backend latency); "
+        "0 = off.", "worker"),
+    Key("metrics_host", "METRICS_HOST", "str", "127.0.0.1",
+        "Address the worker's /metrics listens on (local only unless you change it).", "worker"),
     Key("database_url", "DATABASE_URL", "str", "",
         "SQLAlchemy URL of the store (default: SQLite at $PENDRA_HOME/pendra.db); "
         "e.g. postgresql+asyncpg://user@host/db.", "server"),
@@ -116,9 +123,32 @@ KEYS: tuple[Key, ...] = (
     Key("header_timeout", "HEADER_TIMEOUT", "float", 10.0,
         "Seconds a client has to send a request's headers (from connecting, or from the request's "
         "first byte on a kept-alive connection); then 408 and the connection is closed.", "server"),
+    Key("metrics_token", "PENDRA_METRICS_TOKEN", "str", "",
+        "Bearer token Prometheus sends to read the control plane's /metrics (at least "
+        f"{METRICS_TOKEN_MIN_CHARS} characters; empty = only the local admin token reads it).",
+        "server"),
     Key("max_connections", "MAX_CONNECTIONS", "int", 2048,
         "Most connections open at once, workers' WebSockets included; one more gets 503 with "
         "Retry-After.", "server"),
+    Key("responses_retention_days", "RESPONSES_RETENTION_DAYS", "float", 30.0,
+        "Days a Responses API answer stored with `store: true` is kept (for previous_response_id "
+        "and GET /responses/{id}); expired ones are deleted.", "server"),
+    # The organisation's default limits for API keys that set none (server/limits.py).
+    Key("key_default_rpm", "KEY_DEFAULT_RPM", "int", 0,
+        "Requests per minute an API key may send unless it sets its own (0 = no limit).",
+        "server"),
+    Key("key_default_tpm", "KEY_DEFAULT_TPM", "int", 0,
+        "Tokens (prompt + completion) per minute an API key may use unless it sets its own "
+        "(0 = no limit).", "server"),
+    Key("key_default_max_concurrent", "KEY_DEFAULT_MAX_CONCURRENT", "int", 0,
+        "Requests an API key may have in flight at once unless it sets its own (0 = no limit).",
+        "server"),
+    Key("key_default_monthly_tokens", "KEY_DEFAULT_MONTHLY_TOKENS", "int", 0,
+        "Tokens an API key may use per calendar month (UTC) unless it sets its own "
+        "(0 = no limit).", "server"),
+    Key("key_default_models", "KEY_DEFAULT_MODELS", "str", "",
+        "Models an API key may use unless it sets its own: comma-separated ids or patterns such "
+        "as llama3.* (empty = every model).", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
 
@@ -237,6 +267,8 @@ class WorkerSettings:
     stream_stall_timeout_s: float = DEFAULT_STREAM_STALL_TIMEOUT_S
     first_token_timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S
     speaches_endpoint: str = ""
+    metrics_port: int = 0  # 0: no /metrics
+    metrics_host: str = "127.0.0.1"
 
     @property
     def gpu_ws_url(self) -> str:
@@ -260,6 +292,10 @@ class ServerSettings:
     sign_in_per_address_per_minute: int = SIGN_IN_PER_ADDRESS_PER_MINUTE
     sign_in_per_second: float = SIGN_IN_PER_SECOND
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
+    responses_retention_s: float = 30 * 86400.0
+    # The organisation's default API-key limits, as server/limits.py parses them.
+    key_defaults: dict[str, Any] = field(default_factory=dict)
+    metrics_token: str = ""
 
 
 def clamp_concurrency(value: int) -> int:
@@ -313,7 +349,27 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
         stream_stall_timeout_s=_positive(values, "stream_stall_timeout"),
         first_token_timeout_s=_positive(values, "first_token_timeout"),
         speaches_endpoint=values["speaches_endpoint"].rstrip("/"),
+        metrics_port=_port(values, "metrics_port"),
+        metrics_host=values["metrics_host"] or "127.0.0.1",
     )
+
+
+def _port(values: Mapping[str, Any], name: str) -> int:
+    value = int(values[name])
+    if not 0 <= value <= 65535:
+        key = KEYS_BY_NAME[name]
+        raise ConfigError(f"{key.env_name} / {key.yaml_name} must be a port from 0 to 65535 "
+                          f"(got {value})")
+    return value
+
+
+def _metrics_token(values: Mapping[str, Any]) -> str:
+    token = str(values["metrics_token"]).strip()
+    if token and len(token) < METRICS_TOKEN_MIN_CHARS:
+        raise ConfigError(f"PENDRA_METRICS_TOKEN / metrics_token must be at least "
+                          f"{METRICS_TOKEN_MIN_CHARS} characters (got {len(token)}); make one "
+                          "with: openssl rand -hex 24")
+    return token
 
 
 def _positive(values: Mapping[str, Any], name: str) -> float:
@@ -323,6 +379,14 @@ def _positive(values: Mapping[str, Any], name: str) -> float:
         raise ConfigError(f"{key.env_name} / {key.yaml_name} must be more than 0 seconds "
                           f"(got {value:g})")
     return value
+
+
+def _retention_s(values: Mapping[str, Any]) -> float:
+    days = float(values["responses_retention_days"])
+    if not 0 < days <= 3650:
+        raise ConfigError("RESPONSES_RETENTION_DAYS / responses_retention_days must be more than 0 "
+                          f"and at most 3650 days (got {days:g})")
+    return days * 86400.0
 
 
 def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -343,6 +407,9 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         header_timeout_s=max(0.1, values["header_timeout"]),
         max_connections=max(1, values["max_connections"]),
         max_audio_bytes=_audio_limit(values["max_audio_bytes"]),
+        responses_retention_s=_retention_s(values),
+        key_defaults=_key_defaults(values),
+        metrics_token=_metrics_token(values),
     )
 
 
@@ -352,3 +419,17 @@ def _audio_limit(value: int) -> int:
         raise ConfigError(f"MAX_AUDIO_BYTES / max_audio_bytes must be between 1 and "
                           f"{MAX_AUDIO_BYTES} (got {value})")
     return value
+
+
+def _key_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``key_default_*`` settings, checked by the limits' own rules (ConfigError if bad)."""
+    from pendra.errors import InvalidRequest
+    from pendra.server.limits import parse_limits
+
+    raw = {name: values[f"key_default_{name}"]
+           for name in ("rpm", "tpm", "max_concurrent", "monthly_tokens", "models")}
+    try:
+        limits = parse_limits(raw, where="key_default_")
+    except InvalidRequest as exc:
+        raise ConfigError(f"invalid default key limit: {exc.message}") from exc
+    return limits.as_dict()

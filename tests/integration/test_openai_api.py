@@ -381,3 +381,32 @@ async def test_requests_a_model_cannot_serve_are_refused_by_pendra(cluster: Clus
     assert [m["id"] for m in images] == ["x/z-image-turbo:latest"]
     by_name = {w["name"]: w for w in status["workers"]}
     assert "image" not in by_name["beta"]["backends"][0]["capabilities"]
+
+
+async def test_cli_key_limits_apply_on_the_next_request(cluster: Cluster) -> None:
+    """``pendra keys create --rpm … --models …`` and ``keys update`` go through the running control
+    plane: the limits hold on the next request (429 with Retry-After, 403 outside the allow-list),
+    ``keys list --json`` shows them, and an out-of-range value is refused with its range."""
+    out = cluster.cli("keys", "create", "--name", "limited", "--rpm", "2",
+                      "--models", "llama3.*").stdout
+    assert "Limits: 2 rpm; models llama3.*" in out
+    raw = re.search(r"pdr_sk_[A-Za-z0-9_-]{43}", out)
+    assert raw is not None
+    api = client(cluster, key=raw.group(0))
+    messages: Any = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        await api.chat.completions.create(model="llama3.2:latest", messages=messages)
+    with pytest.raises(openai.RateLimitError) as limited:
+        await api.chat.completions.create(model="llama3.2:latest", messages=messages)
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+    with pytest.raises(openai.PermissionDeniedError, match="may not use model 'qwen3:8b'"):
+        await api.chat.completions.create(model="qwen3:8b", messages=messages)
+    listed = json.loads(cluster.cli("keys", "list", "--json").stdout)
+    key_id = next(k["id"] for k in listed if k["name"] == "limited")
+    assert next(k for k in listed if k["id"] == key_id)["limits"]["rpm"] == 2
+    updated = cluster.cli("keys", "update", key_id, "--rpm", "0", "--models", "").stdout
+    assert "Limits: none" in updated
+    await api.chat.completions.create(model="qwen3:8b", messages=messages)
+    refused = cluster.cli("keys", "update", key_id, "--max-concurrent", "-3", check=False)
+    assert refused.returncode == 1
+    assert "max_concurrent must be between 0 and 100,000" in refused.stdout + refused.stderr

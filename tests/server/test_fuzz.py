@@ -35,7 +35,7 @@ EXAMPLES = 15
 SERVED = "llama3.2:latest"
 # Half the generated bodies for these routes are aimed at a model the worker serves.
 SERVED_FOR = {"/chat/completions": SERVED, "/embeddings": "nomic-embed-text:latest",
-              "/images/generations": "x/z-image-turbo:latest"}
+              "/images/generations": "x/z-image-turbo:latest", "/responses": SERVED}
 # A small limit so an over-limit body is cheap to make and "not read whole" is easy to see.
 MAX_BODY_BYTES = 1024 * 1024
 # What an oversize request announces (or would go on to send, chunked).

@@ -21,6 +21,7 @@ from pendra.config import WorkerSettings
 from pendra.protocol.frames import (Cancel, CancelOp, Chunk, End, Error, Frame, Install, OpDone,
                                     OpFailed, OpOutcome, Progress, Request, Uninstall)
 from pendra.testing.servers import EmulatorProcess, run_emulator
+from pendra.worker.metrics import WorkerMetrics
 from pendra.worker.runner import PROGRESS_INTERVAL_S, ProgressRelay, Runner
 from polling import eventually
 from suite_env import WAIT
@@ -59,6 +60,7 @@ class Harness:
 @asynccontextmanager
 async def started(emulator: EmulatorProcess, *, max_concurrent: int = 4,
                   on_send: Callable[[Frame], None] | None = None,
+                  metrics: WorkerMetrics | None = None,
                   **limits: float) -> AsyncIterator[Harness]:
     registry = BackendRegistry(worker_settings(emulator.base_url, max_concurrent=max_concurrent,
                                                **limits))
@@ -76,7 +78,7 @@ async def started(emulator: EmulatorProcess, *, max_concurrent: int = 4,
 
     try:
         runner = Runner(registry, send, max_concurrent=max_concurrent,
-                        on_models_changed=models_changed)
+                        on_models_changed=models_changed, metrics=metrics)
         async with runner:
             yield Harness(runner, registry, log)
     finally:
@@ -302,6 +304,50 @@ async def test_a_backend_marked_down_fails_its_requests_in_flight_at_once(
     assert "stopped answering" in error.message and "alpha" in error.message
     frames = h.frames(key="r1")
     assert frames[-1] is error and not h.frames(End, "r1")
+
+
+async def test_metrics_count_each_answered_request_once(emulator: EmulatorProcess) -> None:
+    """With metrics on, every request the runner answers counts once by backend, kind and status
+    — a chat, an embedding, an unknown model (no backend), a stream failed because its backend
+    went down (503) — with the chats' first chunks timed; a request the control plane cancelled
+    is not counted, and no timing is left behind."""
+    metrics = WorkerMetrics(_Statuses())
+    async with started(emulator, metrics=metrics) as h:
+        await h.runner.on_frame(chat("ok", "hi", stream=False))
+        await h.wait_for(End, "ok")
+        await h.runner.on_frame(Request(id="emb", kind="embed", model="nomic-embed-text:latest",
+                                        body={"model": "nomic-embed-text:latest", "input": "x"}))
+        await h.wait_for(End, "emb")
+        await h.runner.on_frame(chat("nope", "hi", model="not-here:latest"))
+        await h.wait_for(Error, "nope")
+        await h.runner.on_frame(chat("gone", "hi [[tokens=400]] [[delay=0.05]]"))
+        await h.wait_for(Chunk, "gone")
+        await h.runner.on_frame(Cancel(id="gone"))
+        await eventually(lambda: h.runner.in_flight == 0)
+        await h.runner.on_frame(chat("down", "hi [[tokens=400]] [[delay=0.05]]"))
+        await h.wait_for(Chunk, "down")
+        assert emulator.process is not None
+        emulator.process.send_signal(signal.SIGSTOP)
+        try:
+            assert await h.registry.refresh() is True
+            await h.wait_for(Error, "down", timeout_s=2)
+        finally:
+            emulator.process.send_signal(signal.SIGCONT)
+        await eventually(lambda: not h.runner._timing)
+    counts = {tuple(sorted(s.labels.items())): s.value for s in metrics.requests.collect()[0].samples
+              if s.name.endswith("_total")}
+    assert counts == {(("backend", "ollama"), ("kind", "chat"), ("status", "200")): 1,
+                      (("backend", "ollama"), ("kind", "embed"), ("status", "200")): 1,
+                      (("backend", ""), ("kind", "chat"), ("status", "404")): 1,
+                      (("backend", "ollama"), ("kind", "chat"), ("status", "503")): 1}
+    firsts = [s.value for s in metrics.first_chunk.collect()[0].samples
+              if s.name.endswith("_count")]
+    assert firsts == [3]  # ok, gone and down each had a first chunk
+
+
+class _Statuses:
+    def statuses(self) -> list[object]:
+        return []
 
 
 async def test_a_stalled_stream_is_failed_with_a_clear_error(emulator: EmulatorProcess) -> None:

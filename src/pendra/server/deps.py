@@ -23,6 +23,8 @@ from pendra.server.hub import Hub
 from pendra.server.installs import Installs
 from pendra.server.key_index import KeyIndex
 from pendra.server.last_used import LastUsed
+from pendra.server.limits import Limiter
+from pendra.server.metrics import ServerMetrics
 from pendra.server.relay import Relay
 from pendra.server.routing import Router
 from pendra.server.sessions import COOKIE_NAME, Session, Sessions, current_session
@@ -86,9 +88,21 @@ async def get_sign_in_throttle(request: Request) -> SignInThrottle:
     return throttle
 
 
+async def get_limiter(request: Request) -> Limiter:
+    limiter: Limiter = request.app.state.limiter
+    return limiter
+
+
+async def get_metrics(request: Request) -> ServerMetrics:
+    metrics: ServerMetrics = request.app.state.metrics
+    return metrics
+
+
 async def get_relay(router: Annotated[Router, Depends(get_router)],
-              usage: Annotated[UsageWriter, Depends(get_usage)]) -> Relay:
-    return Relay(router, usage)
+                    usage: Annotated[UsageWriter, Depends(get_usage)],
+                    keys: Annotated[KeyIndex, Depends(get_key_index)],
+                    limiter: Annotated[Limiter, Depends(get_limiter)]) -> Relay:
+    return Relay(router, usage, keys, limiter)
 
 
 async def get_current_session(request: Request,
@@ -108,6 +122,8 @@ RelayDep = Annotated[Relay, Depends(get_relay)]
 InstallsDep = Annotated[Installs, Depends(get_installs)]
 LastUsedDep = Annotated[LastUsed, Depends(get_last_used)]
 KeyIndexDep = Annotated[KeyIndex, Depends(get_key_index)]
+LimiterDep = Annotated[Limiter, Depends(get_limiter)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
 SignInThrottleDep = Annotated[SignInThrottle, Depends(get_sign_in_throttle)]
 CurrentSession = Annotated[Session | None, Depends(get_current_session)]

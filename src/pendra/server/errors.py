@@ -11,8 +11,13 @@ Rules:
       {"error": {"message", "type": <kind>, "param": <field or null>, "code": <code or null>},
        "detail": <message>}
 
+- A dialect whose clients expect another error envelope (Anthropic's ``{"type": "error", ...}``)
+  registers an ``ErrorShape`` for its paths (``register_error_shape``); every error answered on
+  those paths (validation, authentication, routing, body limit, 500) takes that shape. Everywhere
+  else the OpenAI envelope above.
 - Every error response carries ``X-Request-Id``; an error with a retry hint (``retry_after_s``:
-  ``NoCapacity`` and its 503s, a throttled sign-in's 429) carries ``Retry-After``; an
+  ``NoCapacity`` and its 503s, a throttled sign-in's 429, a key's rate limit) carries
+  ``Retry-After``, and an error with ``headers`` (a rate limit's ``x-ratelimit-*``) carries them; an
   error that names a worker (``worker_id``/``worker_name`` attributes: ``WorkerFailed``,
   ``WorkerGone``, a worker's own refusal) carries ``X-Worker-Id``/``X-Worker-Name`` and its message
   names the worker.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,14 +53,49 @@ def request_id_of(scope: Scope) -> str:
     return str(state.get("request_id", ""))
 
 
+def _encodable(text: str) -> str:
+    # A message may quote the client's text: make sure it can be encoded (no lone surrogates).
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(message: str, kind: str, *, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
-    # A message may quote the client's text: make sure it can be encoded (no lone surrogates).
-    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    """OpenAI's error envelope (plus ``detail``)."""
+    message = _encodable(message)
     if param is not None:
-        param = param.encode("utf-8", "backslashreplace").decode("utf-8")
+        param = _encodable(param)
     return {"error": {"message": message, "type": kind, "param": param, "code": code},
             "detail": message}
+
+
+# (status, message, kind, param, code, request id) -> the body of an error response.
+ErrorShape = Callable[[int, str, str, str | None, str | None, str], dict[str, Any]]
+_SHAPES: dict[str, ErrorShape] = {}
+
+
+def register_error_shape(path: str, shape: ErrorShape) -> None:
+    """Errors answered on ``path`` and below it (``path/...``) take ``shape``."""
+    _SHAPES[path.rstrip("/")] = shape
+
+
+def shape_for(path: str) -> ErrorShape | None:
+    """The error shape registered for ``path`` (or a parent of it), if any."""
+    while path:
+        shape = _SHAPES.get(path)
+        if shape is not None:
+            return shape
+        path = path.rpartition("/")[0]
+    return None
+
+
+def shaped_error_body(path: str, status: int, message: str, kind: str, request_id: str = "", *,
+                      param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """The body of an error answered on ``path``: its dialect's shape, or OpenAI's."""
+    shape = shape_for(path) if _SHAPES else None
+    if shape is None:
+        return error_body(message, kind, param=param, code=code)
+    return shape(status, _encodable(message), kind, None if param is None else _encodable(param),
+                 code, request_id)
 
 
 def worker_headers(worker_id: str, worker_name: str) -> dict[str, str]:
@@ -74,12 +115,12 @@ def _header_safe(value: str) -> str:
 
 def error_response(status: int, message: str, kind: str, request_id: str,
                    headers: dict[str, str] | None = None, *, param: str | None = None,
-                   code: str | None = None) -> JSONResponse:
+                   code: str | None = None, path: str = "") -> JSONResponse:
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
-    return JSONResponse(error_body(message, kind, param=param, code=code), status_code=status,
-                        headers=all_headers)
+    body = shaped_error_body(path, status, message, kind, request_id, param=param, code=code)
+    return JSONResponse(body, status_code=status, headers=all_headers)
 
 
 def retry_after(exc: PendraError) -> dict[str, str]:
@@ -89,7 +130,7 @@ def retry_after(exc: PendraError) -> dict[str, str]:
     return {"Retry-After": str(max(math.ceil(exc.retry_after_s), 1))}
 
 
-def pendra_error_response(exc: PendraError, request_id: str) -> JSONResponse:
+def pendra_error_response(exc: PendraError, request_id: str, path: str = "") -> JSONResponse:
     worker_id = getattr(exc, "worker_id", "") or ""
     worker_name = getattr(exc, "worker_name", "") or ""
     headers = worker_headers(worker_id, worker_name)
@@ -98,8 +139,9 @@ def pendra_error_response(exc: PendraError, request_id: str) -> JSONResponse:
     if name and name not in message:
         message = f"{message} (worker '{name}')"
     headers.update(retry_after(exc))
+    headers.update(getattr(exc, "headers", None) or {})  # e.g. a rate limit's x-ratelimit-*
     return error_response(exc.status, message, exc.kind, request_id, headers, param=exc.param,
-                          code=exc.code)
+                          code=exc.code, path=path)
 
 
 async def _pendra_error(request: Request, exc: Exception) -> Response:
@@ -107,7 +149,7 @@ async def _pendra_error(request: Request, exc: Exception) -> Response:
     if exc.status >= 500:
         log.warning("request %s failed: %s: %s", request_id_of(request.scope), exc.kind,
                     exc.message)
-    return pendra_error_response(exc, request_id_of(request.scope))
+    return pendra_error_response(exc, request_id_of(request.scope), request.url.path)
 
 
 # Labels pydantic puts in an error's location for the member of a union that was tried.
@@ -148,7 +190,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     request_id = request_id_of(request.scope)
     if first.get("type") == "json_invalid":
         message = f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}"
-        return error_response(400, message, "invalid_request_error", request_id)
+        return error_response(400, message, "invalid_request_error", request_id,
+                              path=request.url.path)
     # One problem per field: a union's members each fail; the telling one is not a type mismatch.
     by_param: dict[str | None, list[dict[str, Any]]] = {}
     for error in errors:
@@ -171,7 +214,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     if len(problems) > MAX_PROBLEMS_NAMED:
         more = len(problems) - MAX_PROBLEMS_NAMED
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return error_response(400, message, "invalid_request_error", request_id, param=param)
+    return error_response(400, message, "invalid_request_error", request_id, param=param,
+                          path=request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -185,9 +229,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     kind = _KIND_OF_STATUS.get(status, "internal_error" if status >= 500 else "invalid_request_error")
-    response = error_response(status, message, kind, request_id_of(request.scope),
-                              dict(exc.headers or {}))
-    return response
+    return error_response(status, message, kind, request_id_of(request.scope),
+                          dict(exc.headers or {}), path=request.url.path)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
@@ -195,7 +238,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # server logs the traceback; the client gets the request id to quote, never internals.
     request_id = request_id_of(request.scope)
     return error_response(500, f"internal error; quote request id {request_id} when reporting it",
-                          "internal_error", request_id)
+                          "internal_error", request_id, path=request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -19,6 +19,8 @@ module only moves frames between them and the socket:
   a probe of a silent worker, the silence bound; it wakes about once a heartbeat interval and
   touches no store) and *close* (the hub asked for this socket to go: superseded,
   removed, shutting down);
+- every frame in and out (handshake included) is counted in the app's ``SocketTraffic``: two
+  integer additions, read by the metrics at scrape time;
 - whatever ended it, ``on_seen`` is told the worker's last sign of life (no I/O: last_seen.py
   writes it with the others), the link is detached (open requests end with WorkerGone) and the
   socket is closed with the reason that ended it.
@@ -120,11 +122,23 @@ class StrangerBudget:
                 self.release(address)
 
 
-class _Socket:
-    """The accepted WebSocket: sends serialised, closes once."""
+@dataclass
+class SocketTraffic:
+    """Frames and payload bytes (characters, for text frames) on every /ws/gpu socket of one
+    app, by direction."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class _Socket:
+    """The accepted WebSocket: sends serialised, closes once; counts what passes."""
+
+    def __init__(self, websocket: WebSocket, traffic: SocketTraffic) -> None:
         self.websocket = websocket
+        self.traffic = traffic
         self.closed = False
         self.close_code: int | None = None
         client = websocket.client
@@ -132,7 +146,10 @@ class _Socket:
         self.peer = f"{client.host}:{client.port}" if client else "?"
 
     async def send(self, frame: Frame | str) -> None:
-        await self.websocket.send_text(frame if isinstance(frame, str) else dump_frame(frame))
+        text = frame if isinstance(frame, str) else dump_frame(frame)
+        await self.websocket.send_text(text)
+        self.traffic.frames_out += 1
+        self.traffic.bytes_out += len(text)
 
     async def receive(self) -> str | bytes | None:
         """The next message, or None once the peer has closed (``close_code`` says how)."""
@@ -141,8 +158,12 @@ class _Socket:
             self.closed = True
             self.close_code = message.get("code")
             return None
-        text: str | None = message.get("text")
-        return text if text is not None else message.get("bytes", b"")
+        text: str | bytes | None = message.get("text")
+        if text is None:
+            text = message.get("bytes", b"")
+        self.traffic.frames_in += 1
+        self.traffic.bytes_in += len(text)
+        return text
 
     async def close(self, reason: CloseReason, detail: str) -> None:
         if self.closed:
@@ -155,8 +176,9 @@ class _Socket:
 
 
 async def serve_gpu_socket(websocket: WebSocket, hub: Hub, lookup_worker: LookupWorker,
-                           budget: StrangerBudget, on_seen: OnSeen | None = None) -> None:
-    socket = _Socket(websocket)
+                           budget: StrangerBudget, on_seen: OnSeen | None = None,
+                           traffic: SocketTraffic | None = None) -> None:
+    socket = _Socket(websocket, traffic if traffic is not None else SocketTraffic())
     with budget.place(socket.address) as admitted:
         if not admitted:
             budget.refused(f"denied, too many unauthenticated sockets (at most {budget.total} in "

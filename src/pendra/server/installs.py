@@ -15,6 +15,7 @@ Rules:
   succeeded, failed or cancelled); a success fills the bar.
 - What can be installed into Ollama is the catalogue's rule (``catalogue.installable``); a model
   to remove is named the way clients name it (``pendra.names.match`` against the worker's models).
+- ``outcomes`` counts the installs this process saw end, by state (read by the metrics).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -112,6 +114,7 @@ class Installs:
         self._live: dict[str, _Live] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._lock = asyncio.Lock()
+        self.outcomes: Counter[str] = Counter()  # installs ended here, by state
 
     async def __aenter__(self) -> "Installs":
         async with self._store.session() as session:
@@ -281,6 +284,8 @@ class Installs:
         finished_at = datetime.now(UTC)
         if changes.get("state") in TERMINAL:
             changes["finished_at"] = _iso(finished_at)
+        if changes.get("state") in TERMINAL and not live.snapshot.done:
+            self.outcomes[changes["state"]] += 1
         snapshot = replace(live.snapshot, **changes)
         await live.publish(snapshot)
         if persist or snapshot.done:

@@ -4,11 +4,12 @@ Rules:
 - ``KeyIndex`` is owned by the app's lifespan (``async with KeyIndex(store) as keys``): it is built
   from the store before the server answers anything, then kept current. A request's key is
   checked by ``authenticate``: the format, one SHA-256, one dict lookup; no store, no await.
-- Creating and revoking keys *in this process* goes through ``create`` and ``revoke`` (the
+- Creating, revoking and changing the limits of keys *in this process* goes through ``create``,
+  ``revoke`` and ``set_limits`` (the
   console's forms, the admin API, and so ``pendra keys create/revoke`` on the control-plane host,
   which reach the running server through the admin API): the store is written first, then the
-  index, before the caller gets its answer; so a revoked key is refused, and a new key accepted,
-  on the very next request.
+  index, before the caller gets its answer; so a revoked key is refused, a new key accepted, and
+  new limits applied, on the very next request.
 - A change made *elsewhere* (another control plane sharing a PostgreSQL store, ``pendra keys``
   writing the store directly when no server answered it, a test seeding the store) reaches the
   index through the store: every ``SYNC_INTERVAL_S`` one aggregate query (``keys.key_version``:
@@ -30,6 +31,7 @@ import asyncio
 import logging
 from types import TracebackType
 
+from pendra.server.limits import KeyLimits
 from pendra.server.store import keys
 from pendra.server.store.db import Store
 from pendra.server.store.keys import KeyRow, KeyVersion
@@ -51,6 +53,7 @@ class KeyIndex:
         self._store = store
         self._sync_interval_s = sync_interval_s
         self._live: dict[str, KeyRow] = {}  # hash → key, revoked keys left out
+        self._by_id: dict[str, KeyRow] = {}  # the same keys by id
         self._version: KeyVersion | None = None  # of the table the index was last read from
         self._changes = 0  # changes made through this process, to spot a reload they overtook
         self._failing = False
@@ -73,21 +76,44 @@ class KeyIndex:
             return None
         return self._live.get(keys.hash_key(raw))
 
+    def get(self, key_id: str) -> KeyRow | None:
+        """The live key with this id, or None. No I/O."""
+        return self._by_id.get(key_id)
+
+    def live_ids(self) -> list[str]:
+        return list(self._by_id)
+
     def __len__(self) -> int:
         return len(self._live)
 
-    async def create(self, name: str) -> tuple[ApiKey, str]:
-        """Make a key in the store and accept it here at once; returns its row and the raw key."""
-        row, raw = await self._store.change(lambda db: keys.create_key(db, name))
+    def _accept(self, row: KeyRow) -> None:
         self._changes += 1
-        self._live[row.hash] = keys.key_row(row)
+        if row.revoked:
+            self._live.pop(row.hash, None)
+            self._by_id.pop(row.id, None)
+        else:
+            self._live[row.hash] = row
+            self._by_id[row.id] = row
+
+    async def create(self, name: str,
+                     limits: KeyLimits | None = None) -> tuple[ApiKey, str]:
+        """Make a key in the store and accept it here at once; returns its row and the raw key."""
+        row, raw = await self._store.change(lambda db: keys.create_key(db, name, limits))
+        self._accept(keys.key_row(row))
         return row, raw
 
     async def revoke(self, key_id_or_prefix: str) -> ApiKey:
         """Revoke a key in the store (see ``keys.revoke_key``) and refuse it here at once."""
         row = await self._store.change(lambda db: keys.revoke_key(db, key_id_or_prefix))
-        self._changes += 1
-        self._live.pop(row.hash, None)
+        self._accept(keys.key_row(row))
+        return row
+
+    async def set_limits(self, key_id_or_prefix: str, limits: KeyLimits, *,
+                         replace: bool = False) -> ApiKey:
+        """Change a key's limits in the store (``keys.set_limits``) and apply them here at once."""
+        row = await self._store.change(
+            lambda db: keys.set_limits(db, key_id_or_prefix, limits, replace=replace))
+        self._accept(keys.key_row(row))
         return row
 
     async def sync(self) -> bool:
@@ -106,6 +132,7 @@ class KeyIndex:
         if changes != self._changes:  # a change here overtook this reading: read again later
             return False
         self._live = {row.hash: row for row in rows if not row.revoked}
+        self._by_id = {row.id: row for row in self._live.values()}
         self._version = version
         self.reloads += 1
         return True

@@ -12,6 +12,7 @@ from typing import Any
 
 from pendra.config import ServerSettings
 from pendra.server import enrolment
+from pendra.server.limits import KeyLimits
 from pendra.server.store import admin, keys, usage, workers
 from pendra.server.store.db import Store
 
@@ -27,8 +28,13 @@ async def _with_store(settings: ServerSettings, action: Any) -> Any:
         await store.close()
 
 
-async def create_key(settings: ServerSettings, name: str) -> tuple[Any, str]:
-    return await _with_store(settings, lambda s: keys.create_key(s, name))
+async def create_key(settings: ServerSettings, name: str,
+                     limits: KeyLimits | None = None) -> tuple[Any, str]:
+    return await _with_store(settings, lambda s: keys.create_key(s, name, limits))
+
+
+async def set_key_limits(settings: ServerSettings, key: str, limits: KeyLimits) -> Any:
+    return await _with_store(settings, lambda s: keys.set_limits(s, key, limits))
 
 
 async def list_keys(settings: ServerSettings) -> list[Any]:

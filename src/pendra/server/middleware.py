@@ -3,7 +3,10 @@
 - ``RequestIdMiddleware`` gives every HTTP request an id: a sane incoming ``X-Request-Id`` is kept,
   anything else is replaced by ``req_<hex>``. The id goes into ``scope["state"]["request_id"]``
   (``request.state.request_id``) and onto every response that passes through, errors and 404s
-  included.
+  included. It is also set in ``pendra.logs.REQUEST_ID`` for the request's task, so every log
+  line written while serving the request carries it (not reset on the way out: each request runs
+  in its own task, and the server's own line about an exception that escaped the app, written
+  after the app returns, should carry the id too).
 - ``BodyLimitMiddleware`` refuses bodies over ``max_body_bytes`` with 413: by ``Content-Length``
   before a byte is read, or, for a chunked body, as soon as the running count passes the limit.
   Whatever the app makes of the interrupted read (our handler answers 413 itself; FastAPI's own
@@ -19,7 +22,8 @@ import secrets
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pendra.errors import PayloadTooLarge
-from pendra.server.errors import REQUEST_ID_HEADER, error_body, request_id_of
+from pendra.logs import REQUEST_ID
+from pendra.server.errors import REQUEST_ID_HEADER, request_id_of, shaped_error_body
 
 # What an incoming request id may look like; anything else (too long, odd characters) is replaced
 # so a client cannot inject text into our logs or headers.
@@ -43,6 +47,7 @@ class RequestIdMiddleware:
         request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
         # Mutated in place: the error handlers (some run outside this middleware) read the same dict.
         scope.setdefault("state", {})["request_id"] = request_id
+        REQUEST_ID.set(request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -64,10 +69,11 @@ class BodyLimitMiddleware:
                                "bytes (max_body_bytes)")
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(error_body(self._error().message, PayloadTooLarge.kind)).encode()
+        request_id = request_id_of(scope)
+        body = json.dumps(shaped_error_body(scope.get("path", ""), 413, self._error().message,
+                                            PayloadTooLarge.kind, request_id)).encode()
         headers = [(b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-        request_id = request_id_of(scope)
         if request_id:
             headers.append((_HEADER, request_id.encode()))
         await send({"type": "http.response.start", "status": 413, "headers": headers})

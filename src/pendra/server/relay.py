@@ -4,16 +4,24 @@ Rules:
 - The body goes to the worker as the edge validated it (api/*_schema.py: typed fields in canonical
   form, extra fields such as Ollama ``options`` included); only the model name is resolved to the
   id the fleet serves.
-- A non-streaming answer is the worker's single Chunk, returned as JSON once the End arrives, or
-  as the endpoint's ``shape`` makes it (a transcription's text is text/plain).
-- A streaming answer is Server-Sent Events (encoded by ``sse``): ``data: <chunk json>\\n\\n`` per
-  piece of a Chunk or Chunks frame, flushed as it arrives (every frame that has arrived by then
-  goes out in one write), then ``data: [DONE]\\n\\n``. A failure after the stream began (an Error
-  frame, the worker dropping, the stream going idle) is sent as one ``data: {"error": {...}}\\n\\n``
-  event and the stream ends *without* ``[DONE]``: the client sees an error, never a hang or a
-  clean end.
+- The request's ``Dialect`` (server/dialect.py) shapes the answer; the relay never learns a
+  dialect's shapes. OpenAI's own routes pass ``OpenAIPassThrough``.
+- A non-streaming answer is the worker's single Chunk, given to ``Dialect.whole`` and returned as
+  JSON once the End arrives (or as the dialect's optional ``response`` makes it: transcription's
+  text formats are text/plain).
+- A streaming answer is Server-Sent Events written by the dialect's ``EventWriter``, flushed as
+  frames arrive (every frame that has arrived by then goes out in one write): OpenAI's
+  ``data: <chunk json>`` per chunk, then ``data: [DONE]``. A failure after the stream began (an
+  Error frame, the worker dropping, the stream going idle) is sent as the dialect's one error
+  event and the stream ends *without* its closing events: the client sees an error, never a hang
+  or a clean end.
+- ``Dialect.settle`` runs after an answer that ended well, before the clean-up.
 - A client that goes away (before or during the answer) cancels the request on its worker; one
   watcher task per wait notices it (``unless_client_leaves``), the work runs in the request's task.
+- Before a worker is chosen, the key's limits admit the request (server/limits.py: 403 for a
+  model the key may not use, 429 with Retry-After and the x-ratelimit headers); the lease it gets
+  is finished exactly where its usage row is written (``_ended``), which returns its concurrency
+  slot and charges the tokens it used. A successful answer carries the lease's headers.
 - Every relayed request leaves exactly one usage row: counts, timings and statuses, never content.
 - Clean-up (release the worker's slot, cancel, queue the usage row) runs shielded in ``finally``:
   a cancelled request task must still give its slot back.
@@ -23,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -34,23 +42,23 @@ from pendra.errors import PendraError, UpstreamTimeout
 from pendra.protocol.frames import Chunk, Chunks, End, Error, Frame
 from pendra.server import sse
 from pendra.server.client_json import JSONBytesResponse
-from pendra.server.errors import error_body, worker_headers
+from pendra.server.dialect import Dialect, EventWriter, OpenAIPassThrough
+from pendra.server.errors import worker_headers
 from pendra.server.hub import WorkerGone
+from pendra.server.key_index import KeyIndex
+from pendra.server.limits import NO_LEASE, Lease, Limiter
 from pendra.server.routing import Opened, Router, describe, error_from_frame, worker_failed
 from pendra.server.usage import CLIENT_CLOSED, UsageMeter, UsageWriter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Turns a whole answer's data (and the worker headers) into the client's response; raises a
-# PendraError when the worker's answer does not fit.
-Shape = Callable[[dict[str, Any], dict[str, str]], Response]
 
 # Longest silence between two frames of a streaming answer before the client gets a 504 error
 # event (a live worker that stopped producing; a dead one is caught sooner by the heartbeat).
 STREAM_IDLE_TIMEOUT_S = 300.0
-# OpenAI's last event of a stream that ended well.
-DONE_EVENT = sse.message("[DONE]")
+# The request kinds a worker can stream.
+STREAMING_KINDS = frozenset({"chat"})
 
 
 class ClientGone(Exception):
@@ -93,43 +101,72 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
 class Relay:
     """The inference service: route a request, relay the answer, meter it."""
 
-    def __init__(self, router: Router, usage: UsageWriter) -> None:
+    def __init__(self, router: Router, usage: UsageWriter, keys: KeyIndex | None = None,
+                 limiter: Limiter | None = None) -> None:
         self.router = router
         self.usage = usage
+        self.keys = keys
+        self.limiter = limiter
+
+    def _admit(self, key_id: str | None, model: str) -> Lease:
+        if key_id is None or self.keys is None or self.limiter is None:
+            return NO_LEASE
+        key = self.keys.get(key_id)
+        if key is None:  # revoked between authentication and here: nothing left to limit
+            return NO_LEASE
+        return self.limiter.admit(key.id, key.name, key.limits, model)
 
     async def respond(self, request: Request, kind: str, body: dict[str, Any],
-                      key_id: str | None, *, shape: Shape | None = None) -> Response:
-        stream = kind == "chat" and bool(body.get("stream"))
-        meter = UsageMeter(request_id=getattr(request.state, "request_id", ""), kind=kind,
+                      key_id: str | None, dialect: Dialect | None = None) -> Response:
+        """Route ``body`` (a worker request of ``kind``) and answer in ``dialect`` (OpenAI's own
+        shapes by default)."""
+        dialect = dialect or OpenAIPassThrough(kind)
+        stream = kind in STREAMING_KINDS and bool(body.get("stream"))
+        meter = UsageMeter(request_id=getattr(request.state, "request_id", ""),
+                           kind=dialect.usage_kind,
                            model_requested=str(body.get("model", "")), key_id=key_id,
                            stream=stream)
+        try:
+            lease = self._admit(key_id, meter.model_requested)
+        except PendraError as exc:
+            meter.failed(exc.status, exc.message)
+            self.usage.submit(meter.record())
+            raise
         try:
             opened = await unless_client_leaves(request.receive,
                                                 self.router.open(kind, meter.model_requested, body))
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection while waiting for a worker")
-            self.usage.submit(meter.record())
+            _ended(meter, self.usage, lease)
             return Response(status_code=CLIENT_CLOSED)
-        except PendraError as exc:
-            meter.failed(exc.status, exc.message)
-            if worker_id := getattr(exc, "worker_id", ""):
-                meter.worker(worker_id, getattr(exc, "worker_name", ""))
-            self.usage.submit(meter.record())
+        except BaseException as exc:
+            if isinstance(exc, PendraError):
+                meter.failed(exc.status, exc.message)
+                if worker_id := getattr(exc, "worker_id", ""):
+                    meter.worker(worker_id, getattr(exc, "worker_name", ""))
+            else:
+                meter.failed(500, f"{type(exc).__name__} while waiting for a worker")
+            _ended(meter, self.usage, lease)
             raise
+        meter.answered()
         meter.model_served = opened.served
         meter.worker(opened.worker.id, opened.worker.name)
         if stream:
-            return EventStream(opened, meter, self.usage)
-        return await self._whole(request, opened, meter, shape)
+            return EventStream(opened, meter, self.usage, dialect, lease)
+        return await self._whole(request, opened, meter, dialect, lease)
 
     async def _whole(self, request: Request, opened: Opened, meter: UsageMeter,
-                     shape: Shape | None = None) -> Response:
+                     dialect: Dialect, lease: Lease) -> Response:
         try:
             data = await unless_client_leaves(request.receive, collect(opened, meter))
-            headers = worker_headers(opened.worker.id, opened.worker.name)
-            if shape is not None:
-                return shape(data, headers)
-            return JSONBytesResponse(data, headers=headers)
+            answer = dialect.whole(data)
+            await dialect.settle(answer)
+            headers = worker_headers(opened.worker.id, opened.worker.name) | lease.headers
+            respond = getattr(dialect, "response", None)  # optional: a whole answer not in JSON
+            if respond is not None:
+                response: Response = respond(answer, headers)
+                return response
+            return JSONBytesResponse(answer, headers=headers)
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection before the answer")
             return Response(status_code=CLIENT_CLOSED)
@@ -137,14 +174,20 @@ class Relay:
             meter.failed(exc.status, exc.message)
             raise
         finally:
-            await asyncio.shield(_finish(opened, meter, self.usage))
+            await asyncio.shield(_finish(opened, meter, self.usage, lease))
 
 
-async def _finish(opened: Opened, meter: UsageMeter, usage: UsageWriter) -> None:
+def _ended(meter: UsageMeter, usage: UsageWriter, lease: Lease) -> None:
+    """The one end of every admitted request: its usage row, and its lease settled."""
+    usage.submit(meter.record())
+    lease.finish(meter.prompt_tokens + meter.completion_tokens)
+
+
+async def _finish(opened: Opened, meter: UsageMeter, usage: UsageWriter, lease: Lease) -> None:
     try:
         await opened.handle.aclose()  # sends Cancel to the worker if the request had not ended
     finally:
-        usage.submit(meter.record())
+        _ended(meter, usage, lease)
 
 
 async def _next_frame(opened: Opened, timeout_s: float) -> Frame:
@@ -179,17 +222,23 @@ async def collect(opened: Opened, meter: UsageMeter) -> dict[str, Any]:
 
 
 class EventStream(Response):
-    """The SSE answer of a streaming chat; owns the request until the stream ends either way."""
+    """The SSE answer of a streaming request; owns the request until the stream ends either way."""
 
     media_type = sse.MEDIA_TYPE
 
-    def __init__(self, opened: Opened, meter: UsageMeter, usage: UsageWriter) -> None:
+    def __init__(self, opened: Opened, meter: UsageMeter, usage: UsageWriter,
+                 dialect: Dialect, lease: Lease = NO_LEASE) -> None:
         self.opened = opened
         self.meter = meter
         self.usage = usage
+        self.dialect = dialect
+        self.lease = lease
+        self.writer: EventWriter = dialect.events()
+        self.ended_well = False
         self.status_code = 200
         self.background = None
-        self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | sse.HEADERS)
+        self.init_headers(worker_headers(opened.worker.id, opened.worker.name) | sse.HEADERS
+                          | lease.headers)
         self.finished = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -198,7 +247,7 @@ class EventStream(Response):
         except ClientGone:
             self.meter.failed(CLIENT_CLOSED, "client closed the connection mid-stream")
         finally:
-            await asyncio.shield(_finish(self.opened, self.meter, self.usage))
+            await asyncio.shield(_finish(self.opened, self.meter, self.usage, self.lease))
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
@@ -210,6 +259,8 @@ class EventStream(Response):
             if body:
                 await self._body(send, body)
             if ended:
+                if self.ended_well:
+                    await self.dialect.settle(None)
                 break
             try:
                 frames = [await _next_frame(self.opened, STREAM_IDLE_TIMEOUT_S)]
@@ -221,14 +272,16 @@ class EventStream(Response):
     def _events(self, frames: list[Frame]) -> tuple[bytes, bool]:
         """The SSE events for ``frames``, and whether the stream ends with them."""
         parts: list[bytes] = []
+        writer = self.writer
         for frame in frames:
             if isinstance(frame, Chunk):
-                parts.append(sse.event(frame.data))
+                parts.append(writer.chunk(frame.data))
             elif isinstance(frame, Chunks):
-                parts.extend(sse.event(data) for data in frame.data)
+                parts.extend(writer.chunk(data) for data in frame.data)
             elif isinstance(frame, End):
                 self.meter.tokens(frame.usage)
-                parts.append(DONE_EVENT)
+                parts.append(writer.end(frame.usage, frame.finish_reason))
+                self.ended_well = True
                 return b"".join(parts), True
             elif isinstance(frame, Error):
                 parts.append(self._error(error_from_frame(frame, self.opened.worker)))
@@ -236,10 +289,10 @@ class EventStream(Response):
         return b"".join(parts), False
 
     def _error(self, exc: PendraError) -> bytes:
-        """The error event that ends a failed stream (never followed by [DONE])."""
+        """The error event that ends a failed stream (never followed by the closing events)."""
         self.meter.failed(exc.status, exc.message)
         log.warning("stream %s ended with an error: %s", self.meter.request_id, exc.message)
-        return sse.event(error_body(exc.message, exc.kind, param=exc.param, code=exc.code))
+        return self.writer.fail(exc)
 
     @staticmethod
     async def _body(send: Send, data: bytes) -> None:

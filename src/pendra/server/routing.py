@@ -29,6 +29,11 @@ Rules:
   worker's ``retry_after_s``, else ``RETRY_AFTER_S``); a 501 (the backend cannot do it) is final.
   When the attempts run out on worker faults, the client gets 502 ``WorkerFailed`` naming them.
   Nothing is retried once the first byte was relayed.
+- For the metrics (server/metrics.py, read at scrape time) the router counts, by served model,
+  the requests it tried again on another worker (``retries``) and those it answered 503
+  ``NoCapacity`` because every worker stayed busy (``refused_busy``); and it tells ``on_wait``
+  how long each wait for a slot lasted, whether it ended with a worker or with 503 (0 when one was
+  free at once).
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ import asyncio
 import logging
 import random
 import math
-from collections.abc import AsyncIterator, Collection
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -163,12 +169,16 @@ class Router:
     """Routes requests over one Hub; holds no state but the count of waiting requests."""
 
     def __init__(self, hub: Hub, catalogue: Catalogue, *, queue_timeout_s: float,
-                 max_waiters: int = MAX_WAITERS) -> None:
+                 max_waiters: int = MAX_WAITERS,
+                 on_wait: Callable[[str, float], None] | None = None) -> None:
         self.hub = hub
         self.catalogue = catalogue
         self.queue_timeout_s = queue_timeout_s
         self.max_waiters = max_waiters
         self._waiters = 0
+        self._on_wait = on_wait
+        self.retries: Counter[str] = Counter()  # by served model
+        self.refused_busy: Counter[str] = Counter()  # 503 NoCapacity answers, by served model
 
     @property
     def waiting(self) -> int:
@@ -232,7 +242,8 @@ class Router:
         or too many requests are already waiting.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.queue_timeout_s
+        started = loop.time()
+        deadline = started + self.queue_timeout_s
         waiting = False
         try:
             wanted = TYPE_FOR_KIND.get(kind or "")
@@ -240,6 +251,8 @@ class Router:
             while True:
                 chosen = index.least_loaded(model, wanted, exclude)
                 if chosen is not None:
+                    if not waiting and self._on_wait is not None:
+                        self._on_wait(model, 0.0)
                     return chosen
                 if not index.has_candidate(model, wanted, exclude):
                     raise self.not_found(model)
@@ -257,6 +270,8 @@ class Router:
         finally:
             if waiting:
                 self._waiters -= 1
+                if self._on_wait is not None:  # served or given up on, it waited this long
+                    self._on_wait(model, loop.time() - started)
 
     async def _reserve(self, kind: str, served: str, body: dict[str, object],
                        exclude: Collection[str]) -> RequestHandle:
@@ -279,6 +294,8 @@ class Router:
                 handle = await self._reserve(kind, served, body, [w.id for w in tried])
             except (NotFound, NoCapacity) as exc:
                 if last is None:
+                    if isinstance(exc, NoCapacity):
+                        self.refused_busy[served] += 1
                     raise
                 other = ("no other connected worker serves it" if isinstance(exc, NotFound)
                          else "every other worker serving it stayed busy")
@@ -308,6 +325,7 @@ class Router:
                 failure = ("disconnected before answering" if isinstance(first, WorkerGone)
                            else f"failed: {first.message}")
                 log.warning("%s %s; trying another worker", describe(handle.worker), failure)
+                self.retries[served] += 1
                 tried.append(handle.worker)
             finally:
                 if opened is None:

@@ -107,7 +107,10 @@ async def serving(app: FastAPI, host: str, port: int, *, sock: socket.socket | N
     # plane the matching inflate) to save a few hundred bytes; see docs/performance.md.
     # Every WebSocket starts with a frame limit of a few KiB (ws_limits.py); /ws/gpu raises it to
     # ws_max_size once the worker has authenticated.
+    # log_config=None: uvicorn's loggers get no handlers of their own, so their lines reach the
+    # one handler pendra/logs.py installs, in the same format.
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False,
+                            log_config=None,
                             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
                             ws=LimitedWebSocketProtocol, ws_max_size=MAX_FRAME_BYTES,
                             ws_per_message_deflate=False, http=edge_protocol(limits))

@@ -22,6 +22,9 @@ Rules:
   never ends because of a record.
 - A record holds counts, timings, names and statuses, never prompt or completion content;
   ``UsageMeter`` is how a request builds one as it goes.
+- ``submit`` is where every relayed request ends, so it also hands the record to ``observe``
+  (the app's metrics, server/metrics.py) before queueing it: a record dropped for a full queue is
+  still counted there. ``backlog`` (queued plus in hand) is read by the metrics at scrape time.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -76,6 +80,12 @@ class UsageMeter:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    first_token_ms: int | None = None
+
+    def answered(self) -> None:
+        """The worker's first frame has arrived (time to first token, for a streamed request)."""
+        if self.stream:
+            self.first_token_ms = int((time.monotonic() - self.started) * 1000)
 
     def worker(self, worker_id: str, worker_name: str) -> None:
         self.worker_id, self.worker_name = worker_id, worker_name
@@ -93,7 +103,8 @@ class UsageMeter:
             status=self.status, latency_ms=int((time.monotonic() - self.started) * 1000),
             key_id=self.key_id, model_served=self.model_served, worker_id=self.worker_id,
             worker_name=self.worker_name, prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens, stream=self.stream, error=self.error)
+            completion_tokens=self.completion_tokens, stream=self.stream, error=self.error,
+            first_token_ms=self.first_token_ms)
 
 
 class RecordRefused(Exception):
@@ -106,8 +117,10 @@ class UsageWriter:
     def __init__(self, store: Store, *, queue_records: int = QUEUE_RECORDS,
                  batch_window_s: float = BATCH_WINDOW_S,
                  flush_timeout_s: float = FLUSH_TIMEOUT_S, retry_first_s: float = RETRY_FIRST_S,
-                 retry_max_s: float = RETRY_MAX_S) -> None:
+                 retry_max_s: float = RETRY_MAX_S,
+                 observe: Callable[[UsageRecord], None] | None = None) -> None:
         self._store = store
+        self._observe = observe
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=queue_records)
         self._task: asyncio.Task[None] | None = None
         self._batch_window_s = batch_window_s
@@ -139,6 +152,8 @@ class UsageWriter:
 
     def submit(self, record: UsageRecord) -> None:
         """Queue a record; never blocks, never raises."""
+        if self._observe is not None:
+            self._observe(record)
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
@@ -148,6 +163,11 @@ class UsageWriter:
             return
         if self._queue.qsize() >= BATCH_RECORDS:
             self._hurry.set()
+
+    @property
+    def backlog(self) -> int:
+        """Records queued or in hand, not yet stored."""
+        return self._queue.qsize() + len(self._batch)
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been written (or given up on)."""

@@ -12,6 +12,8 @@ Shutdown starts when ``stop`` is set (signals are the caller's business) and has
 3. cancel whatever is left (requests and installs), and let the frames they queued be written
    (at most ``FLUSH_S``);
 4. close the socket, then release the backends.
+With ``metrics_port`` set, the worker's /metrics (worker/metrics.py) is bound before anything else
+(a taken port stops start-up) and served until the worker has stopped.
 A refused key or an unsupported protocol version ends ``run_worker`` with that error
 (``AuthenticationFailed`` / ``ProtocolError``); every other failure to connect is retried.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 
 from pendra import __version__
 from pendra.backends.registry import BackendRegistry
@@ -30,6 +33,7 @@ from pendra.protocol.frames import Frame, Inventory
 from pendra.protocol.inventory import MAX_MODELS, cap_models
 from pendra.worker.connection import Connection
 from pendra.worker.local import no_ollama_message
+from pendra.worker.metrics import WorkerMetrics, bind_metrics, serving_metrics
 from pendra.worker.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -74,22 +78,32 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
     A ``registry`` passed in stays the caller's to close; one built here is closed here.
     """
     stop = stop or asyncio.Event()
+    sock = bind_metrics(settings.metrics_host, settings.metrics_port) \
+        if settings.metrics_port else None
     owned = registry is None
     registry = registry or BackendRegistry(settings, probe_urls=probe_urls)
     try:
-        await registry.refresh()
-        log_start(registry, settings)
-        try:
-            await _serve(settings, registry, stop)
-        except* PendraError as errors:
-            raise _first(errors)  # e.g. the key was refused: one clear error, not a group
+        metrics = WorkerMetrics(registry) if sock is not None else None
+        async with AsyncExitStack() as stack:
+            if sock is not None and metrics is not None:
+                await stack.enter_async_context(serving_metrics(metrics, sock))
+                sock = None  # serving_metrics closes it
+            await registry.refresh()
+            log_start(registry, settings)
+            try:
+                await _serve(settings, registry, stop, metrics)
+            except* PendraError as errors:
+                raise _first(errors)  # e.g. the key was refused: one clear error, not a group
         log.info("worker %s stopped", settings.worker_name)
     finally:
+        if sock is not None:
+            sock.close()
         if owned:
             await registry.aclose()
 
 
-async def _serve(settings: WorkerSettings, registry: BackendRegistry, stop: asyncio.Event) -> None:
+async def _serve(settings: WorkerSettings, registry: BackendRegistry, stop: asyncio.Event,
+                 metrics: WorkerMetrics | None = None) -> None:
     connection: Connection  # the runner and the connection refer to each other
 
     async def send(frame: Frame) -> bool:
@@ -99,10 +113,12 @@ async def _serve(settings: WorkerSettings, registry: BackendRegistry, stop: asyn
         await connection.inventory_changed()
 
     runner = Runner(registry, send, max_concurrent=settings.max_concurrent,
-                    on_models_changed=inventory_changed)
+                    on_models_changed=inventory_changed, metrics=metrics)
     connection = Connection(
         settings, runner, lambda: build_inventory(registry, settings, serving=runner.accepting),
         software_version=__version__)
+    if metrics is not None:
+        metrics.attach(runner, connection)
     async with runner, asyncio.TaskGroup() as group:
         dial = group.create_task(connection.run(), name="worker-connection")
         group.create_task(registry.run(stop, inventory_changed), name="worker-discovery")

@@ -26,12 +26,15 @@ Rules:
 
 Use: ``async with Runner(...) as runner:`` then hand ``runner`` to the Connection as its
 FrameHandler. For an orderly shutdown call ``stop_accepting()`` then ``await drain(timeout_s)``.
+With ``metrics`` (worker/metrics.py) each answered request is timed once, as it ends, and a
+chat's first chunk once; nothing is done per chunk beyond noticing the first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -40,6 +43,7 @@ from pendra.backends.registry import BackendRegistry
 from pendra.errors import BackendTimeout, BackendUnavailable, PendraError
 from pendra.protocol.frames import (CANCELLED_STATUS, Cancel, CancelOp, Chunk, End, Error, Frame,
                                     Install, OpDone, OpFailed, Progress, Request, Uninstall)
+from pendra.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +54,12 @@ PROGRESS_INTERVAL_S = 0.25
 
 class Runner:
     def __init__(self, registry: BackendRegistry, send: Send, *, max_concurrent: int,
-                 on_models_changed: Callable[[], Awaitable[None]]) -> None:
+                 on_models_changed: Callable[[], Awaitable[None]],
+                 metrics: WorkerMetrics | None = None) -> None:
         self.registry = registry
+        self.metrics = metrics
+        # request id -> (started, request kind, backend kind once known): for the metrics
+        self._timing: dict[str, tuple[float, str, str]] = {}
         self.send = send
         self.max_concurrent = max_concurrent
         self.on_models_changed = on_models_changed
@@ -118,12 +126,17 @@ class Runner:
                              f"during the request ({reason})")
         for request_id, task in doomed:
             task.cancel()
-            self._spawn(self._report_failed(request_id, task, Error(id=request_id, **error)),
+            self._spawn(self._report_failed(request_id, task, Error(id=request_id, **error),
+                                            self._timing.get(request_id)),
                         f"failed:{request_id}")
 
-    async def _report_failed(self, request_id: str, task: asyncio.Task[None], error: Error) -> None:
+    async def _report_failed(self, request_id: str, task: asyncio.Task[None], error: Error,
+                             timing: tuple[float, str, str] | None = None) -> None:
         await asyncio.wait([task])  # its backend stream is closed (and its slot freed) first
         if task.cancelled():  # it may have ended (and said so) before the cancel landed
+            if timing is not None and self.metrics is not None:
+                started, kind, backend = timing
+                self.metrics.request_done(backend, kind, error.status, time.monotonic() - started)
             await self.send(error)
 
     # --- FrameHandler ------------------------------------------------------------------------------
@@ -173,11 +186,19 @@ class Runner:
             await self.send(Error(id=frame.id, status=503, kind="overloaded_error",
                                   message=f"worker '{self.worker_name}' {refusal}"))
             return
+        if self.metrics is not None:
+            self._timing[frame.id] = (time.monotonic(), frame.kind, "")
         task = self._spawn(self._request(frame), f"request:{frame.id}")
         self._track(self._requests, frame.id, task)
+        if self.metrics is not None:
+            task.add_done_callback(lambda _: self._timing.pop(frame.id, None))
 
     async def _finish(self, request_id: str, frame: End | Error) -> None:
         self._requests.pop(request_id, None)  # free the slot before the server can reuse it
+        if (timing := self._timing.pop(request_id, None)) is not None and self.metrics:
+            started, kind, backend = timing
+            self.metrics.request_done(backend, kind, frame.status if isinstance(frame, Error)
+                                      else 200, time.monotonic() - started)
         await self.send(frame)
 
     async def _request(self, frame: Request) -> None:
@@ -185,6 +206,8 @@ class Runner:
             try:
                 backend, model = self.registry.backend_for(frame.model)
                 self._backend_of[frame.id] = model.backend
+                if (timing := self._timing.get(frame.id)) is not None:
+                    self._timing[frame.id] = (timing[0], timing[1], model.backend)
                 if frame.kind == "chat":
                     await self._chat(frame, backend, model)
                     return
@@ -216,14 +239,23 @@ class Runner:
 
     async def _chat(self, frame: Request, backend: Backend, model: ModelInfo) -> None:
         result = await backend.chat(model, frame.body)
+        first = frame.id in self._timing  # the first chunk is timed (when metrics are on)
         try:
             async for data in result.chunks:
+                if first:
+                    first = False
+                    self._first_chunk(frame.id, model.backend)
                 if not await self.send(Chunk(id=frame.id, data=data)):
                     return  # the socket is gone and the server has failed the request: stop work
         finally:
             await _aclose(result.chunks)  # closes the backend's HTTP stream if we left early
         await self._finish(frame.id, End(id=frame.id, usage=result.usage.to_dict(),
                                          finish_reason=result.finish_reason))
+
+    def _first_chunk(self, request_id: str, backend: str) -> None:
+        timing = self._timing.get(request_id)
+        if timing is not None and self.metrics is not None:
+            self.metrics.first_chunk_after(backend, time.monotonic() - timing[0])
 
     async def _single(self, frame: Request, backend: Backend,
                       model: ModelInfo) -> tuple[dict[str, Any], Usage]:

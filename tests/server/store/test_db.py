@@ -20,8 +20,9 @@ from pendra.server.store.tables import Base
 
 from .conftest import POSTGRES_URL, Target
 
-TABLES = {"api_keys", "workers", "usage", "admin", "installs", "revoked_sessions"}
-HEAD = "0002"
+TABLES = {"api_keys", "workers", "usage", "admin", "installs", "revoked_sessions",
+          "stored_responses"}
+HEAD = "0004"
 PUBLIC_KEY = "A" * 43 + "="  # base64 of 32 zero bytes
 
 

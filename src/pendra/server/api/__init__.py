@@ -10,12 +10,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from pendra.server.api import (audio, catalogue, chat, embeddings, images, installs, keys,
-                               models, status)
+                               models, responses, status)
 
 API_PREFIX = "/api/v1"
 ALIAS_PREFIX = "/v1"
 PUBLIC_ROUTERS = (chat.router, embeddings.router, images.router, audio.router, models.router,
-                  catalogue.router, status.router)
+                  catalogue.router, status.router, responses.router)
 
 
 def mount_api(app: FastAPI) -> None:

@@ -28,6 +28,7 @@ from pendra.server.api.upload import read_form
 from pendra.server.auth import ApiKeyAuth
 from pendra.server.client_json import JSONBytesResponse
 from pendra.server.deps import HubDep, RelayDep, SettingsDep
+from pendra.server.dialect import EventWriter
 from pendra.server.hub import Hub
 
 router = APIRouter(tags=["inference"])
@@ -49,15 +50,30 @@ def transcription_models(hub: Hub) -> list[str]:
                   if "transcription" in served_types(info, workers))
 
 
-def answer(data: dict[str, Any], headers: dict[str, str]) -> Response:
-    """The client's response for a worker's transcription answer (see the rules)."""
-    try:
-        content, media_type = render(data)
-    except AnswerError as exc:
-        raise WorkerFailed(f"the worker's transcription answer is malformed: {exc}") from exc
-    if isinstance(content, dict):
-        return JSONBytesResponse(content, headers=headers)
-    return Response(content.encode("utf-8"), media_type=media_type, headers=headers)
+class TranscriptionDialect:
+    """The relay's view of a transcription (server/dialect.py): never streamed; the worker's answer
+    (protocol/transcription.py's shape) becomes JSON or text/plain in ``response``."""
+
+    usage_kind = "transcribe"
+
+    def whole(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    def events(self) -> EventWriter:
+        raise UnsupportedOperation("transcriptions are not streamed")
+
+    async def settle(self, answer: dict[str, Any] | None) -> None:
+        return None
+
+    def response(self, data: dict[str, Any], headers: dict[str, str]) -> Response:
+        """The client's response for a worker's transcription answer (see the rules)."""
+        try:
+            content, media_type = render(data)
+        except AnswerError as exc:
+            raise WorkerFailed(f"the worker's transcription answer is malformed: {exc}") from exc
+        if isinstance(content, dict):
+            return JSONBytesResponse(content, headers=headers)
+        return Response(content.encode("utf-8"), media_type=media_type, headers=headers)
 
 
 @router.post("/audio/transcriptions", summary="Transcribe audio", openapi_extra=_BODY_SCHEMA)
@@ -98,4 +114,5 @@ async def create_transcription(request: Request, key: ApiKeyAuth, hub: HubDep, r
         response_format=fields.response_format or "json", language=fields.language,
         prompt=fields.prompt, temperature=fields.temperature,
         timestamp_granularities=tuple(fields.timestamp_granularities or ()), extra=extra)
-    return await relay.respond(request, "transcribe", job_body(job), key.id, shape=answer)
+    return await relay.respond(request, "transcribe", job_body(job), key.id,
+                               TranscriptionDialect())

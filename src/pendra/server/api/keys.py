@@ -1,23 +1,29 @@
 """API keys, administered over HTTP (admin only): what ``pendra keys create/revoke`` call on the
 running control plane.
 
-``POST /keys`` makes a key and returns it once (``key``, with ``Cache-Control: no-store``);
-``POST /keys/revoke`` revokes the key named in the body by its id, prefix or raw value (revoking
-twice is not an error; the name is in the body, not the path, so a raw key never reaches an
-access log). Both go through the app's key index (server/key_index.py), so the change counts on
-the very next request to this control plane; the answer comes after the store has it.
+``POST /keys`` makes a key, with optional limits, and returns it once (``key``, with
+``Cache-Control: no-store``); ``POST /keys/revoke`` revokes the key named in the body by its id,
+prefix or raw value (revoking twice is not an error; the name is in the body, not the path, so a
+raw key never reaches an access log); ``POST /keys/update`` changes the limits given in the body
+(an absent or null limit stays as it is, 0 removes it, ``models: []`` allows every model). All
+go through the app's key index (server/key_index.py), so the change counts on the very next
+request to this control plane; the answer comes after the store has it. Limits and their bounds
+are server/limits.py's.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pendra.server.admin_auth import Admin
 from pendra.server.deps import KeyIndexDep
+from pendra.server.limits import (BOUNDS, MAX_MODEL_PATTERNS, MODEL_PATTERN_MAX_CHARS, KeyLimits,
+                                  parse_limits)
+from pendra.server.store.keys import limits_of
 from pendra.server.store.tables import NAME_MAX_CHARS, ApiKey
 
 router = APIRouter(tags=["keys"])
@@ -27,17 +33,43 @@ NAME_FIELD_MAX_CHARS = 4 * NAME_MAX_CHARS
 KEY_REF_MAX_CHARS = 200
 
 
-class KeyCreate(BaseModel):
+def _limit(name: str, what: str) -> Any:
+    low, high = BOUNDS[name]
+    return Field(None, ge=low, le=high, description=f"{what}; 0 = no limit, absent = the default")
+
+
+class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    rpm: int | None = _limit("rpm", "Requests per minute")
+    tpm: int | None = _limit("tpm", "Tokens (prompt + completion) per minute")
+    max_concurrent: int | None = _limit("max_concurrent", "Requests in flight at once")
+    monthly_tokens: int | None = _limit("monthly_tokens", "Tokens per calendar month (UTC)")
+    models: list[Annotated[str, Field(max_length=MODEL_PATTERN_MAX_CHARS)]] | None = Field(
+        None, max_length=MAX_MODEL_PATTERNS,
+        description="Model ids or patterns (llama3.*) the key may use; [] = every model")
+
+    def limits(self) -> KeyLimits:
+        return parse_limits(self.model_dump())
+
+
+class KeyCreate(Limits):
     name: str = Field(max_length=NAME_FIELD_MAX_CHARS, description="What the key is for")
 
 
-class KeyRevoke(BaseModel):
+class KeyRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=KEY_REF_MAX_CHARS,
                      description="The key's id, its prefix (as listed), or the key itself")
+
+
+class KeyRevoke(KeyRef):
+    pass
+
+
+class KeyUpdate(KeyRef, Limits):
+    pass
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -46,13 +78,14 @@ def _iso(value: datetime | None) -> str | None:
 
 def key_public(row: ApiKey) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "prefix": row.prefix,
-            "created_at": _iso(row.created_at), "revoked_at": _iso(row.revoked_at)}
+            "created_at": _iso(row.created_at), "revoked_at": _iso(row.revoked_at),
+            "limits": limits_of(row).as_dict()}
 
 
 @router.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, keys: KeyIndexDep, response: Response,
                      _: Admin) -> dict[str, Any]:
-    row, raw = await keys.create(body.name)
+    row, raw = await keys.create(body.name, body.limits())
     response.headers["Cache-Control"] = "no-store"
     return key_public(row) | {"key": raw}
 
@@ -60,3 +93,8 @@ async def create_key(body: KeyCreate, keys: KeyIndexDep, response: Response,
 @router.post("/keys/revoke")
 async def revoke_key(body: KeyRevoke, keys: KeyIndexDep, _: Admin) -> dict[str, Any]:
     return key_public(await keys.revoke(body.key))
+
+
+@router.post("/keys/update")
+async def update_key(body: KeyUpdate, keys: KeyIndexDep, _: Admin) -> dict[str, Any]:
+    return key_public(await keys.set_limits(body.key, body.limits()))

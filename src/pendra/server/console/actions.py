@@ -27,9 +27,10 @@ from pendra.server.console.auth import ConsoleSession, CsrfRefused, client_addre
 from pendra.server.console.rendering import NO_STORE, PageDep
 from pendra.server.console.views import (account_page, keys_page, safe_next, sign_in_page,
                                          workers_page)
-from pendra.server.deps import (HubDep, InstallsDep, KeyIndexDep, SessionsDep,
+from pendra.server.deps import (HubDep, InstallsDep, KeyIndexDep, LimiterDep, SessionsDep,
                                 SignInThrottleDep, StoreDep)
 from pendra.server.enrolment import enrol_worker, worker_command, worker_ws_url
+from pendra.server.limits import LIMIT_FIELDS, KeyLimits, parse_limits
 from pendra.server.sessions import (clear_session_cookie, end_session, password_fingerprint,
                                     read_form, same_origin, set_session_cookie)
 from pendra.server.store import admin as admin_store
@@ -200,17 +201,36 @@ async def remove_worker(page: PageDep, worker_id: str, _: ConsoleSession, store:
 
 @router.post("/api-keys")
 async def create_key(request: Request, page: PageDep, session: ConsoleSession,
-                     store: StoreDep, keys: KeyIndexDep) -> Response:
-    name = (await read_form(request)).get("name", "")
+                     store: StoreDep, keys: KeyIndexDep, limiter: LimiterDep) -> Response:
+    form = await read_form(request)
     base_url = str(request.base_url)
     try:
-        row, raw = await keys.create(name)
+        row, raw = await keys.create(form.get("name", ""), _form_limits(form))
     except PendraError as exc:
-        return page.render("api_keys.html", await keys_page(store, base_url, error=exc.message),
+        return page.render("api_keys.html", await keys_page(store, base_url, error=exc.message,
+                                                            defaults=limiter.defaults),
                            session=session, status=exc.status)
     new_key = {"id": row.id, "name": row.name, "raw": raw}
-    return page.render("api_keys.html", await keys_page(store, base_url, new_key=new_key),
+    return page.render("api_keys.html", await keys_page(store, base_url, new_key=new_key,
+                                                        defaults=limiter.defaults),
                        session=session, status=201, headers=NO_STORE)
+
+
+def _form_limits(form: dict[str, str]) -> KeyLimits:
+    """The limits of a key form: an empty field is "the organisation's default"."""
+    return parse_limits({name: value.strip() for name in LIMIT_FIELDS
+                         if (value := form.get(name, "")).strip()})
+
+
+@router.post("/api-keys/{key_id}/limits")
+async def set_key_limits(request: Request, page: PageDep, key_id: str, _: ConsoleSession,
+                         keys: KeyIndexDep) -> Response:
+    try:
+        row = await keys.set_limits(key_id, _form_limits(await read_form(request)), replace=True)
+    except PendraError as exc:
+        return page.redirect("/api-keys", error=exc.message)
+    return page.redirect("/api-keys", notice=f"Limits of {row.name} ({row.prefix}…) saved; they "
+                                             "apply from its next request.")
 
 
 @router.post("/api-keys/{key_id}/revoke")

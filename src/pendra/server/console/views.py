@@ -21,9 +21,11 @@ from pendra.names import name_key
 from pendra.server.console import usage_charts
 from pendra.server.console.auth import ConsoleSession
 from pendra.server.console.rendering import PageDep, size
-from pendra.server.deps import CatalogueDep, CurrentSession, HubDep, InstallsDep, StoreDep
+from pendra.server.deps import (CatalogueDep, CurrentSession, HubDep, InstallsDep, LimiterDep,
+                                StoreDep)
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
+from pendra.server.limits import KeyLimits
 from pendra.server.store import keys as key_store
 from pendra.server.store import usage as usage_store
 from pendra.server.store import workers as worker_store
@@ -158,13 +160,16 @@ async def workers_page(store: Store, hub: Hub, new_worker: dict[str, Any] | None
 
 
 async def keys_page(store: Store, base_url: str, new_key: dict[str, Any] | None = None,
-                    error: str | None = None) -> dict[str, Any]:
+                    error: str | None = None,
+                    defaults: KeyLimits | None = None) -> dict[str, Any]:
     async with store.session() as db:
         rows = await key_store.list_keys(db)
     keys = [{"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at,
              "last_used_at": k.last_used_at, "revoked_at": k.revoked_at,
-             "active": k.revoked_at is None} for k in rows]
+             "active": k.revoked_at is None, "limits": key_store.limits_of(k)} for k in rows]
+    defaults_text = (defaults or KeyLimits()).describe()
     return {"title": "API keys", "page": "api-keys", "keys": keys,
+            "defaults_text": "no limits" if defaults_text == "none" else defaults_text,
             "api_base": base_url.rstrip("/") + "/api/v1",
             "active": sum(k["active"] for k in keys), "new_key": new_key, "error": error}
 
@@ -226,8 +231,9 @@ async def workers(page: PageDep, session: ConsoleSession, store: StoreDep,
 
 @router.get("/api-keys", response_class=HTMLResponse)
 async def api_keys(request: Request, page: PageDep, session: ConsoleSession,
-                   store: StoreDep) -> Response:
-    return page.render("api_keys.html", await keys_page(store, str(request.base_url)),
+                   store: StoreDep, limiter: LimiterDep) -> Response:
+    return page.render("api_keys.html", await keys_page(store, str(request.base_url),
+                                                        defaults=limiter.defaults),
                        session=session)
 
 

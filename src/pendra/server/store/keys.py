@@ -8,9 +8,12 @@ Rules:
 - Requests do not read this table: they authenticate against the server's in-memory index
   (server/key_index.py), built from ``key_rows`` and kept current by comparing ``key_version``.
   ``authenticate`` is the store's own answer, for code without an index (tests, tools).
-- Keys are never deleted, and a revocation is never undone: that is what lets ``key_version``
-  (how many keys, how many revoked, the latest creation and revocation) tell an index that the
-  table changed without reading it whole.
+- Keys are never deleted, and a revocation is never undone; a change of a key's limits moves its
+  ``updated_at`` forward. That is what lets ``key_version`` (how many keys, how many revoked, the
+  latest creation, revocation and limits change) tell an index that the table changed without
+  reading it whole.
+- A key's limits are stored as ``server/limits.py`` defines them (NULL: the default applies);
+  ``set_limits`` changes only the ones it is given.
 - ``last_used_at`` is written later, in bulk, by ``stamp_last_used`` (see server/last_used.py),
   and only moves forward.
 - Functions flush but do not commit; the caller owns the transaction.
@@ -19,14 +22,16 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest, NotFound
+from pendra.server.limits import NUMERIC, KeyLimits
 from pendra.server.store.tables import ApiKey, clean_name, utcnow
 
 KEY_PREFIX = "pdr_sk_"
@@ -36,18 +41,35 @@ PREFIX_CHARS = 12
 # token_urlsafe(32) is always 43 characters; a longer Authorization header is not one of ours.
 RAW_MAX_CHARS = len(KEY_PREFIX) + 64
 
-KeyVersion = tuple[int, int, datetime | None, datetime | None]
+KeyVersion = tuple[int, int, datetime | None, datetime | None, datetime | None]
 
 
 @dataclass(frozen=True)
 class KeyRow:
-    """What authentication needs of a key: no timestamps, nothing that changes while it lives."""
+    """What authentication and the limiter need of a key: no timestamps."""
 
     id: str
     name: str
     prefix: str
     hash: str
     revoked: bool
+    limits: KeyLimits = field(default_factory=KeyLimits)
+
+
+def limits_of(row: ApiKey) -> KeyLimits:
+    models = json.loads(row.models) if row.models else None
+    return KeyLimits(rpm=row.rpm, tpm=row.tpm, max_concurrent=row.max_concurrent,
+                     monthly_tokens=row.monthly_tokens,
+                     models=tuple(models) if models is not None else None)
+
+
+def _store_limits(row: ApiKey, limits: KeyLimits, *, only_given: bool) -> None:
+    for name in NUMERIC:
+        value = getattr(limits, name)
+        if value is not None or not only_given:
+            setattr(row, name, value)
+    if limits.models is not None or not only_given:
+        row.models = json.dumps(list(limits.models)) if limits.models is not None else None
 
 
 def well_formed(raw: str) -> bool:
@@ -60,14 +82,45 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-async def create_key(session: AsyncSession, name: str) -> tuple[ApiKey, str]:
+async def create_key(session: AsyncSession, name: str,
+                     limits: KeyLimits | None = None) -> tuple[ApiKey, str]:
     """Make a key; returns its row and the raw key, which exists only in this return value."""
     raw = KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
     row = ApiKey(id="key_" + secrets.token_hex(8), name=clean_name(name, "key"),
                  prefix=raw[:PREFIX_CHARS], hash=hash_key(raw), created_at=utcnow())
+    _store_limits(row, limits or KeyLimits(), only_given=False)
     session.add(row)
     await session.flush()
     return row, raw
+
+
+async def find_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
+    """The key with this id, prefix or raw value (NotFound if none, InvalidRequest if several)."""
+    wanted = key_id_or_prefix.strip().rstrip("…")
+    rows = list(await session.scalars(select(ApiKey).where(
+        or_(ApiKey.id == wanted, ApiKey.prefix == wanted, ApiKey.hash == hash_key(wanted)))))
+    if not rows:
+        raise NotFound(f"no API key '{wanted}'")
+    if len(rows) > 1:
+        raise InvalidRequest(f"'{wanted}' matches {len(rows)} keys; use the key id")
+    return rows[0]
+
+
+async def set_limits(session: AsyncSession, key_id_or_prefix: str, limits: KeyLimits, *,
+                     replace: bool = False) -> ApiKey:
+    """Change the limits given in ``limits`` of a live key (None fields stay as they are), or
+    with ``replace`` set them all (None: back to the default)."""
+    row = await find_key(session, key_id_or_prefix)
+    if row.revoked_at is not None:
+        raise InvalidRequest(f"API key '{row.name}' ({row.id}) is revoked; its limits no longer "
+                             "matter")
+    _store_limits(row, limits, only_given=not replace)
+    now = utcnow()
+    # Strictly later than the last change, so key_version moves even within one clock tick.
+    row.updated_at = now if row.updated_at is None or now > row.updated_at else (
+        row.updated_at + timedelta(microseconds=1))
+    await session.flush()
+    return row
 
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
@@ -79,14 +132,7 @@ async def list_keys(session: AsyncSession) -> list[ApiKey]:
 async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
     """Revoke the key with this id, prefix or raw value (NotFound if none, InvalidRequest if
     several match); revoking a revoked key returns it unchanged."""
-    wanted = key_id_or_prefix.strip().rstrip("…")
-    rows = list(await session.scalars(select(ApiKey).where(
-        or_(ApiKey.id == wanted, ApiKey.prefix == wanted, ApiKey.hash == hash_key(wanted)))))
-    if not rows:
-        raise NotFound(f"no API key '{wanted}'")
-    if len(rows) > 1:
-        raise InvalidRequest(f"'{wanted}' matches {len(rows)} keys; use the key id")
-    row = rows[0]
+    row = await find_key(session, key_id_or_prefix)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         await session.flush()
@@ -108,20 +154,18 @@ async def key_version(session: AsyncSession) -> KeyVersion:
     aggregate query, no rows."""
     row = (await session.execute(select(
         func.count(), func.count(ApiKey.revoked_at), func.max(ApiKey.created_at),
-        func.max(ApiKey.revoked_at)).select_from(ApiKey))).one()
-    return int(row[0]), int(row[1]), row[2], row[3]
+        func.max(ApiKey.revoked_at), func.max(ApiKey.updated_at)).select_from(ApiKey))).one()
+    return int(row[0]), int(row[1]), row[2], row[3], row[4]
 
 
 async def key_rows(session: AsyncSession) -> list[KeyRow]:
     """Every key, as the in-memory index holds it."""
-    result = await session.execute(select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.hash,
-                                          ApiKey.revoked_at))
-    return [KeyRow(id, name, prefix, hash_, revoked_at is not None)
-            for id, name, prefix, hash_, revoked_at in result]
+    return [key_row(row) for row in await session.scalars(select(ApiKey))]
 
 
 def key_row(row: ApiKey) -> KeyRow:
-    return KeyRow(row.id, row.name, row.prefix, row.hash, row.revoked_at is not None)
+    return KeyRow(row.id, row.name, row.prefix, row.hash, row.revoked_at is not None,
+                  limits_of(row))
 
 
 async def stamp_last_used(session: AsyncSession, stamps: dict[str, datetime]) -> None:

@@ -7,6 +7,8 @@ Rules:
 - Constraint names come from ``NAMING_CONVENTION`` so migrations can name (and later drop) them on
   every backend.
 - ``usage`` never holds prompt or completion content: only counts, names, timings and status.
+  ``stored_responses`` is the one table that holds content (a client asked for it with the
+  Responses API's ``store``), each row until its ``expires_at`` (see store/responses.py).
 - This file and ``migrations/versions`` must agree; a test compares them on SQLite and PostgreSQL.
 """
 
@@ -29,7 +31,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-USAGE_KINDS = frozenset({"chat", "embed", "image", "transcribe"})
+# Usage kinds: one per request kind, and one per API dialect answered through chat ("responses").
+USAGE_KINDS = frozenset({"chat", "embed", "image", "transcribe", "responses"})
 INSTALL_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 INSTALL_ACTIVE_STATES = ("queued", "running")
 # Row ids: 64 bits of randomness is plenty for tables of thousands of rows, and short to type.
@@ -103,6 +106,14 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Limits (server/limits.py): NULL is "the organisation's default", 0 "no limit".
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(BigInteger)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    models: Mapped[str | None] = mapped_column(Text)  # a JSON list of ids and patterns
+    # When the limits last changed (the key index's version check watches it).
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def revoked(self) -> bool:
@@ -191,3 +202,20 @@ class Install(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StoredResponse(Base):
+    """A Responses API answer kept for ``previous_response_id`` and ``GET /responses/{id}``: the
+    whole conversation that led to it (``input_items``, JSON) and the response object
+    (``response``, JSON). It belongs to the API key that created it; it goes with that key."""
+
+    __tablename__ = "stored_responses"
+
+    id: Mapped[str] = mapped_column(String(ID_MAX_CHARS), primary_key=True)
+    key_id: Mapped[str] = mapped_column(
+        String(ID_MAX_CHARS), ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(MODEL_MAX_CHARS))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    input_items: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text)

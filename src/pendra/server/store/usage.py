@@ -47,6 +47,9 @@ class UsageRecord:
     stream: bool = False
     error: str | None = None
     created_at: datetime = field(default_factory=utcnow)
+    # Not stored: for the metrics only (server/metrics.py). A streamed request's time from arrival
+    # to the first frame of its answer.
+    first_token_ms: int | None = None
 
 
 def _clip(value: str | None, limit: int) -> str | None:
@@ -191,3 +194,15 @@ async def usage_series(session: AsyncSession, since: datetime, bucket_s: int,
             "latency_max_ms": int(row.latency_max_ms) if row and row.requests else None,
         })
     return out
+
+
+async def key_usage_since(session: AsyncSession, since: datetime) -> dict[str, tuple[int, int]]:
+    """Per API key since ``since``: requests admitted (a 429 or 403 refusal of the key's limits is
+    not counted) and tokens used (prompt + completion)."""
+    rows = await session.execute(
+        select(Usage.key_id, func.count(),
+               func.coalesce(func.sum(Usage.prompt_tokens + Usage.completion_tokens), 0))
+        .where(Usage.created_at >= since, Usage.key_id.is_not(None),
+               Usage.status.not_in((403, 429)))
+        .group_by(Usage.key_id))
+    return {key_id: (int(count), int(tokens)) for key_id, count, tokens in rows}
