@@ -62,7 +62,7 @@ async def test_probes_in_order_and_falls_back() -> None:
         registry = BackendRegistry(settings(), probe_urls=[dead, emu.base_url])
         try:
             assert await registry.refresh() is True
-            [status] = registry.statuses()
+            [status] = [s for s in registry.statuses() if s.kind == "ollama"]
             assert status.verified and status.endpoint == emu.base_url and status.version == "0.30.1"
             assert status.tried == (dead, emu.base_url)
         finally:
@@ -89,10 +89,10 @@ async def test_impostor_is_rejected_and_logged_once(impostor: str,
         with caplog.at_level(logging.INFO, logger="pendra.backends.registry"):
             for _ in range(4):
                 await registry.refresh()
-        [status] = registry.statuses()
+        [status] = [s for s in registry.statuses() if s.kind == "ollama"]
         assert not status.verified and "/api/version" in status.reason
         assert registry.models() == []
-        assert caplog.text.count("not available at") == 1
+        assert caplog.text.count("ollama not available at") == 1
     finally:
         await registry.aclose()
 
@@ -330,8 +330,8 @@ async def test_embeddings_forwarded_without_injection() -> None:
             assert [d["index"] for d in data["data"]] == [0, 1] and usage.prompt_tokens > 0
             [sent] = await emu.requests("/api/embed")
             assert "options" not in sent["body"]
-            with pytest.raises(UnsupportedOperation):
-                await backend.transcribe(model, {})
+            with pytest.raises(BackendRejected, match="does not take audio"):
+                await backend.transcribe(model, {})  # 0.32.15 transcribes, but not with this
         finally:
             await registry.aclose()
 
@@ -410,5 +410,41 @@ async def test_logprobs_need_an_ollama_that_has_them() -> None:
             served = await backend.complete(model, {"model": "llama3.2:latest", "prompt": "p"})
             [whole] = [item async for item in served.chunks]
             assert whole["object"] == "text_completion" and whole["choices"][0]["text"]
+        finally:
+            await registry.aclose()
+
+
+@pytest.mark.parametrize("version", ["0.19.3", "0.20.0"])
+async def test_transcription_only_from_ollama_0_20(version: str) -> None:
+    """Before 0.20.0 an audio model is no transcription model and Ollama is never asked (the
+    route did not exist); from 0.20.0 its /v1/audio/transcriptions answers."""
+    import io
+    import wave
+    from pendra.protocol.transcription import TranscriptionJob, job_body
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(8000)
+        writer.writeframes(b"\x00\x01" * 8000)
+    job = TranscriptionJob(model="m", audio=out.getvalue(), filename="a.wav",
+                           content_type="audio/wav", response_format="text")
+    async with run_emulator(version=version) as emu:
+        await emu.add_model({"name": "hear:latest", "capabilities": ["completion", "audio"]})
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("hear:latest")
+            if version == "0.19.3":
+                assert model.types == ("chat",)
+                with pytest.raises(UnsupportedOperation, match="from 0.20.0"):
+                    await backend.transcribe(model, job_body(job))
+                assert await emu.requests("/v1/audio/transcriptions") == []
+            else:
+                assert model.types == ("chat", "transcription")
+                answer, usage = await backend.transcribe(model, job_body(job))
+                assert answer["text"].startswith("Ollama heard 1.00 seconds")
+                assert usage.total_tokens == 0
         finally:
             await registry.aclose()

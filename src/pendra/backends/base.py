@@ -105,7 +105,11 @@ class Backend(Protocol):
         """Run an OpenAI images/generations request."""
         ...
 
-    async def transcribe(self, model: ModelInfo, body: dict[str, Any]) -> dict[str, Any]:
+    async def transcribe(self, model: ModelInfo,
+                         body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        """Run a transcription (``body`` as protocol/transcription.py's ``job_body`` writes it);
+        returns that module's answer (``json_answer``/``text_answer``) and the usage the backend
+        reported (none when it reports none)."""
         ...
 
     async def install(self, model: str, progress: ProgressCallback) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pendra.backends.base import Backend, BackendStatus, ModelInfo
 from pendra.backends.ollama.backend import OllamaBackend
 from pendra.backends.ollama.client import StreamLimits
+from pendra.backends.speaches import SpeachesBackend
 from pendra.config import WorkerSettings
 from pendra.errors import BackendError, BackendUnavailable, ModelNotFound
 from pendra.names import name_key
@@ -39,6 +40,8 @@ from pendra.names import name_key
 log = logging.getLogger(__name__)
 
 OLLAMA_PROBES = ("http://localhost:11434", "http://host.docker.internal:11434")
+# Speaches' default port is uvicorn's 8000, which vLLM also uses: verification tells them apart.
+SPEACHES_PROBES = ("http://localhost:8000", "http://host.docker.internal:8000")
 # A backend that went down is probed again after REPROBE_FIRST_S, then each wait is REPROBE_GROWTH
 # times the one before, up to the refresh interval: a restart (seconds) is noticed within about a
 # second, a long outage costs at most one probe per tick. One prober per backend: no herd, no jitter.
@@ -76,6 +79,11 @@ class BackendRegistry:
                             BackendStatus("ollama", endpoints[0], False, reason="not probed yet",
                                           tried=endpoints)),
         }
+        speaches = ((settings.speaches_endpoint,) if settings.speaches_endpoint
+                    else SPEACHES_PROBES)
+        self._slots["speaches"] = _Slot(
+            SpeachesBackend(transcription_timeout_s=settings.first_token_timeout_s), speaches,
+            BackendStatus("speaches", speaches[0], False, reason="not probed yet", tried=speaches))
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[str, str], None]] = []
         self._wake = asyncio.Event()  # set when a probe was scheduled outside ``run``

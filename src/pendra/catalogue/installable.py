@@ -2,7 +2,8 @@
 
 Rules:
 - An entry's ``backend`` names the backend kinds it may go into (``BACKEND_KINDS``): ``ollama``
-  → Ollama, ``pendra`` → Pendra's built-in GGUF runtime, ``both`` → either.
+  → Ollama, ``pendra`` → Pendra's built-in GGUF runtime, ``both`` → either, ``speaches`` →
+  Speaches (from the variant's ``speaches`` id, a Hugging Face repository).
 - Each kind installs a variant from its own source (``SOURCES``): Ollama from the variant's
   ``ollama`` tag, the built-in runtime from its ``gguf_url``. A variant without that source is not
   installable into that kind.
@@ -23,12 +24,20 @@ BACKEND_KINDS: dict[str, frozenset[str]] = {
     "ollama": frozenset({"ollama"}),
     "pendra": frozenset({"pendra"}),
     "both": frozenset({"ollama", "pendra"}),
+    "speaches": frozenset({"speaches"}),
 }
 # Per backend kind: what it installs a variant from, and how a message names the kind and source.
 SOURCES: dict[str, tuple[Callable[[Variant], str | None], str, str]] = {
     "ollama": (lambda variant: variant.ollama, "Ollama", "Ollama tag"),
     "pendra": (lambda variant: variant.gguf_url, "Pendra's built-in runtime", "GGUF file"),
+    "speaches": (lambda variant: variant.speaches, "Speaches", "Speaches model id"),
 }
+
+
+def default_kind(entry: CatalogueEntry) -> str:
+    """The backend kind an install of ``entry`` goes to when none is chosen: Speaches for a
+    ``speaches`` entry, else Ollama."""
+    return "speaches" if entry.backend == "speaches" else "ollama"
 
 
 def install_source(entry: CatalogueEntry, variant: Variant, kind: str) -> str:

@@ -46,9 +46,11 @@ from pendra.protocol.peer_text import ClippedText, peer_text
 # version-2 worker is told UNSUPPORTED_VERSION there instead). 3: the worker may send ``chunks``
 # (several pieces of one answer in one frame). Version-1 and version-2 workers' frames are all
 # valid version-3 frames, so this control plane still takes them. 4: the ``complete`` request kind
-# (a raw text completion, OpenAI's legacy Completions); a worker below 4 does not know it and is
-# never sent one (``KIND_SINCE``); an ``error`` frame may name the request field at fault
-# (``param``). Frames of versions 1 to 3 are all valid version-4 frames.
+# (a raw text completion, OpenAI's legacy Completions); a ``transcribe`` request carries the
+# uploaded audio base64 in its body and is answered in protocol/transcription.py's shape; an
+# ``error`` frame may name the request field at fault (``param``). A worker below 4 is never sent
+# a ``complete`` or a transcription (``KIND_SINCE``). Frames of versions 1 to 3 are all valid
+# version-4 frames.
 PROTOCOL_VERSION = 4
 SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4})
 # Largest frame either end accepts once the peer is authenticated: a request carries a client body
@@ -78,7 +80,7 @@ CANCELLED_STATUS = 499
 RequestKind = Literal["chat", "complete", "embed", "image", "transcribe"]
 # The protocol version that introduced a request kind (the others exist since version 1): the
 # control plane sends a kind only to workers whose hello carries at least that version.
-KIND_SINCE: dict[str, int] = {"complete": 4}
+KIND_SINCE: dict[str, int] = {"complete": 4, "transcribe": 4}
 
 
 def speaks(protocol_version: int, kind: str) -> bool:

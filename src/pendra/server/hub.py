@@ -29,6 +29,8 @@ Rules:
 - ``index`` (fleet_index.py) is kept exact here: a worker is put in it on attach and on every
   inventory, removed when it is dropped or superseded, and refiled whenever its ``in_flight`` or
   ``max_concurrent`` moves (the view's setters); the router reads it instead of scanning.
+- A worker older than protocol version 4 gets no transcription requests: its models' ``audio``
+  capability is dropped as its inventory arrives (``transcription_capable``).
 - ``version`` bumps on every connect, disconnect and inventory change; ``wait_changed`` waiters wake
   then, ``wait_for_capacity`` waiters also whenever a slot frees.
 """
@@ -36,6 +38,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -47,6 +50,7 @@ from pendra.protocol.frames import (PROTOCOL_VERSION, Cancel, CancelOp, Chunk, C
                                     Error, Frame, Hello, Install, OpDone, OpFailed, Progress,
                                     Request, Uninstall, dump_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
+from pendra.protocol.transcription import TRANSCRIPTION_SINCE
 from pendra.protocol.session import Close, InventoryUpdated
 from pendra.server.fleet_index import FleetIndex
 from pendra.server.streams import FrameStream, Outbox, Outgoing
@@ -267,7 +271,8 @@ class WorkerLink:
                          if info.backend in down and m not in event.models})
         self.view.stranded = stranded
         self.view.backends = list(event.backends)
-        self.view.models = dict(event.models)
+        self.view.models = {model_id: transcription_capable(info, self.view.protocol_version)
+                            for model_id, info in event.models.items()}
         self.view.names = {}
         for model_id in sorted(self.view.models):
             self.view.names.setdefault(name_key(model_id), model_id)
@@ -335,6 +340,16 @@ class WorkerLink:
             op._stream.fail(WorkerGone(self.view.id, self.view.name, detail))
         self._requests.clear()
         self._ops.clear()
+
+
+def transcription_capable(info: ModelInfo, protocol_version: int) -> ModelInfo:
+    """``info`` as the control plane serves it from a worker speaking ``protocol_version``: a
+    worker older than ``TRANSCRIPTION_SINCE`` is sent no transcription (protocol/transcription.py),
+    so its models lose the ``audio`` capability (and with it the transcription type)."""
+    if protocol_version >= TRANSCRIPTION_SINCE or "audio" not in info.capabilities:
+        return info
+    return dataclasses.replace(info, capabilities=tuple(c for c in info.capabilities
+                                                        if c != "audio"))
 
 
 def encode_request(frame: Request) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pendra.catalogue.installable import install_source
+from pendra.catalogue.installable import default_kind, install_source
 from pendra.catalogue.loader import Catalogue, CatalogueEntry, Variant
 from pendra.errors import InvalidRequest, NotFound, PendraError
 from pendra.names import match
@@ -46,6 +46,8 @@ PERSIST_EVERY_S = 2.0
 # How long a removal may take on the worker before the client is told it timed out.
 REMOVE_TIMEOUT_S = 60.0
 TERMINAL = frozenset(outcome.value for outcome in OpOutcome)
+# How messages name a backend kind.
+BACKEND_NAMES = {"ollama": "Ollama", "speaches": "Speaches"}
 
 
 @dataclass(frozen=True)
@@ -135,19 +137,20 @@ class Installs:
     # --- resolving what to install -------------------------------------------------------------------
 
     def resolve(self, model: str, variant: str | None) -> tuple[CatalogueEntry, Variant, str]:
-        """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag → entry, variant
-        and the Ollama tag to pull."""
+        """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag or Speaches id →
+        entry, variant and what its backend installs (the Ollama tag, the Speaches model id)."""
         entry, found = self._catalogue.resolve(model, variant)
         if entry is None or found is None:
             raise NotFound(f"'{model}' is not in the catalogue; GET /api/v1/catalogue lists what "
                            "can be installed")
-        return entry, found, install_source(entry, found, "ollama")
+        return entry, found, install_source(entry, found, default_kind(entry))
 
-    def _worker(self, worker: str) -> tuple[str, str]:
+    def _worker(self, worker: str, kind: str = "ollama") -> tuple[str, str]:
         for view in self._hub.connected():
             if worker in (view.id, view.name):
-                if not view.has_verified("ollama"):
-                    raise InvalidRequest(f"worker '{view.name}' has no verified Ollama backend")
+                if not view.has_verified(kind):
+                    raise InvalidRequest(f"worker '{view.name}' has no verified "
+                                         f"{BACKEND_NAMES.get(kind, kind)} backend")
                 return view.id, view.name
         raise NotFound(f"worker '{worker}' is not connected")
 
@@ -156,7 +159,8 @@ class Installs:
     async def start(self, model: str, variant: str | None, worker: str,
                     requested_by: str) -> Snapshot:
         entry, chosen, tag = self.resolve(model, variant)
-        worker_id, worker_name = self._worker(worker)
+        kind = default_kind(entry)
+        worker_id, worker_name = self._worker(worker, kind)
         async with self._lock:
             for live in self._live.values():
                 snap = live.snapshot
@@ -166,11 +170,11 @@ class Installs:
             async with self._store.session() as session:
                 row = await install_rows.create_install(
                     session, op_id=op_id, catalogue_id=entry.id, variant=chosen.id, model_tag=tag,
-                    backend="ollama", worker_id=worker_id, requested_by=requested_by)
+                    backend=kind, worker_id=worker_id, requested_by=requested_by)
                 await session.commit()
             snapshot = Snapshot(
                 id=op_id, catalogue_id=entry.id, variant=chosen.id, model_tag=tag,
-                backend="ollama", worker_id=worker_id, worker_name=worker_name, state="queued",
+                backend=kind, worker_id=worker_id, worker_name=worker_name, state="queued",
                 status_text="queued", completed=0, total=0, error=None,
                 requested_by=requested_by, created_at=_iso(row.created_at) or "",
                 finished_at=None)
@@ -305,13 +309,21 @@ class Installs:
     # --- removal --------------------------------------------------------------------------------------------
 
     async def remove(self, worker: str, model: str) -> None:
-        """Remove an installed model from a worker's Ollama (``DELETE /api/delete`` there)."""
-        worker_id, worker_name = self._worker(worker)
-        view = self._hub.get(worker_id)
-        if view is not None:
-            model = match(model, view.models) or model
+        """Remove an installed model from the worker's backend that serves it (Ollama's
+        ``DELETE /api/delete``, Speaches' ``DELETE /v1/models/{id}``; Ollama when the worker does
+        not list the model)."""
+        kind = "ollama"
+        for view in self._hub.connected():
+            if worker in (view.id, view.name):
+                model = match(model, view.models) or model
+                if model in view.models:
+                    kind = view.models[model].backend
+                elif not view.has_verified("ollama") and view.has_verified("speaches"):
+                    kind = "speaches"  # a model it does not list: its backend says 404
+        worker_id, worker_name = self._worker(worker, kind)
         op_id = "op_" + secrets.token_hex(8)
-        handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model))
+        handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model,
+                                                               backend=kind))
         async with asyncio.timeout(REMOVE_TIMEOUT_S):
             async for event in handle:
                 if isinstance(event, OpDone):

@@ -274,7 +274,7 @@ class Runner:
             return await backend.embed(model, frame.body)
         if frame.kind == "image":
             return await backend.generate_image(model, frame.body)
-        return await backend.transcribe(model, frame.body), Usage()
+        return await backend.transcribe(model, frame.body)
 
     # --- model operations --------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """OllamaBackend: the Backend interface over one verified Ollama endpoint.
 
 Chat goes to native ``/api/chat`` and legacy completions to ``/api/generate`` (one call per choice),
-each with ``options.num_ctx`` injected (see translate.py, completion.py); embeddings
-to ``/api/embed`` and images to ``/api/generate`` without injection; installs stream ``/api/pull``
+each with ``options.num_ctx`` injected (see translate.py, completion.py); embeddings to
+``/api/embed``, images to ``/api/generate`` and transcriptions to ``/v1/audio/transcriptions``
+(v0.20.0+: Ollama has no native route for them) without injection; installs stream ``/api/pull``
 progress as one overall figure (``PullProgress``, where Ollama's stream is read, is the one place
 that keeps it from going backwards); removals use ``DELETE /api/delete``. A chat stream is bounded
 by ``limits`` (first token, then stall: see client.py); a pull is not, because Ollama may verify a
@@ -21,8 +22,9 @@ from pendra.backends.base import (BackendStatus, ChatResult, InstallProgress, Mo
 from pendra.backends.ollama import completion, discovery, translate
 from pendra.backends.ollama.client import OllamaClient, StreamLimits
 from pendra.backends.ollama.version import (IMAGE_GENERATION_SINCE, IMAGE_GENERATION_UNTIL,
-                                            LOGPROBS_SINCE, format_version, has_image_generation,
-                                            has_logprobs)
+                                            LOGPROBS_SINCE, TRANSCRIPTION_SINCE, format_version,
+                                            has_image_generation, has_logprobs, has_transcription)
+from pendra.protocol.transcription import decode_job, json_answer, reported_usage, text_answer
 from pendra.errors import (BackendError, BackendRejected, BackendUnavailable, InstallFailed,
                            ModelNotFound, UnsupportedOperation)
 
@@ -49,6 +51,10 @@ class PullProgress:
         self._completed = max(self._completed, sum(c for _, c in self._layers.values()))
         return InstallProgress(str(line.get("status", "")), self._completed, max(total, self._completed))
 
+
+# What Ollama's /v1/audio/transcriptions answers, and the largest file it takes (reference §6.7).
+OLLAMA_TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
+OLLAMA_MAX_AUDIO_BYTES = 25 * 1000 * 1000
 
 # How old an /api/tags answer from verification may be for list_models to use it instead of
 # asking again (a discovery pass lists right after it verifies).
@@ -203,8 +209,45 @@ class OllamaBackend:
             images.append(answer)
         return translate.image_response(images), Usage()
 
-    async def transcribe(self, model: ModelInfo, body: dict[str, Any]) -> dict[str, Any]:
-        raise UnsupportedOperation("audio transcription is not supported by the Ollama backend")
+    async def transcribe(self, model: ModelInfo,
+                         body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        """Ollama's OpenAI-compatible ``/v1/audio/transcriptions`` (v0.20.0+): a multipart form
+        of model, file, response_format, language and prompt; it transcribes at temperature 0
+        (a client's ``temperature`` is not sent) and answers json, text or verbose_json only."""
+        if not has_transcription(self.version):
+            raise UnsupportedOperation(
+                f"transcription is not supported by this Ollama version ({self.version}); it "
+                f"exists from {format_version(TRANSCRIPTION_SINCE)}")
+        if "audio" not in model.capabilities:
+            raise BackendRejected(f"model '{model.id}' does not take audio", status=400)
+        try:
+            job = decode_job(body)
+        except ValueError as exc:
+            raise BackendRejected(str(exc), status=400) from exc
+        if job.response_format not in OLLAMA_TRANSCRIPTION_FORMATS:
+            raise BackendRejected(
+                f"Ollama transcribes into {', '.join(OLLAMA_TRANSCRIPTION_FORMATS)} only, not "
+                f"{job.response_format}", status=400)
+        if len(job.audio) > OLLAMA_MAX_AUDIO_BYTES:
+            raise BackendRejected(f"Ollama takes audio files of at most {OLLAMA_MAX_AUDIO_BYTES} "
+                                  f"bytes; this one is {len(job.audio)}", status=413)
+        fields = {"model": model.id, "response_format": job.response_format}
+        fields.update({name: value for name, value in (("language", job.language),
+                                                       ("prompt", job.prompt)) if value is not None})
+        response = await self._require().post_form(
+            "/v1/audio/transcriptions", fields,
+            {"file": (job.filename, job.audio, job.content_type)})
+        if job.response_format == "text":
+            return text_answer(response.text), Usage()
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise BackendRejected("Ollama's transcription did not answer JSON", status=502) from exc
+        if not isinstance(answer, dict):
+            raise BackendRejected("Ollama's transcription did not answer a JSON object", status=502)
+        counts = reported_usage(answer)
+        return json_answer(answer), Usage(counts.get("prompt_tokens", 0),
+                                          counts.get("completion_tokens", 0))
 
     async def install(self, model: str, progress: ProgressCallback) -> None:
         client = self._require()
