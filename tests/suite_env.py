@@ -13,4 +13,4 @@ POSTGRES_URL = os.environ.get("PENDRA_TEST_POSTGRES_URL",
                               "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 # Worker settings that look only for Ollama (the other backends' default ports are not probed):
 # the tests of Ollama's own behaviour pass it as ``backends_disabled``.
-ONLY_OLLAMA = ("lmstudio", "vllm")
+ONLY_OLLAMA = ("lmstudio", "vllm", "speaches")

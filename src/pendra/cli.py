@@ -650,7 +650,7 @@ def usage(since: Annotated[str | None, typer.Option(help="Period, e.g. 24h or 7d
     totals = summary.get("totals", {})
     _announce(f"Since {start.isoformat(timespec='minutes') if start else 'the beginning'}: "
               + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in totals.items()))
-    for section in ("per_model", "per_key", "per_worker"):
+    for section in ("per_kind", "per_model", "per_key", "per_worker"):
         rows = summary.get(section) or []
         if not rows:
             continue

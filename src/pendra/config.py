@@ -22,6 +22,7 @@ import yaml
 
 from pendra.errors import ConfigError
 from pendra.home import Home, too_open, write_private
+from pendra.protocol.transcription import DEFAULT_MAX_AUDIO_BYTES, MAX_AUDIO_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ KEYS: tuple[Key, ...] = (
     Key("ollama_endpoint", "OLLAMA_ENDPOINT", "str", "",
         "Ollama base URL; when empty, probe http://localhost:11434 then "
         "http://host.docker.internal:11434.", "worker"),
+    Key("speaches_endpoint", "SPEACHES_ENDPOINT", "str", "",
+        "Speaches base URL; when empty, probe http://localhost:8000 then "
+        "http://host.docker.internal:8000 (verified as Speaches, so a vLLM there is not taken).",
+        "worker"),
     Key("vllm_endpoint", "VLLM_ENDPOINT", "str", "",
         "vLLM base URL; when empty, probe http://localhost:8000 then "
         "http://host.docker.internal:8000.", "worker"),
@@ -121,6 +126,9 @@ KEYS: tuple[Key, ...] = (
     Key("max_body_bytes", "MAX_BODY_BYTES", "int", 32 * 1024 * 1024,
         "Largest request body the API accepts; larger ones get 413 before being read whole.",
         "server"),
+    Key("max_audio_bytes", "MAX_AUDIO_BYTES", "int", DEFAULT_MAX_AUDIO_BYTES,
+        "Largest audio file a transcription upload may carry (OpenAI's 25 MiB by default, at "
+        f"most {MAX_AUDIO_BYTES // (1024 * 1024)} MiB); larger ones get 413.", "server"),
     Key("sign_in_attempts_per_address_per_minute", "SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
         "int", SIGN_IN_PER_ADDRESS_PER_MINUTE,
         "Console password attempts one client address may make a minute (also its burst); more "
@@ -346,6 +354,7 @@ class WorkerSettings:
     heartbeat_timeout_s: float
     stream_stall_timeout_s: float = DEFAULT_STREAM_STALL_TIMEOUT_S
     first_token_timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S
+    speaches_endpoint: str = ""
     metrics_port: int = 0  # 0: no /metrics
     metrics_host: str = "127.0.0.1"
     vllm_endpoint: str = ""
@@ -377,6 +386,7 @@ class ServerSettings:
     admin_token: str = ""
     sign_in_per_address_per_minute: int = SIGN_IN_PER_ADDRESS_PER_MINUTE
     sign_in_per_second: float = SIGN_IN_PER_SECOND
+    max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
     responses_retention_s: float = 30 * 86400.0
     # The organisation's default API-key limits, as server/limits.py parses them.
     key_defaults: dict[str, Any] = field(default_factory=dict)
@@ -433,6 +443,7 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
         heartbeat_timeout_s=values["heartbeat_timeout"],
         stream_stall_timeout_s=_positive(values, "stream_stall_timeout"),
         first_token_timeout_s=_positive(values, "first_token_timeout"),
+        speaches_endpoint=values["speaches_endpoint"].rstrip("/"),
         metrics_port=_port(values, "metrics_port"),
         metrics_host=values["metrics_host"] or "127.0.0.1",
         vllm_endpoint=values["vllm_endpoint"].rstrip("/"),
@@ -496,10 +507,19 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         sign_in_per_second=max(0.1, values["sign_in_attempts_per_second"]),
         header_timeout_s=max(0.1, values["header_timeout"]),
         max_connections=max(1, values["max_connections"]),
+        max_audio_bytes=_audio_limit(values["max_audio_bytes"]),
         responses_retention_s=_retention_s(values),
         key_defaults=_key_defaults(values),
         metrics_token=_metrics_token(values),
     )
+
+
+def _audio_limit(value: int) -> int:
+    """``max_audio_bytes``: 1 byte up to what a worker request frame carries."""
+    if not 1 <= value <= MAX_AUDIO_BYTES:
+        raise ConfigError(f"MAX_AUDIO_BYTES / max_audio_bytes must be between 1 and "
+                          f"{MAX_AUDIO_BYTES} (got {value})")
+    return value
 
 
 def _key_defaults(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -64,7 +64,7 @@ async def test_probes_in_order_and_falls_back() -> None:
         registry = BackendRegistry(settings(), probe_urls=[dead, emu.base_url])
         try:
             assert await registry.refresh() is True
-            status = registry.statuses()[0]
+            [status] = [s for s in registry.statuses() if s.kind == "ollama"]
             assert status.verified and status.endpoint == emu.base_url and status.version == "0.30.1"
             assert status.tried == (dead, emu.base_url)
         finally:
@@ -91,10 +91,10 @@ async def test_impostor_is_rejected_and_logged_once(impostor: str,
         with caplog.at_level(logging.INFO, logger="pendra.backends.registry"):
             for _ in range(4):
                 await registry.refresh()
-        status = registry.statuses()[0]
+        [status] = [s for s in registry.statuses() if s.kind == "ollama"]
         assert not status.verified and "/api/version" in status.reason
         assert registry.models() == []
-        assert caplog.text.count("not available at") == 1
+        assert caplog.text.count("ollama not available at") == 1
     finally:
         await registry.aclose()
 
@@ -332,8 +332,8 @@ async def test_embeddings_forwarded_without_injection() -> None:
             assert [d["index"] for d in data["data"]] == [0, 1] and usage.prompt_tokens > 0
             [sent] = await emu.requests("/api/embed")
             assert "options" not in sent["body"]
-            with pytest.raises(UnsupportedOperation):
-                await backend.transcribe(model, {})
+            with pytest.raises(BackendRejected, match="does not take audio"):
+                await backend.transcribe(model, {})  # 0.32.15 transcribes, but not with this
         finally:
             await registry.aclose()
 
@@ -390,3 +390,63 @@ async def test_no_first_token_within_its_limit_fails() -> None:
     """The first-token limit bounds loading too: past it the request fails, saying so."""
     with pytest.raises(BackendTimeout, match="no first token.*0.5s.*FIRST_TOKEN_TIMEOUT"):
         await _stream_text(0.5, 30, "hello [[load=20]]")
+
+
+async def test_logprobs_need_an_ollama_that_has_them() -> None:
+    """On an Ollama older than 0.12.11 (which would answer without log probabilities) a chat or a
+    completion asking for them is refused with a clear unsupported error, and nothing is sent;
+    other requests are served."""
+    async with run_emulator(version="0.12.10") as emu:
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("llama3.2:latest")
+            chat = {"model": "llama3.2:latest", "logprobs": True,
+                    "messages": [{"role": "user", "content": "hi"}]}
+            with pytest.raises(UnsupportedOperation, match=r"0\.12\.10.*0\.12\.11"):
+                await backend.chat(model, chat)
+            with pytest.raises(UnsupportedOperation, match=r"0\.12\.11"):
+                await backend.complete(model, {"model": "llama3.2:latest", "prompt": "p",
+                                               "logprobs": 1})
+            assert await emu.requests("/api/chat") == await emu.requests("/api/generate") == []
+            served = await backend.complete(model, {"model": "llama3.2:latest", "prompt": "p"})
+            [whole] = [item async for item in served.chunks]
+            assert whole["object"] == "text_completion" and whole["choices"][0]["text"]
+        finally:
+            await registry.aclose()
+
+
+@pytest.mark.parametrize("version", ["0.19.3", "0.20.0"])
+async def test_transcription_only_from_ollama_0_20(version: str) -> None:
+    """Before 0.20.0 an audio model is no transcription model and Ollama is never asked (the
+    route did not exist); from 0.20.0 its /v1/audio/transcriptions answers."""
+    import io
+    import wave
+    from pendra.protocol.transcription import TranscriptionJob, job_body
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(8000)
+        writer.writeframes(b"\x00\x01" * 8000)
+    job = TranscriptionJob(model="m", audio=out.getvalue(), filename="a.wav",
+                           content_type="audio/wav", response_format="text")
+    async with run_emulator(version=version) as emu:
+        await emu.add_model({"name": "hear:latest", "capabilities": ["completion", "audio"]})
+        registry = BackendRegistry(settings(emu.base_url))
+        try:
+            await registry.refresh()
+            backend, model = registry.backend_for("hear:latest")
+            if version == "0.19.3":
+                assert model.types == ("chat",)
+                with pytest.raises(UnsupportedOperation, match="from 0.20.0"):
+                    await backend.transcribe(model, job_body(job))
+                assert await emu.requests("/v1/audio/transcriptions") == []
+            else:
+                assert model.types == ("chat", "transcription")
+                answer, usage = await backend.transcribe(model, job_body(job))
+                assert answer["text"].startswith("Ollama heard 1.00 seconds")
+                assert usage.total_tokens == 0
+        finally:
+            await registry.aclose()

@@ -93,14 +93,17 @@ def test_embed_dimensions_must_be_a_positive_integer() -> None:
     assert caught.value.param == "dimensions"
 
 
-@pytest.mark.parametrize(("version", "image"), [("0.20.0", True), ("0.32.6", False),
-                                                ("0.14.2", False), ("nonsense", False)])
-def test_image_capability_only_where_ollama_generates_images(version: str, image: bool) -> None:
+@pytest.mark.parametrize(("version", "image", "audio"),
+                         [("0.20.0", True, True), ("0.32.6", False, True), ("0.19.9", True, False),
+                          ("0.14.2", False, False), ("nonsense", False, False)])
+def test_image_and_audio_capabilities_only_where_ollama_serves_them(version: str, image: bool,
+                                                                    audio: bool) -> None:
     """A model's ``image`` capability is advertised only on Ollama 0.14.3–0.32.5, and ``audio``
-    never (Ollama cannot transcribe)."""
+    only from 0.20.0 (which added /v1/audio/transcriptions)."""
     served = served_capabilities(("completion", "image", "audio", "vision"), version)
     assert ("image" in served) is image
-    assert "audio" not in served and "completion" in served and "vision" in served
+    assert ("audio" in served) is audio
+    assert "completion" in served and "vision" in served
 
 
 # --- requests, field by field --------------------------------------------------------------------------

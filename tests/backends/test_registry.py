@@ -70,7 +70,7 @@ async def test_a_refused_backend_is_down_at_once_and_back_within_seconds() -> No
                 await emu.stop()
                 retry_after = await registry.recheck("ollama")
                 assert retry_after is not None and 1 <= retry_after <= 2
-                status = registry.statuses()[0]
+                [status] = [s for s in registry.statuses() if s.kind == "ollama"]
                 assert not status.verified and registry.models() == []
                 with pytest.raises(BackendUnavailable, match="not answering") as caught:
                     registry.backend_for(CHAT)

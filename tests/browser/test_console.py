@@ -130,7 +130,8 @@ async def test_key_created_in_console_works_until_revoked(page: Page, fleet: Fle
 
 async def test_usage_charts_change_with_requests(page: Page, fleet: Fleet) -> None:
     """Requests sent with an API key show up in the totals (once their batch is written), the
-    request chart and the recent list."""
+    request chart, the recent list and the breakdown by API, each dialect under a readable name
+    (chat as "Chat completions", a legacy completion as "Completions")."""
     await page.goto("/usage?period=1h")
     before = int((await page.locator("[data-stat=requests] .stat-value").inner_text())
                  .replace(",", ""))
@@ -139,6 +140,7 @@ async def test_usage_charts_change_with_requests(page: Page, fleet: Fleet) -> No
     for n in range(3):
         await sdk.chat.completions.create(
             model=INSTALL_MODEL, messages=[{"role": "user", "content": f"Count to {n}"}])
+    await sdk.completions.create(model=INSTALL_MODEL, prompt="Once upon a time", max_tokens=5)
     await sdk.close()
 
     async def counted() -> bool:
@@ -146,11 +148,16 @@ async def test_usage_charts_change_with_requests(page: Page, fleet: Fleet) -> No
         await page.reload()
         after = int((await page.locator("[data-stat=requests] .stat-value").inner_text())
                     .replace(",", ""))
-        return after >= before + 3
+        return after >= before + 4
 
-    await eventually(counted, timeout_s=10, interval_s=0.2, what="the three requests counted")
+    await eventually(counted, timeout_s=10, interval_s=0.2, what="the four requests counted")
     assert await page.locator("[data-chart=requests] rect.bar").count() >= max(1, bars_before)
     await expect(page.locator("#recent tbody tr").first).to_contain_text(INSTALL_MODEL)
+    await expect(page.locator("#recent tbody tr").first).to_contain_text("Completions")
+    by_api = page.locator("section.card", has=page.get_by_role("heading", name="By API"))
+    await expect(by_api.locator("tbody tr", has_text="Chat completions")).to_have_count(1)
+    await expect(by_api.locator("tbody td", has_text="Completions")).to_have_count(2)
+    await expect(by_api.locator("tbody td").get_by_text("Completions", exact=True)).to_have_count(1)
     await screenshot(page, "usage")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pendra.catalogue.installable import install_source, installable_into
+from pendra.catalogue.installable import default_kind, install_source, installable_into
 from pendra.catalogue.loader import Catalogue, CatalogueEntry, Variant, load_catalogue
 from pendra.errors import InvalidRequest
 
@@ -72,3 +72,16 @@ def test_an_unknown_backend_kind_is_refused(catalogue: Catalogue) -> None:
     with pytest.raises(InvalidRequest, match="cannot be installed into vllm"):
         install_source(entry, variant, "vllm")
     assert not installable_into(entry, "vllm")
+
+
+def test_whisper_entries_install_into_speaches_only() -> None:
+    """The shipped Whisper entries are Speaches models: installable there from their Hugging Face
+    repository id (also a name the catalogue finds them by), never into Ollama."""
+    catalogue = load_catalogue()
+    whisper = [e for e in catalogue.entries if e.capability == "transcription"]
+    assert {"whisper-large-v3-turbo", "whisper-tiny.en"} <= {e.id for e in whisper}
+    for entry in whisper:
+        assert entry.backend == "speaches" and default_kind(entry) == "speaches"
+        assert installable_into(entry, "speaches") and not installable_into(entry, "ollama")
+        source = install_source(entry, entry.variants[0], "speaches")
+        assert catalogue.resolve(source) == (entry, entry.variants[0])

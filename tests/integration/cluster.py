@@ -229,7 +229,7 @@ class Cluster:
                 "WORKER_NAME": name, "APP_SERVER_WS_URL": "ws" + self.base_url[4:],
                 "OLLAMA_ENDPOINT": self.emulator_of[name].base_url if name in self.emulator_of else "",
                 # These workers are Ollama hosts: the other backends' ports are not probed.
-                "BACKENDS_DISABLED": "lmstudio,vllm", **extra}
+                "BACKENDS_DISABLED": "lmstudio,vllm,speaches", **extra}
 
     async def start_worker(self, name: str) -> None:
         await self.workers[name].proc.start()

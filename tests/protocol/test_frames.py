@@ -34,3 +34,21 @@ def test_outcomes_are_the_install_states_of_the_store() -> None:
     from pendra.server.store.tables import INSTALL_STATES
 
     assert {outcome.value for outcome in OpOutcome} <= set(INSTALL_STATES)
+
+
+def test_version_4_adds_the_complete_kind_and_error_param() -> None:
+    """``complete`` is a request kind only peers of version 4 know (``speaks``); the other kinds
+    every version knows. A version-4 error may name the field at fault; one without it (as older
+    workers send) parses with no param."""
+    from pendra.protocol.frames import (PROTOCOL_VERSION, SUPPORTED_VERSIONS, Error, Request,
+                                        parse_frame, speaks)
+
+    assert PROTOCOL_VERSION == 4 and SUPPORTED_VERSIONS == {1, 2, 3, 4}
+    assert speaks(4, "complete") and not speaks(3, "complete") and not speaks(1, "complete")
+    assert all(speaks(1, kind) for kind in ("chat", "embed", "image", "transcribe"))
+    request = Request(id="req_1", kind="complete", model="m", body={"prompt": "p"})
+    assert parse_frame(dump_frame(request)) == request
+    named = Error(id="req_1", status=400, message="no insert", param="suffix")
+    assert parse_frame(dump_frame(named)) == named
+    old = parse_frame('{"type":"error","id":"req_1","status":400,"message":"x"}')
+    assert isinstance(old, Error) and old.param is None

@@ -34,7 +34,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 EXAMPLES = 15
 SERVED = "llama3.2:latest"
 # Half the generated bodies for these routes are aimed at a model the worker serves.
-SERVED_FOR = {"/chat/completions": SERVED, "/embeddings": "nomic-embed-text:latest",
+# (First match wins: "/chat/completions" before the legacy "/completions".)
+SERVED_FOR = {"/chat/completions": SERVED, "/completions": SERVED,
+              "/embeddings": "nomic-embed-text:latest",
               "/images/generations": "x/z-image-turbo:latest", "/responses": SERVED}
 # A small limit so an over-limit body is cheap to make and "not read whole" is easy to see.
 MAX_BODY_BYTES = 1024 * 1024

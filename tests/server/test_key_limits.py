@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -181,3 +182,27 @@ async def test_monthly_quota_survives_a_restart(tmp_path: Path) -> None:
             after = await chat(sdk(api, made["key"]))
             assert isinstance(after, openai.RateLimitError)
             assert "monthly quota" in after.message
+
+
+async def test_anthropic_clients_get_their_own_429_and_403(api: Api, wide: FakeWorker) -> None:
+    """The same limits on /v1/messages answer in Anthropic's error shape, which the official
+    anthropic SDK raises as RateLimitError and PermissionDeniedError."""
+    made = await admin(api, "/keys", {"name": "claude", "rpm": 1, "models": ["llama3.*"]})
+    client = anthropic.AsyncAnthropic(base_url=api.base_url, api_key=made["key"], max_retries=0)
+    try:
+        message = await client.messages.create(model=CHAT_MODEL.id, max_tokens=16,
+                                               messages=[{"role": "user", "content": "hi"}])
+        assert message.content
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            await client.messages.create(model=CHAT_MODEL.id, max_tokens=16,
+                                         messages=[{"role": "user", "content": "hi"}])
+        body = limited.value.response.json()
+        assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+        assert int(limited.value.response.headers["retry-after"]) >= 1
+        assert limited.value.response.headers["x-ratelimit-limit-requests"] == "1"
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            await client.messages.create(model=EMBED_MODEL.id, max_tokens=16,
+                                         messages=[{"role": "user", "content": "hi"}])
+        assert refused.value.response.json()["error"]["type"] == "permission_error"
+    finally:
+        await client.close()

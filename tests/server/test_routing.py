@@ -370,3 +370,27 @@ async def test_open_refuses_a_kind_the_model_cannot_do_before_choosing(
     with pytest.raises(InvalidRequest, match="cannot serve chat requests"):
         await router(hub).open("chat", "e", BODY)
     assert a.requests == []
+
+
+# --- request kinds newer than a worker's protocol ------------------------------------------------------
+
+
+async def test_complete_is_kept_from_workers_older_than_protocol_4() -> None:
+    """``too_old`` lists the workers serving the model whose hello predates ``complete``; when
+    they are all there is, the refusal is 501 naming at most three of them and the upgrade; kinds
+    every version knows exclude nobody."""
+    from pendra.errors import UnsupportedOperation
+
+    hub = new_hub()
+    for n in range(5):
+        link = attach(hub, f"wrk-old{n}", model("m:latest"))
+        link.view.protocol_version = 3
+    r = router(hub)
+    assert r.too_old("chat", "m:latest") == []
+    with pytest.raises(UnsupportedOperation) as refused:
+        r.too_old("complete", "m:latest")
+    assert refused.value.status == 501
+    assert "'wrk-old0' (protocol 3)" in refused.value.message
+    assert "and 2 more" in refused.value.message and "protocol version 4" in refused.value.message
+    attach(hub, "wrk-new", model("m:latest"))
+    assert sorted(r.too_old("complete", "m:latest")) == [f"wrk-old{n}" for n in range(5)]

@@ -55,3 +55,24 @@ def test_emulator_imports_nothing_it_checks(entry: str, reaches: tuple[str, ...]
                 outside.add(f"{module} imports {name}")
     assert set(reaches) <= seen
     assert outside == set()
+
+
+def test_speaches_emulator_imports_nothing_it_checks() -> None:
+    """The same for the Speaches emulator (and its impostor)."""
+    seen: set[str] = set()
+    todo = ["pendra.testing.speaches_emulator"]
+    outside: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for name in _imports(module):
+            if name.startswith("pendra.testing."):
+                base = SRC / name.replace(".", "/")
+                if base.with_suffix(".py").exists() or (base / "__init__.py").exists():
+                    todo.append(name)
+            elif name == "pendra" or name.startswith("pendra."):
+                outside.add(f"{module} imports {name}")
+    assert {"pendra.testing.speaches.facts", "pendra.testing.speaches.impostor"} <= seen
+    assert outside == set()

@@ -99,6 +99,10 @@ async def _exercise(client: ollama.AsyncClient) -> None:
      400, "the prompt is longer than the context length currently available to the model; shorten "
           "the prompt, adjust the context length in settings, or use a model with a longer context length"),
     ("/api/pull", {"model": "nope:1b", "stream": False}, 500, "pull model manifest: file does not exist"),
+    ("/api/generate", {"model": "llama3.2", "prompt": "x", "suffix": "y"},
+     400, "registry.ollama.ai/library/llama3.2:latest does not support insert"),
+    ("/api/generate", {"model": "llama3.2", "prompt": "x", "raw": True, "system": "s"},
+     400, "raw mode does not support template, system, or context"),
 ])
 async def test_error_statuses_and_texts(emu: EmulatorProcess, path: str, body: dict, status: int,
                                         error: str) -> None:
@@ -179,6 +183,28 @@ async def test_logprobs_when_asked(emu: EmulatorProcess) -> None:
     assert [set(e) for e in whole["logprobs"]] == [{"token", "logprob"}] * 3
     assert "".join(e["token"] for e in whole["logprobs"]) == whole["response"]
     assert "logprobs" not in plain
+
+
+async def test_generate_raw_suffix_and_length(emu: EmulatorProcess) -> None:
+    """Generate's final line carries ``context`` unless ``raw`` (reference §4.1); a model with the
+    ``insert`` capability takes a ``suffix``; ``num_predict`` ends with ``done_reason: "length"``
+    and the counts say how many tokens came."""
+    await emu.add_model({"name": "coder:1b", "capabilities": ["completion", "insert"]})
+    async with httpx.AsyncClient(base_url=emu.base_url) as http:
+        raw = (await http.post("/api/generate", json={"model": "llama3.2", "prompt": "a b c",
+                                                      "raw": True, "stream": False})).json()
+        templated = (await http.post("/api/generate", json={"model": "llama3.2", "prompt": "a",
+                                                            "stream": False})).json()
+        fim = await http.post("/api/generate", json={"model": "coder:1b", "prompt": "def f(",
+                                                     "suffix": "):", "stream": False})
+        cut = [json.loads(line) for line in (await http.post("/api/generate", json={
+            "model": "llama3.2", "prompt": "[[tokens=9]]", "raw": True,
+            "options": {"num_predict": 4}})).text.splitlines()]
+    assert "context" not in raw and raw["done_reason"] == "stop" and raw["response"]
+    assert templated["context"]
+    assert fim.status_code == 200 and fim.json()["done"] is True
+    assert cut[-1]["done_reason"] == "length" and cut[-1]["eval_count"] == 4
+    assert len(cut) == 5 and all(line["response"] for line in cut[:-1])
 
 
 async def test_images_reach_vision_models_only(emu: EmulatorProcess) -> None:

@@ -66,12 +66,13 @@ async def test_inventory_lists_backends_models_and_capacity(emulator: EmulatorPr
         await registry.aclose()
     assert parse_frame(dump_frame(inventory)) == inventory  # valid on the wire
     assert inventory.max_concurrent == 3
-    backend, *others = inventory.backends
+    [backend] = [b for b in inventory.backends if b.kind == "ollama"]
     assert backend.kind == "ollama" and backend.verified and backend.version == "0.32.15"
     # The kinds BACKENDS_DISABLED turns off are still reported, with the reason.
-    assert [(b.kind, b.verified, b.reason) for b in others] == [
+    assert [(b.kind, b.verified, b.reason) for b in inventory.backends if b.kind != "ollama"] == [
         ("lmstudio", False, "disabled by BACKENDS_DISABLED"),
-        ("vllm", False, "disabled by BACKENDS_DISABLED")]
+        ("vllm", False, "disabled by BACKENDS_DISABLED"),
+        ("speaches", False, "disabled by BACKENDS_DISABLED")]
     models = {m.id: m for m in inventory.models}
     assert set(models) == DEFAULT_MODELS
     assert models["llama3.2:latest"].context_length == 131072
@@ -100,7 +101,7 @@ async def test_local_models_and_backends_discover_the_emulator(emulator: Emulato
     """One discovery pass lists this host's models and its verified Ollama."""
     settings = worker_settings(emulator.base_url)
     models = await local_models(settings)
-    status = (await local_backends(settings))[0]
+    [status] = [s for s in await local_backends(settings) if s.kind == "ollama"]
     assert {m.id for m in models} == DEFAULT_MODELS
     assert status.verified and status.endpoint == emulator.base_url
 
@@ -108,7 +109,8 @@ async def test_local_models_and_backends_discover_the_emulator(emulator: Emulato
 async def test_local_backends_say_where_they_looked_when_nothing_answers() -> None:
     """With no Ollama running the status is unverified and names every probed endpoint."""
     probes = [closed_url(), closed_url()]
-    status = (await local_backends(worker_settings(""), probe_urls=probes))[0]
+    [status] = [s for s in await local_backends(worker_settings(""), probe_urls=probes)
+                if s.kind == "ollama"]
     assert not status.verified and status.tried == tuple(probes) and status.reason
     assert await local_models(worker_settings(""), probe_urls=probes) == []
 

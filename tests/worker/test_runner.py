@@ -187,6 +187,42 @@ async def test_cancel_mid_stream_aborts_ollama_and_sends_nothing_more(
     assert not h.frames((End, Error), "r1")
 
 
+def complete(request_id: str, prompt: Any, **fields: Any) -> Request:
+    return Request(id=request_id, kind="complete", model=CHAT_MODEL, body={
+        "model": CHAT_MODEL, "prompt": prompt, **fields})
+
+
+async def test_a_completion_streams_on_the_chat_path(emulator: EmulatorProcess) -> None:
+    """A ``complete`` request is streamed as chat is: text_completion chunks as they come (each
+    choice of a list prompt in turn), then one end with the summed usage; whole, one chunk."""
+    async with started(emulator) as h:
+        await h.runner.on_frame(complete("c1", ["a b [[tokens=3]]", "c [[tokens=2]]"],
+                                         stream=True, max_tokens=50))
+        end = await h.wait_for(End, "c1")
+        await h.runner.on_frame(complete("c2", "x [[tokens=4]]", max_tokens=2))
+        whole_end = await h.wait_for(End, "c2")
+        streamed, whole = h.frames(Chunk, "c1"), h.frames(Chunk, "c2")
+    assert {c.data["object"] for c in streamed} == {"text_completion"}
+    finished = [c.data["choices"][0]["index"] for c in streamed
+                if c.data["choices"][0]["finish_reason"]]
+    assert finished == [0, 1] and end.usage["completion_tokens"] == 5
+    [only] = whole
+    assert only.data["choices"][0]["finish_reason"] == "length" == whole_end.finish_reason
+    generated = await emulator.requests("/api/generate")
+    assert [r["body"]["raw"] for r in generated] == [True, True, True]
+
+
+async def test_cancel_mid_completion_aborts_the_generate_call(emulator: EmulatorProcess) -> None:
+    """A cancel frame closes the /api/generate stream; no end or error follows."""
+    async with started(emulator) as h:
+        await h.runner.on_frame(complete("c1", "hi [[tokens=200]] [[delay=0.05]]", stream=True,
+                                         max_tokens=500))
+        await h.wait_for(Chunk, "c1")
+        await h.runner.on_frame(Cancel(id="c1"))
+        await cancelled_at_emulator(emulator, "/api/generate")
+        assert not h.frames((End, Error), "c1")
+
+
 async def test_cancel_before_the_request_starts_frees_its_slot(emulator: EmulatorProcess) -> None:
     """A request cancelled before its task ran sends nothing and does not hold its slot."""
     async with started(emulator, max_concurrent=1) as h:

@@ -9,6 +9,7 @@ native dialect; each backend translates at its own edge. Failures are the typed 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -17,7 +18,16 @@ from typing import Any, Protocol, runtime_checkable
 from pendra.protocol.inventory import BackendStatus, ModelInfo, model_types
 
 __all__ = ["Backend", "BackendStatus", "ChatResult", "InstallProgress", "ModelInfo",
-           "ProgressCallback", "Usage", "model_types"]
+           "ProgressCallback", "Usage", "model_types", "system_fingerprint"]
+
+
+def system_fingerprint(backend_kind: str, backend_version: str, model: ModelInfo) -> str:
+    """OpenAI's ``system_fingerprint`` for answers of ``model``: ``fp_`` and 12 hex digits of a
+    hash of what decides how the model runs as far as the worker knows it (the backend's kind and
+    version, the model's id and digest). The same model on the same backend build always gives
+    the same value; it changes when either is upgraded or the model is re-pulled. Never random."""
+    seed = f"{backend_kind}\0{backend_version}\0{model.id}\0{model.digest}"
+    return "fp_" + hashlib.sha256(seed.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -48,11 +58,13 @@ ProgressCallback = Callable[[InstallProgress], Awaitable[None] | None]
 
 @dataclass
 class ChatResult:
-    """A chat in progress: iterate ``chunks`` for OpenAI dicts; ``usage`` is final once exhausted.
+    """A chat or a text completion in progress: iterate ``chunks`` for OpenAI dicts; ``usage`` and
+    ``finish_reason`` are final once it is exhausted.
 
-    With ``stream`` true each item is a ``chat.completion.chunk`` (the usage chunk included only
-    when the client asked via ``stream_options.include_usage``); otherwise exactly one
-    ``chat.completion`` object is yielded.
+    With ``stream`` true each item is a ``chat.completion.chunk`` (``chat``) or a
+    ``text_completion`` chunk (``complete``), the usage chunk included only when the client asked
+    via ``stream_options.include_usage``; otherwise exactly one ``chat.completion`` or
+    ``text_completion`` object is yielded.
     """
 
     chunks: AsyncIterator[dict[str, Any]]
@@ -78,6 +90,12 @@ class Backend(Protocol):
         """Run an OpenAI chat completion request (``body`` as the client sent it)."""
         ...
 
+    async def complete(self, model: ModelInfo, body: dict[str, Any]) -> ChatResult:
+        """Run an OpenAI legacy completions request (``prompt``, no chat template); the items are
+        ``text_completion`` objects. UnsupportedOperation where the backend has no raw
+        completion."""
+        ...
+
     async def embed(self, model: ModelInfo, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         """Run an OpenAI embeddings request; returns the OpenAI response and its usage."""
         ...
@@ -87,7 +105,11 @@ class Backend(Protocol):
         """Run an OpenAI images/generations request."""
         ...
 
-    async def transcribe(self, model: ModelInfo, body: dict[str, Any]) -> dict[str, Any]:
+    async def transcribe(self, model: ModelInfo,
+                         body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        """Run a transcription (``body`` as protocol/transcription.py's ``job_body`` writes it);
+        returns that module's answer (``json_answer``/``text_answer``) and the usage the backend
+        reported (none when it reports none)."""
         ...
 
     async def install(self, model: str, progress: ProgressCallback) -> None:

@@ -2,8 +2,8 @@
 
 Rules:
 - The backends a worker looks for are ``backend_specs``, in this order: Ollama, LM Studio, vLLM,
-  then each endpoint of ``OPENAI_ENDPOINTS`` (the generic OpenAI-compatible backend, never
-  probed). A new kind (Speaches) joins by adding one ``BackendSpec``: its kind, its probe list,
+  Speaches, then each endpoint of ``OPENAI_ENDPOINTS`` (the generic OpenAI-compatible backend,
+  never probed). A new kind joins by adding one ``BackendSpec``: its kind, its probe list,
   the setting naming its explicit endpoint, and how to build it.
 - On every refresh tick, each backend kind tries its explicit endpoint if one is configured, else
   its probe list in order, and activates the first endpoint that verifies. Two kinds may probe the
@@ -47,6 +47,7 @@ from pendra.backends.lmstudio import PROBES as LMSTUDIO_PROBES
 from pendra.backends.lmstudio import LMStudioBackend
 from pendra.backends.ollama.client import StreamLimits
 from pendra.backends.generic import GenericBackend
+from pendra.backends.speaches import SpeachesBackend
 from pendra.backends.vllm import PROBES as VLLM_PROBES
 from pendra.backends.vllm import VLLMBackend
 from pendra.config import WorkerSettings
@@ -56,6 +57,8 @@ from pendra.names import name_key
 log = logging.getLogger(__name__)
 
 OLLAMA_PROBES = ("http://localhost:11434", "http://host.docker.internal:11434")
+# Speaches' default port is uvicorn's 8000, which vLLM also uses: verification tells them apart.
+SPEACHES_PROBES = ("http://localhost:8000", "http://host.docker.internal:8000")
 # A backend that went down is probed again after REPROBE_FIRST_S, then each wait is REPROBE_GROWTH
 # times the one before, up to the refresh interval: a restart (seconds) is noticed within about a
 # second, a long outage costs at most one probe per tick. One prober per backend: no herd, no jitter.
@@ -85,6 +88,9 @@ def backend_specs(settings: WorkerSettings) -> list[BackendSpec]:
                     lambda: LMStudioBackend(api_key=settings.lmstudio_api_token, limits=limits)),
         BackendSpec("vllm", VLLM_PROBES, settings.vllm_endpoint, "VLLM_ENDPOINT",
                     lambda: VLLMBackend(api_key=settings.vllm_api_key, limits=limits)),
+        BackendSpec("speaches", SPEACHES_PROBES, settings.speaches_endpoint, "SPEACHES_ENDPOINT",
+                    lambda: SpeachesBackend(
+                        transcription_timeout_s=settings.first_token_timeout_s)),
     ]
     for entry in settings.openai_endpoints:
         specs.append(BackendSpec(

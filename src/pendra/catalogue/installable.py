@@ -2,7 +2,8 @@
 
 Rules:
 - An entry's ``backend`` names the backend kinds it may go into (``BACKEND_KINDS``): ``ollama``
-  → Ollama, ``pendra`` → Pendra's built-in GGUF runtime, ``both`` → either. Any entry may also go
+  → Ollama, ``pendra`` → Pendra's built-in GGUF runtime, ``both`` → either, ``speaches`` →
+  Speaches (from the variant's ``speaches`` id, a Hugging Face repository). Any entry may also go
   into LM Studio, through those of its variants that name what LM Studio downloads (``lmstudio``:
   an LM Studio catalog id, or a Hugging Face link with ``@<quantization>``). vLLM and the generic
   OpenAI-compatible servers install nothing: they serve what they were started with.
@@ -26,17 +27,25 @@ BACKEND_KINDS: dict[str, frozenset[str]] = {
     "ollama": frozenset({"ollama"}),
     "pendra": frozenset({"pendra"}),
     "both": frozenset({"ollama", "pendra"}),
+    "speaches": frozenset({"speaches"}),
 }
 # Kinds any entry may install into, variant by variant, whatever its ``backend``.
 EVERY_ENTRY = frozenset({"lmstudio"})
 # The order a worker's backends are offered in when an install names no backend.
-PREFERENCE = ("ollama", "pendra", "lmstudio")
+PREFERENCE = ("ollama", "pendra", "lmstudio", "speaches")
 # Per backend kind: what it installs a variant from, and how a message names the kind and source.
 SOURCES: dict[str, tuple[Callable[[Variant], str | None], str, str]] = {
     "ollama": (lambda variant: variant.ollama, "Ollama", "Ollama tag"),
     "pendra": (lambda variant: variant.gguf_url, "Pendra's built-in runtime", "GGUF file"),
+    "speaches": (lambda variant: variant.speaches, "Speaches", "Speaches model id"),
     "lmstudio": (lambda variant: variant.lmstudio, "LM Studio", "LM Studio download id"),
 }
+
+
+def default_kind(entry: CatalogueEntry) -> str:
+    """The backend kind an install of ``entry`` goes to when none is chosen and the worker has
+    none that takes it: Speaches for a ``speaches`` entry, else Ollama."""
+    return "speaches" if entry.backend == "speaches" else "ollama"
 
 
 def kinds_for(entry: CatalogueEntry) -> frozenset[str]:

@@ -5,9 +5,11 @@ Rules:
   the field: unknown keys, unknown enums (backend, capability, features), duplicate entry ids,
   duplicate variant ids, a name that means two models (an alias or Ollama tag shared by two entries).
 - A variant has an ``ollama`` tag, or ``gguf_url`` + ``gguf_sha256`` (both or neither), or both;
-  any variant may also name what LM Studio downloads (``lmstudio``).
-  ``backend`` must agree: an ``ollama`` entry has only tagged variants, a ``pendra`` entry only GGUF
-  ones, ``both`` has some of each. The first variant is the default. What can be installed where
+  or, in a ``speaches`` entry, only a ``speaches`` id (the Hugging Face repository Speaches
+  downloads, also a name the entry is found by); any variant may also name what LM Studio downloads
+  (``lmstudio``). ``backend`` must agree: an ``ollama`` entry has only tagged variants, a
+  ``pendra`` entry only GGUF ones, ``both`` has some of each. The first variant is the default.
+  What can be installed where
   is installable.py's rule.
 - Names compare by ``pendra.names.name_key`` (Ollama's rule: case-insensitively, with ``:latest``
   and the ``library`` namespace implied: ``All-MiniLM`` == ``all-minilm:latest``).
@@ -27,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pendra.errors import ConfigError
 from pendra.names import name_key
 
-Backend = Literal["ollama", "pendra", "both"]
+Backend = Literal["ollama", "pendra", "both", "speaches"]
 # The same vocabulary as GET /api/v1/models?type= (ModelInfo.types).
 Capability = Literal["chat", "embedding", "image", "transcription", "ocr"]
 Feature = Literal["tools", "thinking", "vision", "code"]
@@ -48,6 +50,9 @@ class Variant(BaseModel):
     # Hugging Face link, optionally "@<quantization>" (installable.py says how it is sent).
     lmstudio: str | None = Field(default=None, min_length=1, max_length=200)  # the installs row
     gguf_sha256: str | None = None
+    speaches: str | None = Field(default=None, min_length=1, max_length=256,
+                                 pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$",
+                                 description="Speaches model id (a Hugging Face repository)")
 
     @field_validator("gguf_sha256")
     @classmethod
@@ -60,8 +65,10 @@ class Variant(BaseModel):
     def _has_a_source(self) -> "Variant":
         if (self.gguf_url is None) != (self.gguf_sha256 is None):
             raise ValueError("gguf_url and gguf_sha256 go together")
-        if self.ollama is None and self.gguf_url is None and self.lmstudio is None:
-            raise ValueError("a variant needs an `ollama` tag, a `gguf_url` or an `lmstudio` id")
+        if (self.ollama is None and self.gguf_url is None and self.speaches is None
+                and self.lmstudio is None):
+            raise ValueError("a variant needs an `ollama` tag, a `gguf_url`, a `speaches` id or "
+                             "an `lmstudio` id")
         return self
 
     @property
@@ -103,12 +110,19 @@ class CatalogueEntry(BaseModel):
             raise ValueError("every variant of a `pendra` entry is a GGUF file with no `ollama` tag")
         if self.backend == "both" and not (tagged and gguf):
             raise ValueError("a `both` entry needs at least one Ollama tag and one GGUF variant")
+        speaches = [v for v in self.variants if v.speaches]
+        if self.backend != "speaches" and speaches:
+            raise ValueError("`speaches` ids belong to `speaches` entries only")
+        if self.backend == "speaches" and (tagged or gguf or len(speaches) != len(self.variants)):
+            raise ValueError("every variant of a `speaches` entry has a `speaches` id and nothing "
+                             "else")
         return self
 
     def names(self) -> set[str]:
         """Every name that means this model, in ``name_key`` form."""
         found = {name_key(self.id), *(name_key(a) for a in self.aliases)}
         found.update(name_key(v.ollama) for v in self.variants if v.ollama)
+        found.update(name_key(v.speaches) for v in self.variants if v.speaches)
         return found
 
     def public(self) -> dict[str, Any]:
@@ -132,8 +146,9 @@ class Catalogue:
             for alias in entry.aliases:
                 self._index(entry, name_key(alias), None)
             for variant in entry.variants:
-                if variant.ollama:
-                    self._index(entry, name_key(variant.ollama), variant)
+                for name in (variant.ollama, variant.speaches):
+                    if name:
+                        self._index(entry, name_key(name), variant)
 
     def _index(self, entry: CatalogueEntry, name: str, variant: Variant | None) -> None:
         seen = self._by_name.get(name)

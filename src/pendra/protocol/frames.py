@@ -45,9 +45,14 @@ from pendra.protocol.peer_text import ClippedText, peer_text
 # 2: error frames may carry retry_after_s (a version-1 control plane would refuse the field, so a
 # version-2 worker is told UNSUPPORTED_VERSION there instead). 3: the worker may send ``chunks``
 # (several pieces of one answer in one frame). Version-1 and version-2 workers' frames are all
-# valid version-3 frames, so this control plane still takes them.
-PROTOCOL_VERSION = 3
-SUPPORTED_VERSIONS = frozenset({1, 2, 3})
+# valid version-3 frames, so this control plane still takes them. 4: the ``complete`` request kind
+# (a raw text completion, OpenAI's legacy Completions); a ``transcribe`` request carries the
+# uploaded audio base64 in its body and is answered in protocol/transcription.py's shape; an
+# ``error`` frame may name the request field at fault (``param``). A worker below 4 is never sent
+# a ``complete`` or a transcription (``KIND_SINCE``). Frames of versions 1 to 3 are all valid
+# version-4 frames.
+PROTOCOL_VERSION = 4
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4})
 # Largest frame either end accepts once the peer is authenticated: a request carries a client body
 # of up to max_body_bytes (32 MiB by default) and an image response (base64 PNGs) is the biggest
 # answer.
@@ -72,7 +77,15 @@ MAX_PROGRESS_BYTES = 2**50
 # closed request"); no other failure is sent with it, so it alone says "cancelled".
 CANCELLED_STATUS = 499
 
-RequestKind = Literal["chat", "embed", "image", "transcribe"]
+RequestKind = Literal["chat", "complete", "embed", "image", "transcribe"]
+# The protocol version that introduced a request kind (the others exist since version 1): the
+# control plane sends a kind only to workers whose hello carries at least that version.
+KIND_SINCE: dict[str, int] = {"complete": 4, "transcribe": 4}
+
+
+def speaks(protocol_version: int, kind: str) -> bool:
+    """Whether a peer of ``protocol_version`` knows request ``kind``."""
+    return protocol_version >= KIND_SINCE.get(kind, 1)
 # Ids the two ends make for requests and operations (req_<hex>, op_<hex>).
 FrameId = Annotated[str, Field(min_length=1, max_length=64)]
 # Enrolled worker ids are wrk-<hex>; accept any short id of that alphabet.
@@ -210,6 +223,9 @@ class Error(Frame):
     kind: ErrorKind = "backend_error"
     # For a passing outage (the backend is down or restarting): when the client may try again.
     retry_after_s: Seconds | None = None
+    # Version 4: the request field at fault when the worker refused the client's input (OpenAI's
+    # error ``param``, e.g. ``suffix``); older workers never send it.
+    param: Annotated[str, Field(max_length=128)] | None = None
 
 
 # --- model operations -------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Rules:
   chat, Anthropic Messages, OpenAI Responses, ...) translates its request into that body at its
   own route (server/api/<dialect>) and hands the relay a ``Dialect`` for the way back; the relay
   routes, retries, meters and cancels exactly as for chat and never learns a dialect's shapes.
-- ``Dialect.whole`` turns the worker's one ``chat.completion`` into the dialect's answer.
+- ``Dialect.whole`` turns the worker's one ``chat.completion`` into the dialect's answer. A dialect
+  whose whole answer is not always JSON (transcription: text, srt, vtt) also has ``response(answer,
+  headers)``, which makes the HTTP response; without it the answer is sent as JSON.
 - ``Dialect.events`` makes a fresh ``EventWriter`` per streamed answer: it turns each internal
   chunk into the dialect's server-sent events (``chunk``), writes the events that close a stream
   that ended well (``end``: OpenAI's ``[DONE]``, Anthropic's ``message_stop``), or the one error

@@ -14,7 +14,8 @@ Rules:
 - A dialect whose clients expect another error envelope (Anthropic's ``{"type": "error", ...}``)
   registers an ``ErrorShape`` for its paths (``register_error_shape``); every error answered on
   those paths (validation, authentication, routing, body limit, 500) takes that shape. Everywhere
-  else the OpenAI envelope above.
+  else the OpenAI envelope above. A shape may come with a ``StatusMap`` when the dialect answers
+  some condition with its own status (Anthropic's 529 for an overloaded service).
 - Every error response carries ``X-Request-Id``; an error with a retry hint (``retry_after_s``:
   ``NoCapacity`` and its 503s, a throttled sign-in's 429, a key's rate limit) carries
   ``Retry-After``, and an error with ``headers`` (a rate limit's ``x-ratelimit-*``) carries them; an
@@ -70,12 +71,26 @@ def error_body(message: str, kind: str, *, param: str | None = None,
 
 # (status, message, kind, param, code, request id) -> the body of an error response.
 ErrorShape = Callable[[int, str, str, str | None, str | None, str], dict[str, Any]]
+# (status, kind) -> the status a dialect answers that error with.
+StatusMap = Callable[[int, str], int]
 _SHAPES: dict[str, ErrorShape] = {}
+_STATUSES: dict[str, StatusMap] = {}
 
 
-def register_error_shape(path: str, shape: ErrorShape) -> None:
-    """Errors answered on ``path`` and below it (``path/...``) take ``shape``."""
+def register_error_shape(path: str, shape: ErrorShape, status: StatusMap | None = None) -> None:
+    """Errors answered on ``path`` and below it (``path/...``) take ``shape`` (and, with
+    ``status``, the status it maps them to)."""
     _SHAPES[path.rstrip("/")] = shape
+    if status is not None:
+        _STATUSES[path.rstrip("/")] = status
+
+
+def _status_for(path: str, status: int, kind: str) -> int:
+    while path and _STATUSES:
+        if (mapped := _STATUSES.get(path)) is not None:
+            return mapped(status, kind)
+        path = path.rpartition("/")[0]
+    return status
 
 
 def shape_for(path: str) -> ErrorShape | None:
@@ -119,6 +134,7 @@ def error_response(status: int, message: str, kind: str, request_id: str,
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
+    status = _status_for(path, status, kind)
     body = shaped_error_body(path, status, message, kind, request_id, param=param, code=code)
     return JSONResponse(body, status_code=status, headers=all_headers)
 
@@ -161,7 +177,8 @@ MAX_PROBLEMS_NAMED = 3
 def param_of(loc: tuple[Any, ...] | list[Any], body: Any) -> str | None:
     """The field an error's location points at, written as the client wrote it
     (``messages[0].content``): walk ``body`` along ``loc``, keeping keys and indexes that are
-    there (and a missing field's name), skipping the labels of union members tried."""
+    there (and a missing field's name), skipping the labels of union members tried (and the
+    ``type`` tag of a discriminated union's member)."""
     parts = list(loc)
     if not parts or parts[0] not in ("body", "query", "path", "header"):
         return None
@@ -171,6 +188,8 @@ def param_of(loc: tuple[Any, ...] | list[Any], body: Any) -> str | None:
     for part in parts[1:]:
         if isinstance(part, int) and isinstance(current, list) and 0 <= part < len(current):
             param, current = f"{param}[{part}]", current[part]
+        elif isinstance(current, dict) and part not in current and current.get("type") == part:
+            continue  # the tag of a discriminated union's member, not a field
         elif isinstance(part, str) and isinstance(current, dict) and (
                 part in current or (part.isidentifier() and part.lower() == part
                                     and part not in _TYPE_LABELS)):

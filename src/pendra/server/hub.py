@@ -29,6 +29,8 @@ Rules:
 - ``index`` (fleet_index.py) is kept exact here: a worker is put in it on attach and on every
   inventory, removed when it is dropped or superseded, and refiled whenever its ``in_flight`` or
   ``max_concurrent`` moves (the view's setters); the router reads it instead of scanning.
+- A worker older than protocol version 4 gets no transcription requests: its models' ``audio``
+  capability is dropped as its inventory arrives (``transcription_capable``).
 - ``version`` bumps on every connect, disconnect and inventory change; ``wait_changed`` waiters wake
   then, ``wait_for_capacity`` waiters also whenever a slot frees.
 """
@@ -36,6 +38,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -43,10 +46,11 @@ from datetime import UTC, datetime
 from pendra.errors import InvalidRequest, NoCapacity, PendraError
 from pendra.names import name_key
 from pendra.protocol.close import CloseReason, describe
-from pendra.protocol.frames import (Cancel, CancelOp, Chunk, Chunks, End, Error, Frame, Hello,
-                                    Install, OpDone, OpFailed, Progress, Request, Uninstall,
-                                    dump_frame)
+from pendra.protocol.frames import (PROTOCOL_VERSION, Cancel, CancelOp, Chunk, Chunks, End,
+                                    Error, Frame, Hello, Install, OpDone, OpFailed, Progress,
+                                    Request, Uninstall, dump_frame)
 from pendra.protocol.inventory import BackendStatus, ModelInfo
+from pendra.protocol.transcription import TRANSCRIPTION_SINCE
 from pendra.protocol.session import Close, InventoryUpdated
 from pendra.server.fleet_index import FleetIndex
 from pendra.server.streams import FrameStream, Outbox, Outgoing
@@ -83,7 +87,8 @@ class WorkerView:
                  max_concurrent: int, in_flight: int = 0,
                  backends: list[BackendStatus] | None = None,
                  models: dict[str, ModelInfo] | None = None, names: dict[str, str] | None = None,
-                 stranded: dict[str, str] | None = None, software_version: str = "") -> None:
+                 stranded: dict[str, str] | None = None, software_version: str = "",
+                 protocol_version: int = PROTOCOL_VERSION) -> None:
         self.id = id
         self.name = name
         self.connected_at = connected_at
@@ -100,6 +105,8 @@ class WorkerView:
         # found".
         self.stranded: dict[str, str] = stranded or {}
         self.software_version = software_version
+        # The version its hello carried: which request kinds it knows (frames.KIND_SINCE).
+        self.protocol_version = protocol_version
 
     def __repr__(self) -> str:
         return (f"WorkerView(id={self.id!r}, name={self.name!r}, "
@@ -264,7 +271,8 @@ class WorkerLink:
                          if info.backend in down and m not in event.models})
         self.view.stranded = stranded
         self.view.backends = list(event.backends)
-        self.view.models = dict(event.models)
+        self.view.models = {model_id: transcription_capable(info, self.view.protocol_version)
+                            for model_id, info in event.models.items()}
         self.view.names = {}
         for model_id in sorted(self.view.models):
             self.view.names.setdefault(name_key(model_id), model_id)
@@ -332,6 +340,16 @@ class WorkerLink:
             op._stream.fail(WorkerGone(self.view.id, self.view.name, detail))
         self._requests.clear()
         self._ops.clear()
+
+
+def transcription_capable(info: ModelInfo, protocol_version: int) -> ModelInfo:
+    """``info`` as the control plane serves it from a worker speaking ``protocol_version``: a
+    worker older than ``TRANSCRIPTION_SINCE`` is sent no transcription (protocol/transcription.py),
+    so its models lose the ``audio`` capability (and with it the transcription type)."""
+    if protocol_version >= TRANSCRIPTION_SINCE or "audio" not in info.capabilities:
+        return info
+    return dataclasses.replace(info, capabilities=tuple(c for c in info.capabilities
+                                                        if c != "audio"))
 
 
 def encode_request(frame: Request) -> str:
@@ -481,7 +499,8 @@ class Hub:
         now = datetime.now(UTC)
         view = WorkerView(id=hello.worker_id, name=name, connected_at=now, last_seen=now,
                           max_concurrent=hello.max_concurrent,
-                          software_version=hello.software_version)
+                          software_version=hello.software_version,
+                          protocol_version=hello.protocol_version)
         link = WorkerLink(self, view)
         if self._closing:
             link.closed = True

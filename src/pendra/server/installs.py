@@ -36,7 +36,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pendra.catalogue.installable import PREFERENCE, install_source, installable_into
+from pendra.catalogue.installable import (PREFERENCE, default_kind, install_source,
+                                           installable_into)
 from pendra.catalogue.loader import Catalogue, CatalogueEntry, Variant
 from pendra.errors import InvalidRequest, NotFound, PendraError
 from pendra.names import match
@@ -58,6 +59,10 @@ NO_UNINSTALL = {**NO_INSTALL,
 # How long a removal may take on the worker before the client is told it timed out.
 REMOVE_TIMEOUT_S = 60.0
 TERMINAL = frozenset(outcome.value for outcome in OpOutcome)
+# How messages name a backend kind.
+# How messages and the console name backend kinds (a generic endpoint is shown by its own name).
+BACKEND_NAMES = {"ollama": "Ollama", "lmstudio": "LM Studio", "vllm": "vLLM",
+                 "pendra": "Pendra (built-in)", "speaches": "Speaches"}
 
 
 @dataclass(frozen=True)
@@ -167,14 +172,15 @@ class Installs:
     # --- resolving what to install -------------------------------------------------------------------
 
     def resolve(self, model: str, variant: str | None,
-                backend: str = "ollama") -> tuple[CatalogueEntry, Variant, str]:
-        """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag → entry, variant
-        and what ``backend`` installs it from (Ollama: the tag to pull)."""
+                backend: str | None = None) -> tuple[CatalogueEntry, Variant, str]:
+        """Catalogue id (+ variant), ``id:variant``, or any variant's Ollama tag or Speaches id →
+        entry, variant and what ``backend`` (default: the entry's default kind) installs it from
+        (the Ollama tag, the Speaches model id, LM Studio's download id)."""
         entry, found = self._catalogue.resolve(model, variant)
         if entry is None or found is None:
             raise NotFound(f"'{model}' is not in the catalogue; GET /api/v1/catalogue lists what "
                            "can be installed")
-        return entry, found, install_source(entry, found, backend)
+        return entry, found, install_source(entry, found, backend or default_kind(entry))
 
     def _view(self, worker: str) -> Any:
         for view in self._hub.connected():
@@ -186,7 +192,8 @@ class Installs:
         view = self._view(worker)
         status = next((b for b in view.backends if b.kind == backend), None)
         if status is None or not status.verified:
-            raise InvalidRequest(f"worker '{view.name}' has no verified {backend} backend")
+            raise InvalidRequest(f"worker '{view.name}' has no verified "
+                                 f"{BACKEND_NAMES.get(backend, backend)} backend")
         if not can_do(status, "install"):
             raise InvalidRequest(f"the {backend} backend of worker '{view.name}' cannot install "
                                  f"models{': ' + NO_INSTALL[backend] if backend in NO_INSTALL else ''}")
@@ -200,7 +207,8 @@ class Installs:
         for kind in PREFERENCE:
             if kind in can and (entry is None or installable_into(entry, kind)):
                 return kind
-        return "ollama"  # resolve/_worker then say what is missing
+        # resolve/_worker then say what is missing
+        return default_kind(entry) if entry is not None else "ollama"
 
     # --- starting, watching, cancelling -----------------------------------------------------------------
 
@@ -358,19 +366,26 @@ class Installs:
     # --- removal --------------------------------------------------------------------------------------------
 
     async def remove(self, worker: str, model: str) -> None:
-        """Remove an installed model from the backend of a worker that serves it (Ollama's
-        ``DELETE /api/delete`` there)."""
+        """Remove an installed model from the worker's backend that serves it (Ollama's
+        ``DELETE /api/delete``, Speaches' ``DELETE /v1/models/{id}``; Ollama when the worker does
+        not list the model, or Speaches when only Speaches is verified)."""
         view = self._view(worker)
         model = match(model, view.models) or model
         info = view.models.get(model)
-        backend = info.backend if info is not None else "ollama"
+        if info is not None:
+            backend = info.backend
+        elif not view.has_verified("ollama") and view.has_verified("speaches"):
+            backend = "speaches"  # a model it does not list: its backend says 404
+        else:
+            backend = "ollama"
         status = next((b for b in view.backends if b.kind == backend), None)
         if status is not None and status.verified and not can_do(status, "uninstall"):
             raise InvalidRequest(f"'{model}' is served by the {backend} backend of worker "
                                  f"'{view.name}', which cannot remove models through Pendra: "
                                  f"{NO_UNINSTALL.get(backend, 'it has no removal API')}")
         if status is None or not status.verified:
-            raise InvalidRequest(f"worker '{view.name}' has no verified {backend} backend")
+            raise InvalidRequest(f"worker '{view.name}' has no verified "
+                                 f"{BACKEND_NAMES.get(backend, backend)} backend")
         worker_id, worker_name = view.id, view.name
         op_id = "op_" + secrets.token_hex(8)
         handle = await self._hub.start_op(worker_id, Uninstall(op_id=op_id, model=model,

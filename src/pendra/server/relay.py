@@ -7,7 +7,8 @@ Rules:
 - The request's ``Dialect`` (server/dialect.py) shapes the answer; the relay never learns a
   dialect's shapes. OpenAI's own routes pass ``OpenAIPassThrough``.
 - A non-streaming answer is the worker's single Chunk, given to ``Dialect.whole`` and returned as
-  JSON once the End arrives.
+  JSON once the End arrives (or as the dialect's optional ``response`` makes it: transcription's
+  text formats are text/plain).
 - A streaming answer is Server-Sent Events written by the dialect's ``EventWriter``, flushed as
   frames arrive (every frame that has arrived by then goes out in one write): OpenAI's
   ``data: <chunk json>`` per chunk, then ``data: [DONE]``. A failure after the stream began (an
@@ -57,7 +58,7 @@ T = TypeVar("T")
 # event (a live worker that stopped producing; a dead one is caught sooner by the heartbeat).
 STREAM_IDLE_TIMEOUT_S = 300.0
 # The request kinds a worker can stream.
-STREAMING_KINDS = frozenset({"chat"})
+STREAMING_KINDS = frozenset({"chat", "complete"})
 
 
 class ClientGone(Exception):
@@ -160,8 +161,12 @@ class Relay:
             data = await unless_client_leaves(request.receive, collect(opened, meter))
             answer = dialect.whole(data)
             await dialect.settle(answer)
-            return JSONBytesResponse(answer, headers=worker_headers(
-                opened.worker.id, opened.worker.name) | lease.headers)
+            headers = worker_headers(opened.worker.id, opened.worker.name) | lease.headers
+            respond = getattr(dialect, "response", None)  # optional: a whole answer not in JSON
+            if respond is not None:
+                response: Response = respond(answer, headers)
+                return response
+            return JSONBytesResponse(answer, headers=headers)
         except ClientGone:
             meter.failed(CLIENT_CLOSED, "client closed the connection before the answer")
             return Response(status_code=CLIENT_CLOSED)

@@ -34,6 +34,10 @@ Rules:
   ``NoCapacity`` because every worker stayed busy (``refused_busy``); and it tells ``on_wait``
   how long each wait for a slot lasted, whether it ended with a worker or with 503 (0 when one was
   free at once).
+- A request kind newer than protocol version 1 (``frames.KIND_SINCE``: ``complete`` since 4) goes
+  only to workers whose hello carried that version; the others are left out of every attempt.
+  When only such older workers serve the model, the client gets 501 saying which workers to
+  upgrade (nothing is sent to them: they would refuse the frame and drop the connection).
 """
 
 from __future__ import annotations
@@ -49,8 +53,8 @@ from enum import Enum
 
 from pendra.catalogue.loader import Catalogue
 from pendra.errors import (BackendRejected, InvalidRequest, ModelUnavailable, NoCapacity, NotFound,
-                           PendraError, UpstreamTimeout, WorkerFailed)
-from pendra.protocol.frames import Chunk, Chunks, End, Error, Frame
+                           PendraError, UnsupportedOperation, UpstreamTimeout, WorkerFailed)
+from pendra.protocol.frames import KIND_SINCE, Chunk, Chunks, End, Error, Frame, speaks
 from pendra.server.fleet_index import load_key
 from pendra.server.hub import Hub, RequestHandle, WorkerGone, WorkerView
 
@@ -66,8 +70,10 @@ FIRST_FRAME_TIMEOUT_S = 600.0
 # Workers one request is tried on before the client is answered: the first, and one retry.
 MAX_ATTEMPTS = 2
 # The ModelInfo.types a request kind needs.
-TYPE_FOR_KIND = {"chat": "chat", "embed": "embedding", "image": "image",
+TYPE_FOR_KIND = {"chat": "chat", "complete": "chat", "embed": "embedding", "image": "image",
                  "transcribe": "transcription"}
+# How many workers a "too old" refusal names before "and N more".
+NAMED_WORKERS = 3
 # OpenAI's error type for a worker's 4xx status (Ollama's own refusals keep their text).
 _CLIENT_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                        403: "permission_error", 404: "not_found_error", 409: "conflict_error",
@@ -91,8 +97,8 @@ class WorkerRejected(BackendRejected):
     """The worker's backend refused the request (a 4xx, or 501); it goes back to the client."""
 
     def __init__(self, message: str, *, status: int, kind: str, worker: WorkerView,
-                 code: str | None = None) -> None:
-        super().__init__(message, status=status, code=code)
+                 code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, status=status, code=code, param=param)
         self.kind = kind or BackendRejected.kind
         self.worker_id = worker.id
         self.worker_name = worker.name
@@ -143,7 +149,8 @@ def error_from_frame(frame: Error, worker: WorkerView, *, earlier: str = "") -> 
         too_long = any(text in frame.message.lower() for text in _CONTEXT_TOO_LONG)
         return WorkerRejected(frame.message, status=400 if too_long else frame.status,
                               kind=_CLIENT_ERROR_TYPES.get(frame.status, "invalid_request_error"),
-                              worker=worker, code="context_length_exceeded" if too_long else None)
+                              worker=worker, code="context_length_exceeded" if too_long else None,
+                              param=frame.param)
     if fault is Fault.FINAL:
         return WorkerRejected(frame.message, status=frame.status, kind=frame.kind, worker=worker)
     if fault is Fault.OUTAGE:
@@ -219,6 +226,24 @@ class Router:
                                  f"{does} (GET /api/v1/models?type={wanted} lists the "
                                  f"{wanted} models)", param="model", code="model_not_supported")
 
+    def too_old(self, kind: str, served: str) -> list[str]:
+        """Ids of the workers serving ``served`` for ``kind`` whose protocol predates ``kind``
+        (none for the kinds every version knows); 501 when no other worker serves it."""
+        if kind not in KIND_SINCE:
+            return []
+        serving = self.hub.index.serving(served, TYPE_FOR_KIND[kind])
+        old = [w for w in serving if not speaks(w.protocol_version, kind)]
+        if old and len(old) == len(serving):
+            names = ", ".join(f"'{w.name}' (protocol {w.protocol_version})"
+                              for w in old[:NAMED_WORKERS])
+            if len(old) > NAMED_WORKERS:
+                names += f" and {len(old) - NAMED_WORKERS} more"
+            raise UnsupportedOperation(
+                f"model '{served}' is served only by workers too old for {kind} requests: "
+                f"{names}; upgrade them to a pendra worker that speaks protocol version "
+                f"{KIND_SINCE[kind]} or later")
+        return [w.id for w in old]
+
     def candidates(self, served: str, exclude: Collection[str] = (),
                    kind: str | None = None) -> list[WorkerView]:
         """Connected workers serving ``served`` (whose copy can do ``kind``), not in ``exclude``."""
@@ -286,12 +311,14 @@ class Router:
         """Open ``kind`` for ``model`` on a worker and wait for its first frame (see the rules)."""
         served = self.resolve(model)
         self.check_serves(kind, served)
+        unable = self.too_old(kind, served)
         tried: list[WorkerView] = []
         last: Error | WorkerGone | None = None  # the last attempt's failure
         failure = ""
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                handle = await self._reserve(kind, served, body, [w.id for w in tried])
+                handle = await self._reserve(kind, served, body,
+                                             [*unable, *(w.id for w in tried)])
             except (NotFound, NoCapacity) as exc:
                 if last is None:
                     if isinstance(exc, NoCapacity):

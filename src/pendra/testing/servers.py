@@ -191,6 +191,24 @@ async def run_emulator(*, version: str = "0.32.15", models: str = "default",
 
 
 @asynccontextmanager
+async def run_speaches(*, models: Sequence[str] = (), impostor: bool = False, port: int = 0,
+                       download_s: float = 0.0) -> AsyncIterator[EmulatorProcess]:
+    """The Speaches emulator (``pendra.testing.speaches``) with ``models`` installed, or with
+    ``impostor`` a vLLM-shaped server that is not Speaches. Restartable on its port (``start``)."""
+    import json
+    args = [sys.executable, "-m", "pendra.testing.speaches_emulator", "--host", "127.0.0.1",
+            "--port", str(port), "--models", json.dumps(list(models)),
+            "--download-s", str(download_s), *(["--impostor"] if impostor else [])]
+    emulator = EmulatorProcess(args)
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.kill()
+        emulator.child.log.unlink(missing_ok=True)
+
+
+@asynccontextmanager
 async def run_openai_compat(flavour: str, *, models: str = "default", port: int = 0,
                             extra_args: Sequence[str] = ()) -> AsyncIterator[EmulatorProcess]:
     """An OpenAI-compatible server emulator (``vllm``, ``lmstudio`` or ``llamacpp``): see

@@ -8,6 +8,9 @@ Rules:
   already failed them.
 - At most ``max_concurrent`` requests run at once. The server knows the number and should not send
   more; an extra one is refused at once with ``error 503`` instead of being queued.
+- ``chat`` and ``complete`` stream (one path, ``_stream``): each item of the backend's result goes
+  out as a ``chunk`` as it comes, then ``end`` with the usage and finish reason; the other kinds
+  answer with one ``chunk`` and ``end``.
 - A request ends with exactly one ``end`` or ``error`` frame (or nothing, when cancelled). Its slot
   is freed *before* that frame goes out, so the server may reuse it the moment it reads the frame.
 - A request whose backend cannot be reached (``BackendUnavailable``) or stalls (``BackendTimeout``)
@@ -40,7 +43,7 @@ from typing import Any
 
 from pendra.backends.base import Backend, InstallProgress, ModelInfo, Usage
 from pendra.backends.registry import BackendRegistry
-from pendra.errors import BackendTimeout, BackendUnavailable, PendraError
+from pendra.errors import BackendTimeout, BackendUnavailable, PendraError, UnsupportedOperation
 from pendra.protocol.frames import (CANCELLED_STATUS, Cancel, CancelOp, Chunk, End, Error, Frame,
                                     Install, OpDone, OpFailed, Progress, Request, Uninstall)
 from pendra.worker.metrics import WorkerMetrics
@@ -48,6 +51,8 @@ from pendra.worker.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 Send = Callable[[Frame], Awaitable[bool]]
+# The request kinds whose backend call streams its answer (a ChatResult), chunk by chunk.
+STREAMED_KINDS = frozenset({"chat", "complete"})
 # At most four progress frames a second per operation: smooth in the console, cheap on the socket.
 PROGRESS_INTERVAL_S = 0.25
 
@@ -208,8 +213,8 @@ class Runner:
                 self._backend_of[frame.id] = model.backend
                 if (timing := self._timing.get(frame.id)) is not None:
                     self._timing[frame.id] = (timing[0], timing[1], model.backend)
-                if frame.kind == "chat":
-                    await self._chat(frame, backend, model)
+                if frame.kind in STREAMED_KINDS:
+                    await self._stream(frame, backend, model)
                     return
                 data, usage = await self._single(frame, backend, model)
             finally:
@@ -230,15 +235,21 @@ class Runner:
                 await self.registry.recheck(kind)  # a hung backend, or only this stream?
         except PendraError as exc:
             await self._finish(frame.id, Error(id=frame.id, status=exc.status, message=exc.message,
-                                               kind=exc.kind))
+                                               kind=exc.kind, param=exc.param))
         except Exception as exc:  # the task boundary: one bad request must not end the worker
             log.exception("request %s (%s %s) failed unexpectedly", frame.id, frame.kind, frame.model)
             await self._finish(frame.id, Error(id=frame.id, status=500, kind="internal_error",
                                                message=f"worker '{self.worker_name}' failed: "
                                                        f"{type(exc).__name__}: {exc}"))
 
-    async def _chat(self, frame: Request, backend: Backend, model: ModelInfo) -> None:
-        result = await backend.chat(model, frame.body)
+    async def _stream(self, frame: Request, backend: Backend, model: ModelInfo) -> None:
+        """A chat or a completion: each item as a Chunk as it comes, then End (one code path)."""
+        # A backend written before ``complete`` existed may lack it: a clear 501, not a crash.
+        run = backend.chat if frame.kind == "chat" else getattr(backend, "complete", None)
+        if run is None:
+            raise UnsupportedOperation(f"the {backend.kind} backend of worker '{self.worker_name}' "
+                                       "does not serve legacy completions")
+        result = await run(model, frame.body)
         first = frame.id in self._timing  # the first chunk is timed (when metrics are on)
         try:
             async for data in result.chunks:
@@ -263,7 +274,7 @@ class Runner:
             return await backend.embed(model, frame.body)
         if frame.kind == "image":
             return await backend.generate_image(model, frame.body)
-        return await backend.transcribe(model, frame.body), Usage()
+        return await backend.transcribe(model, frame.body)
 
     # --- model operations --------------------------------------------------------------------------
 

@@ -72,7 +72,8 @@ async def test_record_clips_client_strings_and_refuses_unknown_kinds(store: Stor
 
 async def test_summary_totals_and_breakdowns(store: Store) -> None:
     """Totals count requests, errors (status >= 400), tokens and latency (nearest-rank p50, mean);
-    breakdowns per model served, per key name and per worker name, busiest first."""
+    breakdowns per model served, per key name, per worker name and per kind (the API a request
+    came in by, with its readable label), busiest first."""
     now = utcnow()
     async with store.session() as session:
         alice, _ = await keys.create_key(session, "alice")
@@ -87,7 +88,7 @@ async def test_summary_totals_and_breakdowns(store: Store) -> None:
             _rec(4, key_id=bob.id, worker_name="gpu-2", worker_id="w2", latency_ms=1000,
                  status=502, error="worker died"),
             _rec(5, key_id=None, model_served=None, status=404, latency_ms=1,
-                 model_requested="nope"),
+                 model_requested="nope", kind="completions"),
             # Outside the window asked for below.
             _rec(6, key_id=bob.id, worker_name="gpu-1", latency_ms=5,
                  created_at=now - timedelta(days=2)),
@@ -117,6 +118,9 @@ async def test_summary_totals_and_breakdowns(store: Store) -> None:
     assert by_key[None]["key_id"] is None and by_key[None]["requests"] == 1
     by_worker = {row["worker"]: row["requests"] for row in summary["per_worker"]}
     assert by_worker == {"gpu-1": 2, "gpu-2": 2, None: 1}
+    by_kind = {row["kind"]: (row["label"], row["requests"]) for row in summary["per_kind"]}
+    assert by_kind == {"chat": ("Chat completions", 3), "embed": ("Embeddings", 1),
+                       "completions": ("Completions", 1)}
     assert everything["since"] is None
     assert everything["totals"]["requests"] == 6
     assert {r["worker"]: r["requests"] for r in everything["per_worker"]}["gpu-1"] == 3
@@ -130,6 +134,7 @@ async def test_summary_of_nothing(store: Store) -> None:
                                  "completion_tokens": 0, "latency_p50_ms": None,
                                  "latency_avg_ms": None}
     assert summary["per_model"] == summary["per_key"] == summary["per_worker"] == []
+    assert summary["per_kind"] == []
 
 
 async def test_deleting_a_key_keeps_its_usage(store: Store) -> None:

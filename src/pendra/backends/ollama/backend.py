@@ -1,7 +1,9 @@
 """OllamaBackend: the Backend interface over one verified Ollama endpoint.
 
-Chat goes to native ``/api/chat`` with ``options.num_ctx`` injected (see translate.py); embeddings
-to ``/api/embed`` and images to ``/api/generate`` without injection; installs stream ``/api/pull``
+Chat goes to native ``/api/chat`` and legacy completions to ``/api/generate`` (one call per choice),
+each with ``options.num_ctx`` injected (see translate.py, completion.py); embeddings to
+``/api/embed``, images to ``/api/generate`` and transcriptions to ``/v1/audio/transcriptions``
+(v0.20.0+: Ollama has no native route for them) without injection; installs stream ``/api/pull``
 progress as one overall figure (``PullProgress``, where Ollama's stream is read, is the one place
 that keeps it from going backwards); removals use ``DELETE /api/delete``. A chat stream is bounded
 by ``limits`` (first token, then stall: see client.py); a pull is not, because Ollama may verify a
@@ -11,15 +13,18 @@ large blob for minutes without a line.
 from __future__ import annotations
 
 import time
-
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-from pendra.backends.base import BackendStatus, ChatResult, InstallProgress, ModelInfo, ProgressCallback, Usage
-from pendra.backends.ollama import discovery, translate
+from pendra.backends.base import (BackendStatus, ChatResult, InstallProgress, ModelInfo,
+                                  ProgressCallback, Usage, system_fingerprint)
+from pendra.backends.ollama import completion, discovery, translate
 from pendra.backends.ollama.client import OllamaClient, StreamLimits
 from pendra.backends.ollama.version import (IMAGE_GENERATION_SINCE, IMAGE_GENERATION_UNTIL,
-                                            format_version, has_image_generation)
+                                            LOGPROBS_SINCE, TRANSCRIPTION_SINCE, format_version,
+                                            has_image_generation, has_logprobs, has_transcription)
+from pendra.protocol.transcription import decode_job, json_answer, reported_usage, text_answer
 from pendra.errors import (BackendError, BackendRejected, BackendUnavailable, InstallFailed,
                            ModelNotFound, UnsupportedOperation)
 
@@ -46,6 +51,10 @@ class PullProgress:
         self._completed = max(self._completed, sum(c for _, c in self._layers.values()))
         return InstallProgress(str(line.get("status", "")), self._completed, max(total, self._completed))
 
+
+# What Ollama's /v1/audio/transcriptions answers, and the largest file it takes (reference §6.7).
+OLLAMA_TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
+OLLAMA_MAX_AUDIO_BYTES = 25 * 1000 * 1000
 
 # How old an /api/tags answer from verification may be for list_models to use it instead of
 # asking again (a discovery pass lists right after it verifies).
@@ -107,9 +116,12 @@ class OllamaBackend:
         native = translate.chat_request(body, model.id, num_ctx=self.num_ctx_for(model))
         stream = bool(body.get("stream"))
         include_usage = translate.include_usage(body)
+        if translate.wants_logprobs(body):
+            self._require_logprobs()
         translator = translate.ChatTranslator(model=str(body.get("model") or model.id),
                                               stream=stream, include_usage=include_usage,
-                                              logprobs=translate.wants_logprobs(body))
+                                              logprobs=translate.wants_logprobs(body),
+                                              fingerprint=self.fingerprint(model))
         result = ChatResult(chunks=_empty())
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
@@ -125,6 +137,56 @@ class OllamaBackend:
 
         result.chunks = chunks()
         return result
+
+    async def complete(self, model: ModelInfo, body: dict[str, Any]) -> ChatResult:
+        """A legacy completion: one ``/api/generate`` per choice, one after the other (the request
+        holds one of the worker's slots, so it runs one generation at a time), streamed back as
+        they come (completion.py has the translation rules)."""
+        client = self._require()
+        natives = completion.generate_requests(body, model.id, num_ctx=self.num_ctx_for(model),
+                                               capabilities=model.capabilities)
+        if (completion.logprobs_of(body) is not None
+                or completion.candidates_per_prompt(body) > completion.choices_per_prompt(body)):
+            self._require_logprobs()  # asked for, or best_of ranks by them
+        prompts = completion.prompts_of(body)
+        per_prompt = len(natives) // len(prompts)
+        translator = completion.translator_for(body, str(body.get("model") or model.id),
+                                               fingerprint=self.fingerprint(model))
+        result = ChatResult(chunks=_empty())
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            for index, native in enumerate(natives):
+                for chunk in translator.begin(index, prompts[index // per_prompt]):
+                    yield chunk
+                finished = False
+                async with aclosing(client.stream("/api/generate", native,
+                                                  limits=self.limits)) as lines:
+                    async for line in lines:
+                        for chunk in translator.feed(line):
+                            yield chunk
+                        finished = finished or bool(line.get("done"))
+                if not finished:
+                    raise BackendRejected("Ollama closed the stream before it was done",
+                                          status=502)
+            for chunk in translator.closing():
+                yield chunk
+            result.usage = translator.usage
+            result.finish_reason = translator.finish_reason
+            if not translator.stream:
+                yield translator.completion()
+
+        result.chunks = chunks()
+        return result
+
+    def _require_logprobs(self) -> None:
+        """An Ollama older than LOGPROBS_SINCE would silently answer without log probabilities."""
+        if not has_logprobs(self.version):
+            raise UnsupportedOperation(
+                f"log probabilities are not supported by this Ollama version ({self.version}); "
+                f"they exist from {format_version(LOGPROBS_SINCE)}")
+
+    def fingerprint(self, model: ModelInfo) -> str:
+        return system_fingerprint(self.kind, self.version, model)
 
     async def embed(self, model: ModelInfo, body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         native = translate.embed_request(body, model.id)
@@ -147,8 +209,45 @@ class OllamaBackend:
             images.append(answer)
         return translate.image_response(images), Usage()
 
-    async def transcribe(self, model: ModelInfo, body: dict[str, Any]) -> dict[str, Any]:
-        raise UnsupportedOperation("audio transcription is not supported by the Ollama backend")
+    async def transcribe(self, model: ModelInfo,
+                         body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+        """Ollama's OpenAI-compatible ``/v1/audio/transcriptions`` (v0.20.0+): a multipart form
+        of model, file, response_format, language and prompt; it transcribes at temperature 0
+        (a client's ``temperature`` is not sent) and answers json, text or verbose_json only."""
+        if not has_transcription(self.version):
+            raise UnsupportedOperation(
+                f"transcription is not supported by this Ollama version ({self.version}); it "
+                f"exists from {format_version(TRANSCRIPTION_SINCE)}")
+        if "audio" not in model.capabilities:
+            raise BackendRejected(f"model '{model.id}' does not take audio", status=400)
+        try:
+            job = decode_job(body)
+        except ValueError as exc:
+            raise BackendRejected(str(exc), status=400) from exc
+        if job.response_format not in OLLAMA_TRANSCRIPTION_FORMATS:
+            raise BackendRejected(
+                f"Ollama transcribes into {', '.join(OLLAMA_TRANSCRIPTION_FORMATS)} only, not "
+                f"{job.response_format}", status=400)
+        if len(job.audio) > OLLAMA_MAX_AUDIO_BYTES:
+            raise BackendRejected(f"Ollama takes audio files of at most {OLLAMA_MAX_AUDIO_BYTES} "
+                                  f"bytes; this one is {len(job.audio)}", status=413)
+        fields = {"model": model.id, "response_format": job.response_format}
+        fields.update({name: value for name, value in (("language", job.language),
+                                                       ("prompt", job.prompt)) if value is not None})
+        response = await self._require().post_form(
+            "/v1/audio/transcriptions", fields,
+            {"file": (job.filename, job.audio, job.content_type)})
+        if job.response_format == "text":
+            return text_answer(response.text), Usage()
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise BackendRejected("Ollama's transcription did not answer JSON", status=502) from exc
+        if not isinstance(answer, dict):
+            raise BackendRejected("Ollama's transcription did not answer a JSON object", status=502)
+        counts = reported_usage(answer)
+        return json_answer(answer), Usage(counts.get("prompt_tokens", 0),
+                                          counts.get("completion_tokens", 0))
 
     async def install(self, model: str, progress: ProgressCallback) -> None:
         client = self._require()

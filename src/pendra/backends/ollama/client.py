@@ -108,6 +108,25 @@ class OllamaClient:
         except json.JSONDecodeError as exc:
             raise BackendRejected(f"{path} did not answer JSON", status=502) from exc
 
+    async def post_form(self, path: str, fields: dict[str, str],
+                        files: dict[str, tuple[str, bytes, str]]) -> httpx.Response:
+        """A multipart POST (Ollama's /v1/audio/transcriptions); an error status raises as
+        ``raise_for`` says, with the message of OpenAI's envelope that Ollama's /v1 layer sends."""
+        try:
+            response = await self._http.post(path, data=fields, files=files,  # type: ignore[arg-type]
+                                             timeout=INFERENCE_TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        if response.status_code >= 400:
+            try:
+                error = response.json().get("error")
+            except (ValueError, AttributeError):
+                error = None
+            message = error.get("message") if isinstance(error, dict) else None
+            raise_for(response.status_code, json.dumps({"error": message})
+                      if isinstance(message, str) else response.text)
+        return response
+
     async def stream(self, path: str, body: dict[str, Any], *,
                      limits: StreamLimits | None = None) -> AsyncIterator[dict[str, Any]]:
         """Each NDJSON line of a streamed answer; closing the iterator aborts the request."""

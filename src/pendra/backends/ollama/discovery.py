@@ -10,8 +10,9 @@ with a warning, so one odd model never keeps the worker from connecting.
 
 A capability Pendra cannot serve through this Ollama is never advertised: ``image`` only on the
 versions that have image generation (version.py; elsewhere such a model is not an image model at
-all, and no image request is routed to it), and never ``audio`` (Ollama cannot transcribe, so
-nothing it serves is a transcription model).
+all, and no image request is routed to it), and ``audio`` only from v0.20.0, which added
+``/v1/audio/transcriptions`` (older versions cannot transcribe, so nothing they serve is a
+transcription model).
 """
 
 from __future__ import annotations
@@ -25,22 +26,31 @@ from pydantic import ValidationError
 
 from pendra.backends.base import BackendStatus, ModelInfo
 from pendra.backends.ollama.client import OllamaClient
-from pendra.backends.ollama.version import has_image_generation
+from pendra.backends.ollama.version import has_image_generation, has_transcription
 from pendra.errors import BackendError
 from pendra.protocol.peer_text import peer_text
 
 log = logging.getLogger(__name__)
 
 SHOW_CONCURRENCY = 5  # the documented bound on parallel /api/show calls
-CAPABILITIES = ("chat", "embed", "image", "install", "uninstall")
-# Model capabilities Ollama lists that no Ollama can serve through Pendra (no transcription API).
-NEVER_SERVED = frozenset({"audio"})
+CAPABILITIES = ("chat", "complete", "embed", "image", "transcribe", "install", "uninstall")
 
 
 def served_capabilities(capabilities: tuple[str, ...], version: str) -> tuple[str, ...]:
     """What of a model's ``capabilities`` this Ollama ``version`` can serve."""
-    dropped = NEVER_SERVED if has_image_generation(version) else NEVER_SERVED | {"image"}
+    dropped = set()
+    if not has_image_generation(version):
+        dropped.add("image")
+    if not has_transcription(version):
+        dropped.add("audio")
     return tuple(c for c in capabilities if c not in dropped)
+
+
+def backend_capabilities(version: str) -> tuple[str, ...]:
+    """What this Ollama ``version`` can do for Pendra (images and transcription are gated)."""
+    return tuple(c for c in CAPABILITIES
+                 if (c != "image" or has_image_generation(version))
+                 and (c != "transcribe" or has_transcription(version)))
 
 
 async def verify(client: OllamaClient) -> tuple[BackendStatus, dict[str, Any] | None]:
@@ -58,10 +68,8 @@ async def verify(client: OllamaClient) -> tuple[BackendStatus, dict[str, Any] | 
                                  reason="GET /api/tags did not answer Ollama's {\"models\": […]}"), None
     except BackendError as exc:
         return BackendStatus("ollama", endpoint, False, reason=exc.message), None
-    capabilities = tuple(c for c in CAPABILITIES
-                         if c != "image" or has_image_generation(version["version"]))
     return BackendStatus("ollama", endpoint, True, version=version["version"],
-                         capabilities=capabilities), tags
+                         capabilities=backend_capabilities(version["version"])), tags
 
 
 def _info(tag: dict[str, Any], show: dict[str, Any] | None) -> ModelInfo:

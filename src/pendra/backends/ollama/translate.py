@@ -7,7 +7,8 @@ the client sent its own (as an extra ``options`` object in the OpenAI body); the
 validated the body already; a malformed one that slips past still fails with ``InvalidRequest``
 naming the field, never a TypeError (defence in depth). Responses: native NDJSON lines become OpenAI
 ``chat.completion.chunk`` objects (role only in the first, a separate finish chunk, the usage chunk
-only when asked) or one ``chat.completion``. Thinking is returned as ``reasoning``, the field name
+only when asked) or one ``chat.completion``, each with the ``system_fingerprint`` the backend gives
+(backends.base.system_fingerprint: stable per backend build and model). Thinking is returned as ``reasoning``, the field name
 Ollama's own OpenAI layer uses. ``logprobs``/``top_logprobs`` are passed to Ollama (native since
 0.12.11) and its per-token log probabilities come back in OpenAI's ``choices[].logprobs.content``,
 on the chunk of the tokens they belong to, or all together in a whole answer.
@@ -304,6 +305,7 @@ class ChatTranslator:
     stream: bool
     include_usage: bool = False
     logprobs: bool = False  # the client asked for logprobs: pass Ollama's on
+    fingerprint: str | None = None  # system_fingerprint (backends.base.system_fingerprint)
     id: str = field(default_factory=lambda: "chatcmpl-" + secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
@@ -318,9 +320,16 @@ class ChatTranslator:
         if not self._role_sent:
             delta = {"role": "assistant", **delta}
             self._role_sent = True
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return self._envelope("chat.completion.chunk",
+                              [{"index": 0, "delta": delta, "finish_reason": finish}])
+
+    def _envelope(self, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "object": kind, "created": self.created,
+                                "model": self.model}
+        if self.fingerprint:
+            data["system_fingerprint"] = self.fingerprint
+        data["choices"] = choices
+        return data
 
     def feed(self, line: dict[str, Any]) -> list[dict[str, Any]]:
         """Chunks for one native line (an ``error`` line is handled by the caller)."""
@@ -354,8 +363,7 @@ class ChatTranslator:
             self.finish_reason = reason
             out.append(self._chunk({}, reason))
             if self.include_usage:
-                out.append({"id": self.id, "object": "chat.completion.chunk",
-                            "created": self.created, "model": self.model, "choices": [],
+                out.append({**self._envelope("chat.completion.chunk", []),
                             "usage": self.usage.to_dict()})
         return out if self.stream else []
 
@@ -371,8 +379,7 @@ class ChatTranslator:
                                   "finish_reason": self.finish_reason or "stop"}
         if self.logprobs:
             choice["logprobs"] = {"content": list(self._logprobs)}
-        return {"id": self.id, "object": "chat.completion", "created": self.created,
-                "model": self.model, "choices": [choice], "usage": self.usage.to_dict()}
+        return {**self._envelope("chat.completion", [choice]), "usage": self.usage.to_dict()}
 
 
 # --- embeddings ------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ MAX_EMBEDDING_INPUTS = 2048
 MAX_TOKEN_ID = 2**31 - 1
 # Image sides Pendra passes on (a model refuses what it cannot draw; this only bounds the numbers).
 IMAGE_SIZE_PATTERN = r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$"
+# An ISO 639-1 code (Whisper's), optionally with a region: en, cy, pt-BR.
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$"
+# Whisper reads at most 224 tokens of prompt; this bounds the characters generously.
+MAX_PROMPT_CHARS = 4096
 
 TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
 NonEmptyText = Annotated[Text, Field(min_length=1)]
@@ -63,11 +67,28 @@ class ImageCreate(Body):
 
 
 class TranscriptionCreate(Body):
-    """OpenAI's transcription request, as JSON with the audio base64-encoded."""
+    """OpenAI's transcription request: the text fields of its multipart form (the ``file`` part is
+    read by server/api/upload.py). Form values arrive as text and are read as these types;
+    unknown text fields pass through to the backend (Speaches knows ``hotwords``, say)."""
 
     model: ModelName = Field(description="A model from GET /models?type=transcription")
-    file: Text = Field(min_length=1, description="The audio, base64-encoded")
-    language: Text | None = Field(default=None, max_length=16)
-    prompt: Text | None = None
-    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] | None = None
+    language: Annotated[Text, Field(pattern=LANGUAGE_PATTERN)] | None = Field(
+        default=None, description="The audio's language, ISO 639-1 (e.g. en, cy)")
+    prompt: Text | None = Field(default=None, max_length=MAX_PROMPT_CHARS,
+                                description="Text to guide the style or spell names")
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] | None = Field(
+        default=None, description="json (the default), text, srt, verbose_json or vtt")
     temperature: float | None = Field(default=None, ge=0, le=1)
+    timestamp_granularities: Annotated[
+        list[Literal["word", "segment"]], Field(max_length=2)] | None = Field(
+        default=None, alias="timestamp_granularities[]",
+        description="word and/or segment timestamps (with verbose_json)")
+    stream: bool | None = Field(default=None, description="Streaming is not supported: false")
+
+    @field_validator("stream")
+    @classmethod
+    def _not_streamed(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("streamed transcription is not supported; leave stream out or "
+                             "false to get the whole answer")
+        return value

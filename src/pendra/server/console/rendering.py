@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pendra import __version__
 from pendra.server.deps import SessionsDep
 from pendra.server.sessions import Session, Sessions
+from pendra.server.store.tables import usage_kind_label
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 FLASH_COOKIE = "pendra_flash"
@@ -135,7 +136,8 @@ def _environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     env.filters.update(ago=ago, utc=utc, size=size, number=number, compact=compact,
-                       context_length=context_length, duration_ms=duration_ms)
+                       context_length=context_length, duration_ms=duration_ms,
+                       kind_label=usage_kind_label)
     return env
 
 

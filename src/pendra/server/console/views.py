@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pendra.catalogue.installable import SOURCES, installable_kinds
-from pendra.server.installs import can_do, lifecycle_note
+from pendra.server.installs import BACKEND_NAMES, can_do, lifecycle_note
 from pendra.catalogue.loader import Catalogue
 from pendra.names import name_key
 from pendra.server.console import usage_charts
@@ -42,9 +42,6 @@ RECENT_REQUESTS = 50
 # --- shared reads ---------------------------------------------------------------------------------
 
 
-# How the console names backend kinds (a generic endpoint is shown by its own name).
-BACKEND_NAMES = {"ollama": "Ollama", "lmstudio": "LM Studio", "vllm": "vLLM",
-                 "pendra": "Pendra (built-in)", "speaches": "Speaches"}
 SOURCE_OF = {kind: source for kind, (source, _, _) in SOURCES.items()}
 
 
@@ -201,13 +198,12 @@ async def usage_page(store: Store, period: str) -> dict[str, Any]:
         summary = await usage_store.usage_summary(db, window.since)
         series = await usage_store.usage_series(db, window.since,
                                                 int(window.bucket.total_seconds()), window.buckets)
-        kinds = await usage_store.per_kind(db, window.since)
         recent = await usage_store.recent_usage(db, RECENT_REQUESTS)
     return {
         "title": "Usage", "page": "usage", "period": window.period,
         "periods": list(usage_charts.PERIODS), "since": window.since,
         "totals": summary["totals"], "per_model": summary["per_model"],
-        "per_key": summary["per_key"], "per_worker": summary["per_worker"], "per_kind": kinds,
+        "per_key": summary["per_key"], "per_worker": summary["per_worker"], "per_kind": summary["per_kind"],
         "charts": usage_charts.charts(series, window),
         "recent": [{"created_at": r.created_at, "kind": r.kind,
                     "model_requested": r.model_requested, "model_served": r.model_served,

@@ -31,8 +31,21 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Usage kinds: one per request kind, and one per API dialect answered through chat ("responses").
-USAGE_KINDS = frozenset({"chat", "embed", "image", "transcribe", "responses"})
+# Usage kinds: one per request kind, and one per API dialect answered through chat ("responses",
+# "messages", and "count_tokens" for Anthropic's token counting).
+USAGE_KINDS = frozenset({"chat", "completions", "embed", "image", "transcribe", "responses",
+                         "messages", "count_tokens"})
+# How people read a usage kind (the console and `pendra usage`): the API or dialect it came in by.
+# An unknown kind shows as it is.
+USAGE_KIND_LABELS = {"chat": "Chat completions", "completions": "Completions",
+                     "messages": "Anthropic Messages", "count_tokens": "Anthropic token counts",
+                     "responses": "Responses", "embed": "Embeddings", "image": "Images",
+                     "transcribe": "Transcriptions"}
+
+
+def usage_kind_label(kind: str | None) -> str:
+    """``USAGE_KIND_LABELS``' name for ``kind`` (the kind itself when it has none)."""
+    return USAGE_KIND_LABELS.get(kind or "", kind or "")
 INSTALL_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 INSTALL_ACTIVE_STATES = ("queued", "running")
 # Row ids: 64 bits of randomness is plenty for tables of thousands of rows, and short to type.

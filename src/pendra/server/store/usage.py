@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest
 from pendra.server.store.tables import (MODEL_MAX_CHARS, NAME_MAX_CHARS, REQUEST_ID_MAX_CHARS,
-                                        USAGE_ERROR_MAX_CHARS, USAGE_KINDS, ApiKey, Usage, utcnow)
+                                        USAGE_ERROR_MAX_CHARS, USAGE_KINDS, ApiKey, Usage,
+                                        usage_kind_label, utcnow)
 
 ERROR_STATUS = 400
 RECENT_MAX = 1000
@@ -141,7 +142,8 @@ async def usage_summary(session: AsyncSession, since: datetime | None) -> dict[s
     """Totals and per-model, per-key and per-worker breakdowns of the records since ``since``.
 
     ``{"since", "totals": {requests, errors, prompt_tokens, completion_tokens, latency_p50_ms,
-    latency_avg_ms}, "per_model": [...], "per_key": [...], "per_worker": [...]}``; each
+    latency_avg_ms}, "per_model": [...], "per_key": [...], "per_worker": [...], "per_kind":
+    [...]}``; each
     breakdown row has the same numbers (no p50) and its group's name (None for requests with no
     key, no model served or no worker), busiest first.
     """
@@ -157,12 +159,15 @@ async def usage_summary(session: AsyncSession, since: datetime | None) -> dict[s
         "per_key": await _breakdown(session, since, "key", Usage.key_id, ApiKey.name,
                                     outer_key=True),
         "per_worker": await _breakdown(session, since, "worker", Usage.worker_name),
+        "per_kind": await per_kind(session, since),
     }
 
 
 async def per_kind(session: AsyncSession, since: datetime | None) -> list[dict[str, Any]]:
-    """Requests, errors and tokens per capability (chat, embed, image, transcribe), busiest first."""
-    return await _breakdown(session, since, "kind", Usage.kind)
+    """Requests, errors and tokens per usage kind — the API or dialect a request came in by
+    (chat, completions, embed, ...; each row's ``label`` is its readable name), busiest first."""
+    rows = await _breakdown(session, since, "kind", Usage.kind)
+    return [{**row, "label": usage_kind_label(row["kind"])} for row in rows]
 
 
 def _epoch_seconds(dialect: str) -> ColumnElement[int]:

@@ -110,8 +110,10 @@ def _piece_line(model: str, kind: str, piece: str, *, chat: bool) -> dict[str, A
     return line
 
 
-async def answer_lines(model: str, plan: Plan, *, chat: bool) -> AsyncIterator[dict[str, Any]]:
-    """Every NDJSON line of one answer (the last is done:true, or an error line)."""
+async def answer_lines(model: str, plan: Plan, *, chat: bool,
+                       raw: bool = False) -> AsyncIterator[dict[str, Any]]:
+    """Every NDJSON line of one answer (the last is done:true, or an error line; generate's
+    carries the deprecated ``context`` unless the request was ``raw``, §4.1)."""
     started = time.monotonic()
     sent = 0
     pieces = [("thinking", t if i == 0 else " " + t) for i, t in enumerate(plan.thinking)]
@@ -142,7 +144,7 @@ async def answer_lines(model: str, plan: Plan, *, chat: bool) -> AsyncIterator[d
     else:
         final["response"] = ""
     final.update({"done": True, "done_reason": plan.done_reason})
-    if not chat:
+    if not chat and not raw:
         final["context"] = CONTEXT
     final.update(metrics(started, plan.prompt_tokens, len(plan.tokens) + len(plan.thinking)))
     yield final

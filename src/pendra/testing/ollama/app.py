@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from pendra.testing.ollama import control, inference, management
+from pendra.testing.ollama import control, inference, management, transcription
 from pendra.testing.ollama.facts import DEFAULT_VERSION
 from pendra.testing.ollama.models import DEFAULT_MODELS
 from pendra.testing.ollama.state import Emulator, Settings
@@ -48,6 +48,7 @@ OLLAMA_ROUTES: list[tuple[str, Handler, list[str]]] = [
     ("/api/generate", inference.generate, ["POST"]),
     ("/api/embed", inference.embed, ["POST"]),
     ("/api/embeddings", inference.embeddings_legacy, ["POST"]),
+    ("/v1/audio/transcriptions", transcription.transcriptions, ["POST"]),
 ]
 CONTROL_ROUTES: list[tuple[str, Handler, list[str]]] = [
     ("/_emulator/requests", control.requests, ["GET", "DELETE"]),
@@ -65,7 +66,7 @@ async def record(emu: Emulator, request: Request) -> None:
     raw = await request.body()
     try:
         body = json.loads(raw) if raw.strip() else None
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (a multipart upload), or not even text
         body = None
     emu.requests.append({"method": request.method, "path": request.url.path, "body": body,
                          "ts": time.time()})

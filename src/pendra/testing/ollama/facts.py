@@ -83,4 +83,20 @@ NO_VISION = ('{"error":{"code":500,"message":"image input is not supported - hin
 THINK_VALUES = (True, False, "low", "medium", "high", "max")  # §1.3
 INVALID_THINK = ('invalid think value: {value} (must be "high", "medium", "low", "max", true, '
                  'or false)')  # §1.3
+RAW_CONFLICT = "raw mode does not support template, system, or context"  # §4.1
 INVALID_FORMAT = 'invalid format: {value}; expected "json" or a valid JSON Schema object'  # §1.3
+
+
+# POST /v1/audio/transcriptions and the `audio` capability arrived in v0.20.0 (§6.7, §12): a
+# multipart form of model, file (at most 25 MB), response_format (json, text or verbose_json),
+# language and prompt; run as a chat with an audio-capable model at temperature 0; the answer is
+# {"text": ...}, or plain text for response_format=text. Errors on /v1 routes are OpenAI's
+# envelope, type invalid_request_error for 400, not_found_error for 404 (§6.1). The reference does
+# not quote the texts of the transcription route's own refusals: the emulator's are its own words.
+TRANSCRIPTION_SINCE: Version = (0, 20, 0)
+TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
+TRANSCRIPTION_MAX_BYTES = 25 << 20
+
+
+def has_transcription(version: str) -> bool:
+    return parse_version(version) >= TRANSCRIPTION_SINCE

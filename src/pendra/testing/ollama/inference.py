@@ -6,7 +6,9 @@ Each handler checks in Ollama's order (server/routes.go): the body decodes (imag
 model can think if asked to, it has the capabilities the request needs, its options have the right
 types (§5.1), then the model loads; an empty prompt stops there (``done_reason: "load"``). Images
 reach the model only if it has the ``vision`` capability; otherwise llama-server's refusal is relayed
-(facts.NO_VISION).
+(facts.NO_VISION). Generate's ``raw: true`` refuses ``template``/``system``/``context`` and its
+final line carries no ``context``; a ``suffix`` (fill-in-the-middle) needs the ``insert``
+capability (§4.1), and is rendered by the model's template (so dropped in raw mode, as Ollama does).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from pendra.testing.ollama.answers import Plan, answer_lines, merge_lines, plan_answer
 from pendra.testing.ollama.content import embedding, normalise_vector, png
 from pendra.testing.ollama.facts import (EMBED_TOO_LONG, IMAGE_MODELS_UNSUPPORTED, INVALID_THINK,
-                                         NO_VISION, THINK_VALUES, has_image_generation, has_logprobs)
+                                         NO_VISION, RAW_CONFLICT, THINK_VALUES,
+                                         has_image_generation, has_logprobs)
 from pendra.testing.ollama.models import ModelSpec, qualified
 from pendra.testing.ollama.state import Emulator
 from pendra.testing.ollama.wire import (CollectedResponse, OllamaError, check_options,
@@ -76,7 +79,7 @@ async def answer(emu: Emulator, body: dict[str, Any], spec: ModelSpec, plan: Pla
     """Stream the planned answer (the default), or collect it with ``stream: false`` (§1.2)."""
     if plan.load_s:
         await asyncio.sleep(plan.load_s)  # Ollama loads the model before sending any byte
-    lines = answer_lines(body["model"], plan, chat=chat)
+    lines = answer_lines(body["model"], plan, chat=chat, raw=body.get("raw") is True)
     if body.get("stream", True) is False:
         return CollectedResponse(lines, partial(merge_lines, chat=chat))
 
@@ -135,9 +138,14 @@ async def generate(emu: Emulator, request: Request) -> Response:
         if not has_image_generation(emu.settings.version):
             raise OllamaError(400, IMAGE_MODELS_UNSUPPORTED)
         return await generate_image(emu, request, body, spec)
+    if body.get("raw") is True and (body.get("template") or body.get("system")
+                                    or body.get("context")):
+        raise OllamaError(400, RAW_CONFLICT)
     check_think(body, spec)
     if not spec.has("completion"):
         raise OllamaError(400, f'"{body["model"]}" does not support generate')
+    if body.get("suffix") and not spec.has("insert"):
+        raise OllamaError(400, f"{qualified(spec.name)} does not support insert")
     options = check_options(body.get("options"), "GenerateRequest")
     if not prompt:
         return JSONResponse({"model": body["model"], "created_at": now_text(), "response": "",
