@@ -33,7 +33,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         up = await start("pendra up", [str(PENDRA), "up", "--port", "0"],
                          child_env(home, OLLAMA_ENDPOINT=ollama.base_url,
                                    LMSTUDIO_ENDPOINT=lms.base_url, VLLM_ENDPOINT=vllm.base_url,
-                                   WORKER_NAME="studio"))
+                                   WORKER_NAME="studio", BACKENDS_DISABLED="speaches"))
         try:
             url = (await up.wait_for_line(r"Pendra is running at (http://\S+)",
                                           START_S)).group(1)
@@ -55,7 +55,8 @@ async def test_workers_page_shows_every_backend_and_its_model_lifecycle(page: Pa
     await page.goto("/workers")
     worker = page.locator("article.worker").first
     rows = worker.locator("table").first.locator("tbody tr")
-    await expect(rows).to_have_count(3, timeout=LIVE_TIMEOUT_MS)
+    await expect(rows).to_have_count(4, timeout=LIVE_TIMEOUT_MS)
+    await expect(rows.filter(has_text="speaches")).to_contain_text("disabled by BACKENDS_DISABLED")
     for kind in ("ollama", "lmstudio", "vllm"):
         row = rows.filter(has_text=kind).first
         await expect(row.locator(".pill-online")).to_have_text("Verified")

@@ -187,14 +187,15 @@ def test_pendra_backends_shows_every_backend_tried_and_why(tmp_path: Path) -> No
                 timeout=60 * WAIT,
                 env={**os.environ, "PENDRA_HOME": str(tmp_path), "OLLAMA_ENDPOINT": ollama.base_url,
                      "LMSTUDIO_ENDPOINT": vllm.base_url, "VLLM_ENDPOINT": vllm.base_url,
-                     "OPENAI_ENDPOINTS": endpoints, "BACKENDS_DISABLED": "ollama"})
+                     "OPENAI_ENDPOINTS": endpoints, "BACKENDS_DISABLED": "ollama,speaches"})
             assert result.returncode == 0, result.stderr
             found: list[dict[str, object]] = json.loads(result.stdout)
             return found
 
     found = {b["kind"]: b for b in asyncio.run(run())}
-    assert list(found) == ["ollama", "lmstudio", "vllm", "llamacpp", "openai"]
-    assert found["ollama"]["reason"] == "disabled by BACKENDS_DISABLED"
+    assert list(found) == ["ollama", "lmstudio", "vllm", "speaches", "llamacpp", "openai"]
+    assert found["ollama"]["reason"] == found["speaches"]["reason"] == \
+        "disabled by BACKENDS_DISABLED"
     assert not found["lmstudio"]["verified"] and "/api/v1/models" in str(found["lmstudio"]["reason"])
     assert found["vllm"]["verified"] and found["vllm"]["version"] == "0.11.0"
     assert found["llamacpp"]["verified"] and found["llamacpp"]["version"] == "llamacpp"
