@@ -259,3 +259,47 @@ async def test_server_prints_and_hands_out_its_public_url(tmp_path: Path) -> Non
     bad = subprocess.run([PENDRA, "server", "--port", "0", "--public-url", "pendra.example"],
                          capture_output=True, text=True, timeout=60 * WAIT, env=env)
     assert bad.returncode == 2 and "--public-url" in bad.stderr
+
+
+async def test_starting_the_server_migrates_an_older_database(tmp_path: Path) -> None:
+    """Upgrading is "stop, update, start": `pendra server` started on a database left at the first
+    migration brings it to the newest one before it serves (README's upgrade instructions rely on
+    it)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from pendra.server.store.db import current_revision, upgrade
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    database = f"sqlite+aiosqlite:///{home / 'pendra.db'}"
+    engine = create_async_engine(database)
+    try:
+        await upgrade(engine, "0001")
+        assert await current_revision(engine) == "0001"
+    finally:
+        await engine.dispose()
+    proc = Proc("server", [PENDRA, "server", "--port", "0"],
+                {**os.environ, **FAST, "PENDRA_HOME": str(home)}, tmp_path / "server.log")
+    await proc.start()
+    try:
+        await proc.wait_for_line(r"Pendra control plane listening on", 60)
+    finally:
+        await proc.stop()
+    engine = create_async_engine(database)
+    try:
+        assert await current_revision(engine) == _head_revision()
+    finally:
+        await engine.dispose()
+
+
+def _head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from pendra.server.store.db import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None and head != "0001"
+    return head
