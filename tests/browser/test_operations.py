@@ -15,9 +15,10 @@ import shlex
 import openai
 import pytest
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from .conftest import LIVE_TIMEOUT_MS, Fleet, screenshot
+from .test_console_widths import OUTSIDE
 from pendra.server.store.usage import EXPORT_COLUMNS
 from polling import eventually
 
@@ -224,6 +225,27 @@ async def test_usage_leaves_failures_out_of_latency_and_exports_csv(page: Page,
     assert sum(r["status"] == "404" for r in records) == 5
     assert sum(r["model_requested"] == "llama3.2:latest" and r["status"] == "200"
                for r in records) >= 2
+
+
+async def test_usage_with_failures_fits_a_phone(browser: Browser, fleet: Fleet) -> None:
+    """At 390 px, the Usage page with its failures table and Download CSV link is no wider than
+    the screen, and the link lies inside it."""
+    context = await browser.new_context(viewport={"width": 390, "height": 844},
+                                        base_url=fleet.base_url)
+    try:
+        page = await context.new_page()
+        await page.goto("/sign-in")
+        await page.fill("input[name=password]", fleet.admin_password)
+        await page.click("button[type=submit]")
+        await page.goto("/usage?period=1h")
+        await expect(page.locator("#failures")).to_be_visible()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert await page.evaluate(OUTSIDE, 390) == []
+        box = await page.locator("[data-export=csv]").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 391
+        await screenshot(page, "ops_phone_usage")
+    finally:
+        await context.close()
 
 
 async def test_console_gives_out_the_public_url(page: Page, fleet: Fleet) -> None:
