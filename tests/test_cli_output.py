@@ -62,21 +62,49 @@ class _Clock:
 
 
 def test_speed_is_the_pulls_bytes_over_the_pulls_time() -> None:
-    """Time before the download starts (no total yet) and bytes already there when watching began
-    do not count; 800 MB moved in 2 s is 400 MB/s."""
+    """Time before the download starts (queued, the manifest: no total yet) does not count;
+    815 MB moved in 2 s is 407.5 MB/s."""
     clock = _Clock()
     rate = PullRate(clock)
-    rate.update(0, 0)          # pulling manifest: not downloading yet
-    clock.now += 30            # queued / manifest time, not part of the pull
-    rate.update(15_000_000, 815_000_000)   # first figure: 15 MB were already there
-    assert rate.per_second is None          # no time has passed in the pull yet
+    rate.update(0, 0)          # queued
+    clock.now += 30
+    rate.update(0, 0)          # pulling manifest
+    clock.now += 0.5
+    rate.update(0, 815_000_000)             # the first layer announced: the download begins
+    assert rate.per_second is None
     clock.now += 1
     rate.update(415_000_000, 815_000_000)
     clock.now += 1
     rate.update(815_000_000, 815_000_000)
-    assert rate.bytes == 800_000_000 and rate.seconds == 2.0
-    assert rate.per_second == 400_000_000
-    assert rate.summary() == "800.0 MB in 2.0 s, 400.0 MB/s"
+    assert rate.bytes == 815_000_000 and rate.seconds == 2.0
+    assert rate.per_second == 407_500_000
+    assert rate.summary() == "815.0 MB in 2.0 s, 407.5 MB/s"
+
+
+def test_a_first_figure_holding_most_bytes_is_counted_from_the_figure_before() -> None:
+    """Progress arrives in batches: a fast pull's first figure may hold the weights already, and
+    then only kilobytes follow. Those bytes count, timed from the figure before (the regression:
+    "3.9 kB/s" for a one-second pull)."""
+    clock = _Clock()
+    rate = PullRate(clock)
+    rate.update(0, 0)                       # pulling manifest
+    clock.now += 0.8
+    rate.update(813_000_000, 815_000_000)   # first relayed figure: most of the model is there
+    clock.now += 0.2
+    rate.update(815_000_000, 815_000_000)   # the small layers
+    assert rate.bytes == 815_000_000 and rate.seconds == 1.0
+    assert rate.per_second == 815_000_000
+
+
+def test_bytes_there_before_watching_began_do_not_count() -> None:
+    """Joining an install already under way (its first figure has bytes, no figure came before):
+    only what moves from then on counts, over the time from then on."""
+    clock = _Clock()
+    rate = PullRate(clock)
+    rate.update(600_000_000, 815_000_000)
+    clock.now += 1
+    rate.update(815_000_000, 815_000_000)
+    assert (rate.bytes, rate.seconds, rate.per_second) == (215_000_000, 1.0, 215_000_000)
 
 
 def test_too_short_a_pull_has_no_speed() -> None:

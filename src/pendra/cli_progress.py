@@ -1,10 +1,14 @@
 """The CLI's view of one install: a live bar while it runs, one summary line when it ends.
 
 Rules:
-- The speed is the pull's own: bytes moved since the download began (the first progress figure
-  with a known total) over the seconds since then, on the monotonic clock. Time spent queued or
-  fetching the manifest before the first byte does not count, and neither do bytes that were
-  already there when this command started watching (a joined install, a resumed layer).
+- The speed is the pull's own: bytes moved since the download began over the seconds since then,
+  on the monotonic clock. The download begins at the first figure with a known total when it
+  reports no bytes yet; when that first figure already carries bytes (progress is relayed in
+  batches, so a fast pull's first figure can hold most of it), it began after the figure before
+  it (queued, pulling the manifest), and is timed from there with all its bytes. Bytes already
+  there when this command started watching (an install it joined) are not counted.
+- Why not Rich's own speed column: it measures only what arrives after its first sample, so a
+  one-second pull whose first figure held the model's weights showed the tail layers' few kB/s.
 - Units are decimal, like Ollama's and the size column (kB = 1000 bytes), in the bar and in the
   summary alike, with the speed per second ("/s").
 - Below ``MIN_RATE_WINDOW_S`` of download there is no honest speed yet: the bar shows "…".
@@ -33,13 +37,18 @@ class PullRate:
     clock: Callable[[], float] = time.monotonic
     _start: tuple[float, int] | None = field(default=None, init=False)
     _last: tuple[float, int] | None = field(default=None, init=False)
+    _before: float | None = field(default=None, init=False)  # the last figure with no total
 
     def update(self, completed: int, total: int) -> None:
         now = self.clock()
         if self._start is None:
             if not total:
-                return  # not downloading yet
-            self._start = (now, completed)
+                self._before = now  # not downloading yet
+                return
+            if completed and self._before is not None:
+                self._start = (self._before, 0)  # it began after the figure before this one
+            else:
+                self._start = (now, completed)
         self._last = (now, max(completed, self._last[1] if self._last else completed))
 
     @property
