@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pendra.catalogue.installable import installable_into
