@@ -52,6 +52,9 @@ def test_max_concurrent_out_of_range_is_refused_with_the_range(tmp_path: Path) -
     ("port", "70000", "between 0 and 65535"),
     ("max_connections", "0", "at least 1"),
     ("HEADER_TIMEOUT", "0", "between 0.1 and 3600"),
+    ("metrics_port", "70000", "between 0 and 65535"),
+    ("key_default_rpm", "-5", "key_default_rpm must be between"),
+    ("metrics_token", "short", "at least 16 characters"),
 ])
 def test_config_set_refuses_out_of_range_and_keeps_the_file(tmp_path: Path, key: str, value: str,
                                                             allowed: str) -> None:

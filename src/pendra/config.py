@@ -296,6 +296,10 @@ def set_value(home: Home, name: str, value: str) -> Any:
     if key is None:
         raise ConfigError(f"unknown config key {name!r}; known keys: {', '.join(KEYS_BY_NAME)}")
     parsed = parse_value(key, value, COMMAND_LINE)
+    if key.role != "worker":
+        # The checks start-up makes beyond Bounds (key limits, the metrics token), on this value
+        # alone: the rest at their defaults, which pass.
+        _server_checks({k.yaml_name: k.default for k in KEYS} | {key.yaml_name: parsed})
     data = read_file(home)
     stored: Any = list(parsed) if isinstance(parsed, tuple) else parsed
     data[key.yaml_name] = stored
@@ -444,10 +448,14 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         header_timeout_s=values["header_timeout"],
         max_connections=values["max_connections"],
         responses_retention_s=values["responses_retention_days"] * 86400.0,
-        key_defaults=_key_defaults(values),
-        metrics_token=_metrics_token(values),
         public_url=values["public_url"],
+        **_server_checks(values),
     )
+
+
+def _server_checks(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The server settings checked by rules other modules own (ConfigError when one fails)."""
+    return {"key_defaults": _key_defaults(values), "metrics_token": _metrics_token(values)}
 
 
 def _key_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
