@@ -51,6 +51,11 @@ SIGN_IN_PER_SECOND = 2.0
 METRICS_TOKEN_MIN_CHARS = 16
 
 
+def _number(value: float) -> str:
+    """A bound as people write it: whole numbers in full (47185920, not 4.71859e+07)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 @dataclass(frozen=True)
 class Bounds:
     """The values a number may take: ``low`` to ``high`` inclusive (either may be open-ended);
@@ -67,14 +72,14 @@ class Bounds:
 
     def describe(self) -> str:
         if self.low is not None and self.high is not None:
-            return f"between {self.low:g} and {self.high:g}"
+            return f"between {_number(self.low)} and {_number(self.high)}"
         parts = []
         if self.low is not None:
-            parts.append(f"at least {self.low:g}")
+            parts.append(f"at least {_number(self.low)}")
         if self.above is not None:
-            parts.append(f"more than {self.above:g}")
+            parts.append(f"more than {_number(self.above)}")
         if self.high is not None:
-            parts.append(f"at most {self.high:g}")
+            parts.append(f"at most {_number(self.high)}")
         return " and ".join(parts)
 
 
