@@ -16,6 +16,11 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 
+# --- systemd units (tests/test_deploy.py): `systemd-analyze verify` comes with Debian's systemd ------
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+fi
+
 # --- browser tests (tests/browser): Debian's Chromium, driven by the playwright package ---------
 # `playwright install` downloads its own browser build, which this project never does.
 if [ ! -x /usr/bin/chromium ]; then

@@ -30,12 +30,64 @@ def test_layers_later_wins(tmp_path: Path) -> None:
     assert s.ollama_endpoint == ""  # default
 
 
-def test_max_concurrent_is_clamped(tmp_path: Path) -> None:
-    """MAX_CONCURRENT outside [1, 64] is clamped, not refused."""
+def test_max_concurrent_out_of_range_is_refused_with_the_range(tmp_path: Path) -> None:
+    """MAX_CONCURRENT outside [1, 64] stops start-up with the allowed range, from the environment
+    and from config.yaml alike; it is never clamped in silence."""
     home = Home(tmp_path)
     env = {"GPU_WORKER_PRIVATE_KEY": "k"}
-    assert cfg.load_worker(home, env | {"MAX_CONCURRENT": "0"}).max_concurrent == 1
-    assert cfg.load_worker(home, env | {"MAX_CONCURRENT": "1000"}).max_concurrent == 64
+    assert cfg.load_worker(home, env | {"MAX_CONCURRENT": "64"}).max_concurrent == 64
+    with pytest.raises(ConfigError, match=r"MAX_CONCURRENT must be between 1 and 64 \(got 0\)"):
+        cfg.load_worker(home, env | {"MAX_CONCURRENT": "0"})
+    cfg.write_file(home, {"max_concurrent": 1000})
+    with pytest.raises(ConfigError, match=r"max_concurrent in .*config.yaml must be between 1 "
+                                          r"and 64 \(got 1000\)"):
+        cfg.load_worker(home, env)
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("max_concurrent", "200", "between 1 and 64"),
+    ("refresh_interval", "0.01", "between 0.1 and 43200"),
+    ("stream_stall_timeout", "0", "more than 0 and at most 43200"),
+    ("ollama_num_ctx_cap", "-1", "at least 0"),
+    ("port", "70000", "between 0 and 65535"),
+    ("max_connections", "0", "at least 1"),
+    ("HEADER_TIMEOUT", "0", "between 0.1 and 3600"),
+    ("metrics_port", "70000", "between 0 and 65535"),
+    ("key_default_rpm", "-5", "key_default_rpm must be between"),
+    ("metrics_token", "short", "at least 16 characters"),
+])
+def test_config_set_refuses_out_of_range_and_keeps_the_file(tmp_path: Path, key: str, value: str,
+                                                            allowed: str) -> None:
+    """`pendra config set` refuses a bounded key's out-of-range value with the allowed range and
+    leaves config.yaml as it was."""
+    home = Home(tmp_path)
+    cfg.set_value(home, "worker_name", "box")
+    before = home.config_file.read_text()
+    with pytest.raises(ConfigError, match=re.escape(allowed)):
+        cfg.set_value(home, key, value)
+    assert home.config_file.read_text() == before
+
+
+def test_the_protocol_and_the_setting_share_max_concurrents_bounds() -> None:
+    """The hello frame the control plane checks and the worker's setting use one range."""
+    from pendra.protocol import frames
+
+    bounds = cfg.KEYS_BY_NAME["max_concurrent"].bounds
+    assert bounds is not None
+    assert (bounds.low, bounds.high) == (frames.MAX_CONCURRENT_MIN, frames.MAX_CONCURRENT_MAX)
+    field = frames.Hello.model_fields["max_concurrent"]
+    limits = {type(m).__name__: m for m in field.metadata}
+    assert limits["Ge"].ge == bounds.low and limits["Le"].le == bounds.high
+
+
+@pytest.mark.parametrize("raw", ["pendra.example.com", "ftp://x", "http://", "https://h/?q=1",
+                                 "http://u:p@h", "http://h:99999"])
+def test_public_url_must_be_an_http_base_url(tmp_path: Path, raw: str) -> None:
+    """PUBLIC_URL is an http(s) URL with a host and no query, fragment or credentials."""
+    with pytest.raises(ConfigError, match="PUBLIC_URL"):
+        cfg.load_server(Home(tmp_path), {"PUBLIC_URL": raw})
+    assert cfg.load_server(Home(tmp_path), {"PUBLIC_URL": "https://p.example/pendra/"}
+                           ).public_url == "https://p.example/pendra"
 
 
 def test_models_filter_accepts_ids_and_objects(tmp_path: Path) -> None:
@@ -82,7 +134,7 @@ def test_metrics_settings_are_checked_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PENDRA_METRICS_TOKEN.*at least 16.*openssl"):
         cfg.load_server(home, {"PENDRA_METRICS_TOKEN": "short"})
     env = {"GPU_WORKER_PRIVATE_KEY": "k"}
-    with pytest.raises(ConfigError, match="METRICS_PORT.*0 to 65535"):
+    with pytest.raises(ConfigError, match="METRICS_PORT must be between 0 and 65535"):
         cfg.load_worker(home, env | {"METRICS_PORT": "70000"})
     on = cfg.load_worker(home, env | {"METRICS_PORT": "9464", "METRICS_HOST": "0.0.0.0"})
     assert (on.metrics_port, on.metrics_host) == (9464, "0.0.0.0")
@@ -191,3 +243,11 @@ def test_every_key_is_documented() -> None:
     for key in cfg.KEYS:
         assert f"`{key.yaml_name}`" in docs and f"`{key.env_name}`" in docs, key.yaml_name
         assert key.env_name in readme, key.env_name
+
+
+def test_every_range_is_documented() -> None:
+    """Each bounded key's allowed range appears, as the refusal words it, in docs/configuration.md."""
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    for key in cfg.KEYS:
+        if key.bounds is not None:
+            assert f"| `{key.yaml_name}` | {key.bounds.describe()} |" in docs, key.yaml_name

@@ -2,6 +2,8 @@
 
 Each command parses its arguments, loads settings, makes one call and returns an exit code. Only
 Pendra's own errors are caught; they print as ``Kind: message`` and exit 1 (2 for configuration).
+Every command that lists things prints through cli_output.py (a table, or ``--json``); installs
+show their progress through cli_progress.py.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from pendra import __version__
 from pendra import config as cfg
+from pendra.cli_output import Column, emit_json, emit_table
 from pendra.errors import ConfigError, PendraError
 from pendra.home import Home
 from pendra.logs import LogFormat, configure
@@ -58,7 +60,11 @@ MetricsPortOption = Annotated[int | None, typer.Option(
     "--metrics-port", min=0, max=65535,
     help="Serve this worker's Prometheus /metrics on this port (default: config `metrics_port`; "
          "0 = off), on metrics_host (127.0.0.1 unless configured).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print JSON instead of a table (keys documented in docs/cli.md).")]
+PublicUrlOption = Annotated[str | None, typer.Option(
+    help="URL others reach this control plane at (default: config `public_url`, else the "
+         "listen address, with this machine's address for 0.0.0.0).")]
 
 
 def _home() -> Home:
@@ -122,26 +128,43 @@ def _announce(line: str) -> None:
 
 @app.command()
 def up(host: HostOption = None, port: PortOption = None,
+       public_url: PublicUrlOption = None,
        log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the control plane and a local worker in one process (SQLite under $PENDRA_HOME)."""
     from pendra.up import run_up
 
     _setup_logging(log_format)
+    checked = _checked_public_url(public_url)
     _run(lambda: _until_signalled(
-        lambda stop: run_up(_home(), host=host, port=port, stop=stop, announce=_announce)),
+        lambda stop: run_up(_home(), host=host, port=port, public_url=checked, stop=stop,
+                            announce=_announce)),
         loop_factory=_daemon_loop())
 
 
 @app.command()
 def server(host: HostOption = None, port: PortOption = None,
+           public_url: PublicUrlOption = None,
            log_format: LogFormatOption = LogFormat.text) -> None:
     """Run the control plane alone (DATABASE_URL selects SQLite or PostgreSQL)."""
     from pendra.server.daemon import run_server
 
     _setup_logging(log_format)
+    checked = _checked_public_url(public_url)
     _run(lambda: _until_signalled(
-        lambda stop: run_server(_home(), host=host, port=port, stop=stop, announce=_announce)),
+        lambda stop: run_server(_home(), host=host, port=port, public_url=checked, stop=stop,
+                                announce=_announce)),
         loop_factory=_daemon_loop())
+
+
+def _checked_public_url(raw: str | None) -> str | None:
+    """``--public-url`` parsed by the same rule as PUBLIC_URL (exit 2 naming the option)."""
+    if raw is None:
+        return None
+    try:
+        return cfg.parse_public_url(raw)
+    except ValueError as exc:
+        _print_error("ConfigError", f"invalid value {raw!r} for --public-url: {exc}")
+        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -207,16 +230,22 @@ def config_set(key: str, value: str) -> None:
 
 
 @config_app.command("show")
-def config_show() -> None:
+def config_show(as_json: JsonOption = False) -> None:
     """Print every setting after merging defaults, config.yaml and the environment."""
     values = _run_sync(lambda: cfg.merged(_home(), os.environ))
-    table = Table("key", "env", "value", "meaning")
+    rows = []
     for key in cfg.KEYS:
         value = values[key.yaml_name]
         if _secret(key.yaml_name) and value:
             value = _hidden(key.yaml_name, value)
-        table.add_row(key.yaml_name, key.env_name, "" if value is None else str(value), key.help)
-    out.print(table)
+        rows.append({"key": key.yaml_name, "env": key.env_name,
+                     "value": list(value) if isinstance(value, tuple) else value,
+                     "meaning": key.help})
+    if as_json:
+        emit_json(out, rows)
+        return
+    emit_table(out, [Column("key", "key", whole=True), Column("env", "env", whole=True),
+                     Column("value", "value", empty=""), Column("meaning", "meaning")], rows)
 
 
 @config_app.command("path")
@@ -247,26 +276,19 @@ def models(ctx: typer.Context, as_json: JsonOption = False) -> None:
     settings = _run_sync(lambda: cfg.load_worker(_home(), require_key=False))
     found = _run(lambda: local_models(settings))
     if as_json:
-        _announce(json.dumps([m.to_dict() for m in found], indent=2))
+        emit_json(out, [m.to_dict() for m in found])
         return
     if not found:
         _announce("No models found. Is a backend (Ollama, LM Studio, vLLM) running? "
                   "See: pendra backends")
         return
-    table = Table("model", "backend", "context", "capabilities", "parameters", "quantisation",
-                  "size")
-    for m in found:
-        table.add_row(m.id, m.backend, str(m.context_length or "?"), ", ".join(m.capabilities),
-                      m.parameter_size, m.quantization_level, _format_size(m.size))
-    out.print(table)
-
-
-def _progress_bar() -> Any:
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=out)
+    emit_table(out, [Column("model", "id", whole=True), Column("backend", "backend"),
+                     Column("context", "context_length", empty="?", numeric=True),
+                     Column("capabilities", "capabilities"),
+                     Column("parameters", "parameter_size"),
+                     Column("quantisation", "quantization_level"),
+                     Column("size", "size", show=_format_size, numeric=True)],
+               [m.to_dict() for m in found])
 
 
 WorkerOption = Annotated[str | None, typer.Option(
@@ -301,16 +323,16 @@ def models_install(model: Annotated[str, typer.Argument(help="Catalogue id, id:v
     except PendraError as exc:
         _print_error(type(exc).__name__, exc.message)
         raise typer.Exit(1) from exc
+    from pendra.cli_progress import InstallView
+
     settings = _run_sync(lambda: cfg.load_worker(_home(), require_key=False))
-    with _progress_bar() as bar:
-        task = bar.add_task(f"{tag}: starting", total=None)
+    with InstallView(out, f"{tag}: starting") as view:
 
         def on_progress(p: InstallProgress) -> None:
-            bar.update(task, description=f"{tag}: {p.status}",
-                       completed=p.completed, total=p.total or None)
+            view.show(f"{tag}: {p.status}", p.completed, p.total)
 
         _run(lambda: install_local(settings, tag, on_progress, kind=backend or "ollama"))
-    _announce(f"Installed {tag}.")
+    _announce(f"Installed {tag} ({view.rate.summary()}).")
 
 
 def _admin_client() -> tuple[str, dict[str, str]]:
@@ -337,6 +359,8 @@ def _fail_from(response: httpx.Response) -> None:
 
 
 def _remote_install(model: str, variant: str, worker: str, backend: str | None = None) -> None:
+    from pendra.cli_progress import InstallView
+
     url, headers = _admin_client()
     with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30, read=None)) as http:
         response = http.post("/api/v1/installs",
@@ -346,18 +370,19 @@ def _remote_install(model: str, variant: str, worker: str, backend: str | None =
             _fail_from(response)
         op = response.json()
         final: dict[str, Any] = op
-        with _progress_bar() as bar, http.stream("GET", f"/api/v1/installs/{op['id']}/events") as events:
-            task = bar.add_task(f"{op['model_tag']} on {op['worker_name']}", total=None)
+        with InstallView(out, f"{op['model_tag']} on {op['worker_name']}") as view, \
+                http.stream("GET", f"/api/v1/installs/{op['id']}/events") as events:
             for line in events.iter_lines():
                 if not line.startswith("data: "):
                     continue
                 final = json.loads(line[len("data: "):])
-                bar.update(task, description=f"{final['model_tag']}: {final['status_text']}",
-                           completed=final["completed"], total=final["total"] or None)
+                view.show(f"{final['model_tag']}: {final['status_text']}",
+                          final["completed"] or 0, final["total"] or 0)
     if final["state"] != "succeeded":
         err.print(f"[red]Install {final['state']}[/red]: {final.get('error') or final['state']}")
         raise typer.Exit(1)
-    _announce(f"Installed {final['model_tag']} on {final['worker_name']} ({final['id']}).")
+    _announce(f"Installed {final['model_tag']} on {final['worker_name']} ({final['id']}; "
+              f"{view.rate.summary()}).")
 
 
 @models_app.command("remove")
@@ -387,13 +412,14 @@ def backends(as_json: JsonOption = False) -> None:
     settings = _run_sync(lambda: cfg.load_worker(_home(), require_key=False))
     found = _run(lambda: local_backends(settings))
     if as_json:
-        _announce(json.dumps([b.to_dict() for b in found], indent=2))
+        emit_json(out, [b.to_dict() for b in found])
         return
-    table = Table("backend", "endpoint", "verified", "version", "capabilities", "tried", "reason")
-    for b in found:
-        table.add_row(b.kind, b.endpoint, "yes" if b.verified else "no", b.version,
-                      ", ".join(b.capabilities), ", ".join(b.tried), b.reason)
-    out.print(table)
+    emit_table(out, [Column("backend", "kind", whole=True), Column("endpoint", "endpoint", whole=True),
+                     Column("verified", "verified", show=lambda v: "yes" if v else "no"),
+                     Column("version", "version"), Column("capabilities", "capabilities"),
+                     Column("tried", "tried"),
+                     Column("reason", "reason", empty="")],
+               [b.to_dict() for b in found])
 
 
 # --- control-plane administration --------------------------------------------------------------------
@@ -519,14 +545,15 @@ def keys_list(as_json: JsonOption = False) -> None:
              "last_used_at": _iso(r.last_used_at), "revoked_at": _iso(r.revoked_at),
              "limits": _key_limits(r)} for r in rows]
     if as_json:
-        _announce(json.dumps(data, indent=2))
+        emit_json(out, data)
         return
-    table = Table("id", "name", "prefix", "created", "last used", "state", "limits")
-    for d in data:
-        table.add_row(d["id"], d["name"], d["prefix"] + "…", d["created_at"] or "",
-                      d["last_used_at"] or "never", "revoked" if d["revoked_at"] else "active",
-                      _describe_limits(d["limits"]))
-    out.print(table)
+    emit_table(out, [Column("id", "id", whole=True), Column("name", "name", whole=True),
+                     Column("prefix", "prefix", whole=True, show=lambda p: p + "…"),
+                     Column("created", "created_at"),
+                     Column("last used", "last_used_at", empty="never"),
+                     Column("state", "revoked_at", empty="active", show=lambda _: "revoked"),
+                     Column("limits", "limits", show=_describe_limits)],
+               data)
 
 
 @keys_app.command("revoke")
@@ -565,13 +592,15 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _public_url(settings: cfg.ServerSettings) -> str:
+    """The running server's public URL (server.yaml), or the one it would have by the same rule
+    (server/public_url.py)."""
+    from pendra.server.public_url import public_base
     from pendra.server.state import read_server_state
 
     live = read_server_state(settings.home)
-    if live is not None:
-        return live.url
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return f"http://{host}:{settings.port}"
+    if live is not None and live.public_url:
+        return live.public_url
+    return public_base(settings).url
 
 
 @workers_app.command("add")
@@ -605,14 +634,15 @@ def workers_list(as_json: JsonOption = False) -> None:
                      "backends": [b.get("kind") for b in w.get("backends", []) if b.get("verified")] if w else [],
                      "models": sorted(w.get("models", [])) if w else []})
     if as_json:
-        _announce(json.dumps(data, indent=2))
+        emit_json(out, data)
         return
-    table = Table("id", "name", "state", "load", "backends", "models")
     for d in data:
-        state = "connected" if d["connected"] else f"offline (last seen {d['last_seen_at'] or 'never'})"
-        table.add_row(d["id"], d["name"], state, d["load"], ", ".join(d["backends"]),
-                      ", ".join(d["models"]))
-    out.print(table)
+        d["state"] = ("connected" if d["connected"]
+                      else f"offline (last seen {d['last_seen_at'] or 'never'})")
+    emit_table(out, [Column("id", "id", whole=True), Column("name", "name", whole=True),
+                     Column("state", "state"), Column("load", "load", empty=""),
+                     Column("backends", "backends", empty=""),
+                     Column("models", "models", empty="")], data)
 
 
 @workers_app.command("remove")
@@ -624,40 +654,94 @@ def workers_remove(worker: Annotated[str, typer.Argument(help="Worker id or name
     _announce(f"Removed worker {row.name} ({row.id}).")
 
 
-_SINCE_UNITS = {"m": 60, "h": 3600, "d": 86400}
+_AGO_UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 
-def _parse_since(text: str | None) -> datetime | None:
+def _parse_moment(text: str | None, option: str) -> datetime | None:
+    """``--since``/``--until``: a time ago (``30m``, ``24h``, ``7d``) or an ISO 8601 date or time
+    (UTC unless it names a zone); None for an empty value."""
     if not text:
         return None
-    unit = text[-1:]
-    if unit not in _SINCE_UNITS or not text[:-1].isdigit():
-        raise typer.BadParameter("use a number and a unit, e.g. 30m, 24h, 7d")
-    return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * _SINCE_UNITS[unit])
+    unit, amount = text[-1:], text[:-1]
+    if unit in _AGO_UNITS and amount.isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(amount) * _AGO_UNITS[unit])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("use a time ago (30m, 24h, 7d) or an ISO 8601 date or time "
+                                 "(2026-12-01, 2026-12-01T09:00Z)", param_hint=option) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def _usage_text(summary: dict[str, Any], start: datetime | None, end: datetime | None) -> None:
+    from pendra.server.store.usage import FAILURE_CLASSES, NONE_LABELS
+
+    t = summary["totals"]
+    period = (f"{start.isoformat(timespec='minutes') if start else 'the beginning'} to "
+              f"{end.isoformat(timespec='minutes') if end else 'now'}")
+    failed = ", ".join(f"{t[name]:,} {label}" for name, label, *_ in FAILURE_CLASSES if t[name])
+    _announce(f"From {period}: {t['requests']:,} requests, {t['served']:,} served, "
+              f"{t['errors']:,} failed" + (f" ({failed})" if failed else ""))
+    _announce(f"Tokens: {t['prompt_tokens']:,} prompt, {t['completion_tokens']:,} completion")
+    if t["served"]:
+        _announce(f"Latency of served requests: p50 {_ms(t['latency_p50_ms'])}, "
+                  f"p95 {_ms(t['latency_p95_ms'])}, p99 {_ms(t['latency_p99_ms'])}, "
+                  f"average {_ms(t['latency_avg_ms'])}")
+    else:
+        _announce("Latency of served requests: (none served)")
+    labels = {name: label for name, label, *_ in FAILURE_CLASSES}
+    numbers = [Column("requests", "requests", numeric=True),
+               Column("served", "served", numeric=True),
+               Column("failed", "errors", numeric=True),
+               Column("tokens", "tokens", numeric=True),
+               Column("avg latency (served)", "latency_avg_ms", show=_ms, numeric=True)]
+    if summary["failures"]:
+        emit_table(out, [Column("status", "status"),
+                         Column("class", "class", show=lambda c: labels.get(c, c)),
+                         Column("requests", "requests", numeric=True)],
+                   summary["failures"], title="failures by status")
+    for section, field, header in (("per_kind", "label", "API"),
+                                   ("per_model", "model", "model served"),
+                                   ("per_key", "key", "key"), ("per_worker", "worker", "worker")):
+        rows = [r | {"tokens": r["prompt_tokens"] + r["completion_tokens"]}
+                for r in summary.get(section) or []]
+        if rows:
+            emit_table(out, [Column(header, field, whole=True, empty=NONE_LABELS.get(field, "—")),
+                             *numbers], rows, title=section.replace("_", " "))
 
 
 @app.command()
-def usage(since: Annotated[str | None, typer.Option(help="Period, e.g. 24h or 7d.")] = "24h",
-          as_json: JsonOption = False) -> None:
-    """Summarise requests, tokens and latency (never content)."""
+def usage(since: Annotated[str | None, typer.Option(
+              help="Start: a time ago (30m, 24h, 7d) or an ISO 8601 date or time.")] = "24h",
+          until: Annotated[str | None, typer.Option(
+              help="End (exclusive), in the same forms (default: now).")] = None,
+          as_json: JsonOption = False,
+          as_csv: Annotated[bool, typer.Option(
+              "--csv", help="Print every usage record of the period as CSV (no content).")] = False
+          ) -> None:
+    """Summarise requests, failures, tokens and latency of a period (never content), or export
+    its records as CSV."""
     from pendra.server import local_admin
 
-    start = _parse_since(since)
-    summary = _run(lambda: local_admin.usage_summary(_server_settings(), start))
-    if as_json:
-        _announce(json.dumps(summary, indent=2, default=str))
+    start, end = _parse_moment(since, "--since"), _parse_moment(until, "--until")
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json and --csv", param_hint="--csv")
+    if start is not None and end is not None and end <= start:
+        raise typer.BadParameter("--until must come after --since", param_hint="--until")
+    settings = _server_settings()
+    if as_csv:
+        _run(lambda: local_admin.export_usage(settings, start, end, sys.stdout.write))
+        sys.stdout.flush()
         return
-    totals = summary.get("totals", {})
-    _announce(f"Since {start.isoformat(timespec='minutes') if start else 'the beginning'}: "
-              + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in totals.items()))
-    for section in ("per_kind", "per_model", "per_key", "per_worker"):
-        rows = summary.get(section) or []
-        if not rows:
-            continue
-        table = Table(*rows[0].keys(), title=section.replace("_", " "))
-        for row in rows:
-            table.add_row(*(str(v) for v in row.values()))
-        out.print(table)
+    summary = _run(lambda: local_admin.usage_summary(settings, start, end))
+    if as_json:
+        emit_json(out, summary)
+        return
+    _usage_text(summary, start, end)
 
 
 def _live_status(settings: cfg.ServerSettings) -> dict[str, Any] | None:
@@ -693,17 +777,17 @@ def status(as_json: JsonOption = False) -> None:
                   "PENDRA_API_KEY to reach a remote one.")
         raise typer.Exit(1)
     if as_json:
-        _announce(json.dumps(data, indent=2))
+        emit_json(out, data)
         return
     workers = data.get("workers", [])
     _announce(f"{len(workers)} worker(s) connected, {len(data.get('models', []))} model(s) served")
-    table = Table("worker", "load", "backends", "models")
-    for w in workers:
-        table.add_row(f"{w['name']} ({w['id']})", f"{w['in_flight']}/{w['max_concurrent']}",
-                      ", ".join(f"{b.get('kind')} {b.get('version', '')}".strip()
-                                for b in w.get("backends", []) if b.get("verified")),
-                      ", ".join(sorted(w.get("models", []))))
-    out.print(table)
+    rows = [{"worker": f"{w['name']} ({w['id']})", "load": f"{w['in_flight']}/{w['max_concurrent']}",
+             "backends": [f"{b.get('kind')} {b.get('version', '')}".strip()
+                          for b in w.get("backends", []) if b.get("verified")],
+             "models": sorted(w.get("models", []))} for w in workers]
+    emit_table(out, [Column("worker", "worker", whole=True), Column("load", "load"),
+                     Column("backends", "backends", empty=""),
+                     Column("models", "models", empty="")], rows)
 
 
 def main() -> None:

@@ -4,6 +4,11 @@ Every key lives in ``KEYS`` (its environment name, its YAML name, type, default 
 loading, ``pendra config set`` and the documentation all read one table. Values are validated here,
 and an invalid one raises ``ConfigError`` naming the key and the layer it came from. Nothing reads
 the environment at import time: callers pass ``environ`` (tests pass their own dict).
+
+A bounded key carries its ``Bounds`` in the table, and a value outside them is refused with the
+allowed range wherever it comes from (``pendra config set``, config.yaml, the environment), never
+clamped in silence. Bounds the wire protocol also enforces (``max_concurrent``) are read from
+protocol/frames.py, so the worker's setting and the control plane's check are one rule.
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from pendra.errors import ConfigError
 from pendra.home import Home, too_open, write_private
 from pendra.protocol.transcription import DEFAULT_MAX_AUDIO_BYTES, MAX_AUDIO_BYTES
+from pendra.protocol.frames import MAX_CONCURRENT_MAX, MAX_CONCURRENT_MIN
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENT_RANGE = (1, 64)
 DEFAULT_WS_URL = "ws://127.0.0.1:8080"
 # Seconds between discovery passes; short enough that a newly started Ollama is found promptly.
 DEFAULT_REFRESH_INTERVAL_S = 10.0
@@ -46,16 +52,53 @@ SIGN_IN_PER_SECOND = 2.0
 METRICS_TOKEN_MIN_CHARS = 16
 
 
+def _number(value: float) -> str:
+    """A bound as people write it: whole numbers in full (47185920, not 4.71859e+07)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a number may take: ``low`` to ``high`` inclusive (either may be open-ended);
+    ``above`` instead of ``low`` when the value must be strictly more (a timeout of 0 is none)."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+
+    def allows(self, value: float) -> bool:
+        return ((self.low is None or value >= self.low)
+                and (self.above is None or value > self.above)
+                and (self.high is None or value <= self.high))
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"between {_number(self.low)} and {_number(self.high)}"
+        parts = []
+        if self.low is not None:
+            parts.append(f"at least {_number(self.low)}")
+        if self.above is not None:
+            parts.append(f"more than {_number(self.above)}")
+        if self.high is not None:
+            parts.append(f"at most {_number(self.high)}")
+        return " and ".join(parts)
+
+
+# Half a day: longer than any of these waits is a typo (a number of milliseconds, say).
+_MAX_WAIT_S = 43_200.0
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key."""
 
     yaml_name: str
     env_name: str
-    kind: str  # str | int | float | models | bool
+    kind: str  # str | int | float | models | bool | url
     default: Any
     help: str
     role: str  # worker | server | both
+    bounds: Bounds | None = None
 
 
 KEYS: tuple[Key, ...] = (
@@ -72,7 +115,8 @@ KEYS: tuple[Key, ...] = (
         "Serve only these models: a JSON list of ids or of {\"id\": ...} objects (default: all).",
         "worker"),
     Key("max_concurrent", "MAX_CONCURRENT", "int", 1,
-        "Most inference requests in flight on this worker, clamped to [1, 64].", "worker"),
+        f"Most inference requests in flight on this worker, {MAX_CONCURRENT_MIN} to "
+        f"{MAX_CONCURRENT_MAX}.", "worker", Bounds(MAX_CONCURRENT_MIN, MAX_CONCURRENT_MAX)),
     Key("ollama_endpoint", "OLLAMA_ENDPOINT", "str", "",
         "Ollama base URL; when empty, probe http://localhost:11434 then "
         "http://host.docker.internal:11434.", "worker"),
@@ -96,18 +140,21 @@ KEYS: tuple[Key, ...] = (
     Key("backends_disabled", "BACKENDS_DISABLED", "names", (),
         "Backends never probed nor used, comma-separated (e.g. vllm,lmstudio).", "worker"),
     Key("refresh_interval", "REFRESH_INTERVAL", "float", DEFAULT_REFRESH_INTERVAL_S,
-        "Seconds between backend discovery passes (the refresh tick).", "worker"),
+        "Seconds between backend discovery passes (the refresh tick).", "worker",
+        Bounds(0.1, _MAX_WAIT_S)),
     Key("ollama_num_ctx_cap", "OLLAMA_NUM_CTX_CAP", "int", 0,
-        "Upper bound on the num_ctx injected into chat requests (0 = no cap).", "worker"),
+        "Upper bound on the num_ctx injected into chat requests (0 = no cap).", "worker",
+        Bounds(low=0)),
     Key("stream_stall_timeout", "STREAM_STALL_TIMEOUT", "float", DEFAULT_STREAM_STALL_TIMEOUT_S,
         "Seconds a backend stream may stay silent after its first token before the request "
-        "fails as stalled.", "worker"),
+        "fails as stalled.", "worker", Bounds(above=0, high=_MAX_WAIT_S)),
     Key("first_token_timeout", "FIRST_TOKEN_TIMEOUT", "float", DEFAULT_FIRST_TOKEN_TIMEOUT_S,
         "Seconds a backend may take to send its first token (loading the model, queueing, "
-        "reading the prompt) before the request fails.", "worker"),
+        "reading the prompt) before the request fails.", "worker",
+        Bounds(above=0, high=_MAX_WAIT_S)),
     Key("metrics_port", "METRICS_PORT", "int", 0,
         "Port of the worker's own Prometheus /metrics (backend up, in flight, backend latency); "
-        "0 = off.", "worker"),
+        "0 = off.", "worker", Bounds(0, 65535)),
     Key("metrics_host", "METRICS_HOST", "str", "127.0.0.1",
         "Address the worker's /metrics listens on (local only unless you change it).", "worker"),
     Key("database_url", "DATABASE_URL", "str", "",
@@ -115,40 +162,50 @@ KEYS: tuple[Key, ...] = (
         "e.g. postgresql+asyncpg://user@host/db.", "server"),
     Key("host", "PENDRA_HOST", "str", "127.0.0.1",
         "Address the control plane listens on.", "server"),
-    Key("port", "PENDRA_PORT", "int", 8080, "Port the control plane listens on.", "server"),
+    Key("port", "PENDRA_PORT", "int", 8080, "Port the control plane listens on (0: any free "
+        "port).", "server", Bounds(0, 65535)),
+    Key("public_url", "PUBLIC_URL", "url", "",
+        "URL workers, clients and browsers reach the control plane at (http[s]://host[:port]), "
+        "used in every URL Pendra prints or shows; when empty, the listen address, with this "
+        "machine's own address in place of 0.0.0.0 or ::.", "server"),
     Key("heartbeat_interval", "HEARTBEAT_INTERVAL", "float", 5.0,
         "Seconds between a worker's pings on /ws/gpu (the server answers each) and between "
-        "the control plane's batched last-seen writes.", "both"),
+        "the control plane's batched last-seen writes.", "both", Bounds(above=0, high=3600)),
     Key("heartbeat_timeout", "HEARTBEAT_TIMEOUT", "float", 15.0,
-        "Seconds of silence after which a /ws/gpu peer is dropped.", "both"),
+        "Seconds of silence after which a /ws/gpu peer is dropped.", "both",
+        Bounds(above=0, high=3600)),
     Key("queue_timeout", "QUEUE_TIMEOUT", "float", 10.0,
-        "Seconds a request waits for a free worker before 503 with Retry-After.", "server"),
+        "Seconds a request waits for a free worker before 503 with Retry-After.", "server",
+        Bounds(0, _MAX_WAIT_S)),
     Key("max_body_bytes", "MAX_BODY_BYTES", "int", 32 * 1024 * 1024,
         "Largest request body the API accepts; larger ones get 413 before being read whole.",
-        "server"),
+        "server", Bounds(low=1)),
     Key("max_audio_bytes", "MAX_AUDIO_BYTES", "int", DEFAULT_MAX_AUDIO_BYTES,
         "Largest audio file a transcription upload may carry (OpenAI's 25 MiB by default, at "
-        f"most {MAX_AUDIO_BYTES // (1024 * 1024)} MiB); larger ones get 413.", "server"),
+        f"most {MAX_AUDIO_BYTES // (1024 * 1024)} MiB); larger ones get 413.", "server",
+        Bounds(1, MAX_AUDIO_BYTES)),
     Key("sign_in_attempts_per_address_per_minute", "SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
         "int", SIGN_IN_PER_ADDRESS_PER_MINUTE,
         "Console password attempts one client address may make a minute (also its burst); more "
-        "get 429 with Retry-After.", "server"),
+        "get 429 with Retry-After.", "server", Bounds(low=1)),
     Key("sign_in_attempts_per_second", "SIGN_IN_ATTEMPTS_PER_SECOND", "float", SIGN_IN_PER_SECOND,
         "Console password attempts per second from all addresses together (burst: 5 s worth); "
-        "more get 429 with Retry-After.", "server"),
+        "more get 429 with Retry-After.", "server", Bounds(low=0.1)),
     Key("header_timeout", "HEADER_TIMEOUT", "float", 10.0,
         "Seconds a client has to send a request's headers (from connecting, or from the request's "
-        "first byte on a kept-alive connection); then 408 and the connection is closed.", "server"),
+        "first byte on a kept-alive connection); then 408 and the connection is closed.", "server",
+        Bounds(0.1, 3600)),
     Key("metrics_token", "PENDRA_METRICS_TOKEN", "str", "",
         "Bearer token Prometheus sends to read the control plane's /metrics (at least "
         f"{METRICS_TOKEN_MIN_CHARS} characters; empty = only the local admin token reads it).",
         "server"),
     Key("max_connections", "MAX_CONNECTIONS", "int", 2048,
         "Most connections open at once, workers' WebSockets included; one more gets 503 with "
-        "Retry-After.", "server"),
+        "Retry-After.", "server", Bounds(low=1)),
     Key("responses_retention_days", "RESPONSES_RETENTION_DAYS", "float", 30.0,
         "Days a Responses API answer stored with `store: true` is kept (for previous_response_id "
-        "and GET /responses/{id}); expired ones are deleted.", "server"),
+        "and GET /responses/{id}); expired ones are deleted.", "server",
+        Bounds(above=0, high=3650)),
     # The organisation's default limits for API keys that set none (server/limits.py).
     Key("key_default_rpm", "KEY_DEFAULT_RPM", "int", 0,
         "Requests per minute an API key may send unless it sets its own (0 = no limit).",
@@ -167,6 +224,8 @@ KEYS: tuple[Key, ...] = (
         "as llama3.* (empty = every model).", "server"),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.yaml_name: k for k in KEYS}
+# The ``source`` of a value given to ``pendra config set``.
+COMMAND_LINE = "the command line"
 
 
 def _parse_models(raw: Any) -> tuple[str, ...] | None:
@@ -271,7 +330,27 @@ def _parse_bool(raw: Any) -> bool:
     raise ValueError("must be true or false")
 
 
+def parse_public_url(raw: Any) -> str:
+    """An http(s) base URL with a host and nothing after its path ("" when unset), without a
+    trailing slash."""
+    text = "" if raw is None else str(raw).strip()
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. "
+                         "https://pendra.example.com")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, a fragment or credentials")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from exc
+    return text.rstrip("/")
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
+    "url": parse_public_url,
     "str": lambda v: "" if v is None else str(v),
     "int": lambda v: int(v),
     "float": lambda v: float(v),
@@ -284,11 +363,15 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 
 def parse_value(key: Key, raw: Any, source: str) -> Any:
     """Parse one raw value for ``key``; errors name the key and ``source`` (yaml path or env)."""
+    where = {"environment": key.env_name, COMMAND_LINE: key.yaml_name}.get(
+        source, f"{key.yaml_name} in {source}")
     try:
-        return _PARSERS[key.kind](raw)
+        value = _PARSERS[key.kind](raw)
     except (TypeError, ValueError) as exc:
-        where = key.env_name if source == "environment" else f"{key.yaml_name} in {source}"
         raise ConfigError(f"invalid value {raw!r} for {where}: {exc}") from exc
+    if key.bounds is not None and not key.bounds.allows(value):
+        raise ConfigError(f"{where} must be {key.bounds.describe()} (got {value:g})")
+    return value
 
 
 def read_file(home: Home) -> dict[str, Any]:
@@ -314,7 +397,11 @@ def set_value(home: Home, name: str, value: str) -> Any:
     key = KEYS_BY_NAME.get(name) or next((k for k in KEYS if k.env_name == name), None)
     if key is None:
         raise ConfigError(f"unknown config key {name!r}; known keys: {', '.join(KEYS_BY_NAME)}")
-    parsed = parse_value(key, value, "the command line")
+    parsed = parse_value(key, value, COMMAND_LINE)
+    if key.role != "worker":
+        # The checks start-up makes beyond Bounds (key limits, the metrics token), on this value
+        # alone: the rest at their defaults, which pass.
+        _server_checks({k.yaml_name: k.default for k in KEYS} | {key.yaml_name: parsed})
     data = read_file(home)
     stored: Any = list(parsed) if isinstance(parsed, tuple) else parsed
     data[key.yaml_name] = stored
@@ -391,11 +478,8 @@ class ServerSettings:
     # The organisation's default API-key limits, as server/limits.py parses them.
     key_defaults: dict[str, Any] = field(default_factory=dict)
     metrics_token: str = ""
-
-
-def clamp_concurrency(value: int) -> int:
-    low, high = MAX_CONCURRENT_RANGE
-    return max(low, min(high, value))
+    # PUBLIC_URL: where others reach this control plane ("" = work it out; server/public_url.py).
+    public_url: str = ""
 
 
 def new_worker_id() -> str:
@@ -435,16 +519,16 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
         worker_id=worker_id,
         worker_name=values["worker_name"] or socket.gethostname(),
         models=values["models"],
-        max_concurrent=clamp_concurrency(values["max_concurrent"]),
+        max_concurrent=values["max_concurrent"],
         ollama_endpoint=values["ollama_endpoint"].rstrip("/"),
-        refresh_interval_s=max(0.1, values["refresh_interval"]),
-        ollama_num_ctx_cap=max(0, values["ollama_num_ctx_cap"]),
+        refresh_interval_s=values["refresh_interval"],
+        ollama_num_ctx_cap=values["ollama_num_ctx_cap"],
         heartbeat_interval_s=values["heartbeat_interval"],
         heartbeat_timeout_s=values["heartbeat_timeout"],
-        stream_stall_timeout_s=_positive(values, "stream_stall_timeout"),
-        first_token_timeout_s=_positive(values, "first_token_timeout"),
+        stream_stall_timeout_s=values["stream_stall_timeout"],
+        first_token_timeout_s=values["first_token_timeout"],
         speaches_endpoint=values["speaches_endpoint"].rstrip("/"),
-        metrics_port=_port(values, "metrics_port"),
+        metrics_port=values["metrics_port"],
         metrics_host=values["metrics_host"] or "127.0.0.1",
         vllm_endpoint=values["vllm_endpoint"].rstrip("/"),
         vllm_api_key=values["vllm_api_key"],
@@ -455,15 +539,6 @@ def load_worker(home: Home, environ: Mapping[str, str] | None = None, *,
     )
 
 
-def _port(values: Mapping[str, Any], name: str) -> int:
-    value = int(values[name])
-    if not 0 <= value <= 65535:
-        key = KEYS_BY_NAME[name]
-        raise ConfigError(f"{key.env_name} / {key.yaml_name} must be a port from 0 to 65535 "
-                          f"(got {value})")
-    return value
-
-
 def _metrics_token(values: Mapping[str, Any]) -> str:
     token = str(values["metrics_token"]).strip()
     if token and len(token) < METRICS_TOKEN_MIN_CHARS:
@@ -471,23 +546,6 @@ def _metrics_token(values: Mapping[str, Any]) -> str:
                           f"{METRICS_TOKEN_MIN_CHARS} characters (got {len(token)}); make one "
                           "with: openssl rand -hex 24")
     return token
-
-
-def _positive(values: Mapping[str, Any], name: str) -> float:
-    value = float(values[name])
-    if value <= 0:
-        key = KEYS_BY_NAME[name]
-        raise ConfigError(f"{key.env_name} / {key.yaml_name} must be more than 0 seconds "
-                          f"(got {value:g})")
-    return value
-
-
-def _retention_s(values: Mapping[str, Any]) -> float:
-    days = float(values["responses_retention_days"])
-    if not 0 < days <= 3650:
-        raise ConfigError("RESPONSES_RETENTION_DAYS / responses_retention_days must be more than 0 "
-                          f"and at most 3650 days (got {days:g})")
-    return days * 86400.0
 
 
 def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -503,23 +561,20 @@ def load_server(home: Home, environ: Mapping[str, str] | None = None) -> ServerS
         heartbeat_timeout_s=values["heartbeat_timeout"],
         queue_timeout_s=values["queue_timeout"],
         max_body_bytes=values["max_body_bytes"],
-        sign_in_per_address_per_minute=max(1, values["sign_in_attempts_per_address_per_minute"]),
-        sign_in_per_second=max(0.1, values["sign_in_attempts_per_second"]),
-        header_timeout_s=max(0.1, values["header_timeout"]),
-        max_connections=max(1, values["max_connections"]),
-        max_audio_bytes=_audio_limit(values["max_audio_bytes"]),
-        responses_retention_s=_retention_s(values),
-        key_defaults=_key_defaults(values),
-        metrics_token=_metrics_token(values),
+        sign_in_per_address_per_minute=values["sign_in_attempts_per_address_per_minute"],
+        sign_in_per_second=values["sign_in_attempts_per_second"],
+        header_timeout_s=values["header_timeout"],
+        max_connections=values["max_connections"],
+        max_audio_bytes=values["max_audio_bytes"],
+        responses_retention_s=values["responses_retention_days"] * 86400.0,
+        public_url=values["public_url"],
+        **_server_checks(values),
     )
 
 
-def _audio_limit(value: int) -> int:
-    """``max_audio_bytes``: 1 byte up to what a worker request frame carries."""
-    if not 1 <= value <= MAX_AUDIO_BYTES:
-        raise ConfigError(f"MAX_AUDIO_BYTES / max_audio_bytes must be between 1 and "
-                          f"{MAX_AUDIO_BYTES} (got {value})")
-    return value
+def _server_checks(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The server settings checked by rules other modules own (ConfigError when one fails)."""
+    return {"key_defaults": _key_defaults(values), "metrics_token": _metrics_token(values)}
 
 
 def _key_defaults(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,9 @@ from pendra.home import Home
 from pendra.server import state
 from pendra.server.app import create_app
 from pendra.server.connections import EdgeLimits
-from pendra.server.enrolment import ensure_enrolled
+from pendra.server.enrolment import ensure_enrolled, worker_ws_url
 from pendra.server.first_start import first_start
+from pendra.server.public_url import local_url, public_base, resolved
 from pendra.server.serve import bind, serving
 from pendra.server.store.db import Store
 from pendra.worker.daemon import run_worker
@@ -51,15 +52,20 @@ async def enrol_local_worker(home: Home, store: Store,
 
 
 async def run_up(home: Home, *, host: str | None, port: int | None,
-                 environ: Mapping[str, str] | None = None,
+                 public_url: str | None = None, environ: Mapping[str, str] | None = None,
                  stop: asyncio.Event | None = None,
                  announce: Callable[[str], None] = print) -> None:
     env = dict(os.environ if environ is None else environ)
     server_settings = cfg.load_server(home, env)
-    server_settings = replace(server_settings, host=host or server_settings.host,
-                              port=server_settings.port if port is None else port)
+    server_settings = replace(
+        server_settings, host=host or server_settings.host,
+        port=server_settings.port if port is None else port,
+        public_url=server_settings.public_url if public_url is None else public_url)
     stop = stop or asyncio.Event()
     with bind(server_settings.host, server_settings.port) as sock:
+        server_settings = replace(server_settings, port=sock.getsockname()[1])
+        public = public_base(server_settings)
+        server_settings = resolved(server_settings, public)
         home.ensure()
         store = await Store.open(server_settings.database_url)
         try:
@@ -75,10 +81,13 @@ async def run_up(home: Home, *, host: str | None, port: int | None,
         limits = EdgeLimits.of(server_settings)
         async with serving(app, server_settings.host, server_settings.port, sock=sock,
                            limits=limits) as running:
-            state.write_server_state(home, running.base_url, server_settings.admin_token)
-            worker_settings = replace(worker_settings, server_ws_url=running.ws_url)
-            base = running.base_url
-            announce(f"Pendra is running at {base}")
+            local = local_url(running.host, running.port)
+            state.write_server_state(home, local, server_settings.admin_token, public.url)
+            worker_settings = replace(worker_settings, server_ws_url=worker_ws_url(local))
+            base = public.url
+            announce(f"Pendra is running at {local}")
+            if public.url != local:
+                announce(f"  Public URL: {base}  ({public.source})")
             announce(f"  OpenAI-compatible API: {base}/api/v1  (also {base}/v1)")
             announce(f"  Console: {base}/   API docs: {base}/api/v1/docs")
             if first is None:

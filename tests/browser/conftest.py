@@ -129,14 +129,22 @@ class Fleet:
         return worker
 
 
+@pytest.fixture(scope="module")
+def fleet_env() -> dict[str, str]:
+    """Extra environment for the module's `pendra up` (a module overrides this fixture to start
+    its fleet with, say, a PUBLIC_URL)."""
+    return {}
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
+async def fleet(tmp_path_factory: pytest.TempPathFactory,
+                fleet_env: dict[str, str]) -> AsyncIterator[Fleet]:
     tmp = tmp_path_factory.mktemp("browser")
     home = tmp / "up-home"
     home.mkdir(mode=0o700)
     async with run_emulator() as local, run_emulator() as spare:
         up = await start("pendra up", [str(PENDRA), "up", "--port", "0"],
-                         child_env(home, OLLAMA_ENDPOINT=local.base_url))
+                         child_env(home, OLLAMA_ENDPOINT=local.base_url, **fleet_env))
         fleet = None
         try:
             url = (await up.wait_for_line(r"Pendra is running at (http://\S+)",

@@ -116,7 +116,7 @@ async def test_key_created_in_console_works_until_revoked(page: Page, fleet: Fle
         model=INSTALL_MODEL, messages=[{"role": "user", "content": "Say hello"}])
     assert reply.choices[0].message.content
     row = page.locator("#keys tr", has_text="browser test")
-    await row.locator("button[type=submit]").click()
+    await row.locator("form[action$='/revoke'] button[type=submit]").click()
     confirm = page.locator("#confirm-dialog")
     await expect(confirm).to_contain_text("Revoke browser test")
     await confirm.locator("[data-confirm-ok]").click()

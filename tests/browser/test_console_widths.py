@@ -29,7 +29,7 @@ CONTROLS = {
     "models": ".model-action .btn, [data-installed] button[type=submit]",
     "workers": ".page-actions .btn, .worker-head button[type=submit]",
     "api-keys": "form[action='/api-keys'] button[type=submit], #keys button[type=submit]",
-    "usage": ".segmented a",
+    "usage": ".segmented a, [data-export=csv]",
     "account": "form[action='/account'] button[type=submit]",
 }
 CHAT_MODEL = "llama3.2:latest"  # served by the fleet's local emulator

@@ -37,15 +37,16 @@ def test_outcomes_are_the_install_states_of_the_store() -> None:
 
 
 def test_version_4_adds_the_complete_kind_and_error_param() -> None:
-    """``complete`` is a request kind only peers of version 4 know (``speaks``); the other kinds
-    every version knows. A version-4 error may name the field at fault; one without it (as older
+    """``complete`` is a request kind only peers of version 4 know (``speaks``), and so is the
+    multipart-era ``transcribe`` body; the other kinds every version knows. A version-4 error may name the field at fault; one without it (as older
     workers send) parses with no param."""
     from pendra.protocol.frames import (PROTOCOL_VERSION, SUPPORTED_VERSIONS, Error, Request,
                                         parse_frame, speaks)
 
     assert PROTOCOL_VERSION == 4 and SUPPORTED_VERSIONS == {1, 2, 3, 4}
     assert speaks(4, "complete") and not speaks(3, "complete") and not speaks(1, "complete")
-    assert all(speaks(1, kind) for kind in ("chat", "embed", "image", "transcribe"))
+    assert speaks(4, "transcribe") and not speaks(3, "transcribe")
+    assert all(speaks(1, kind) for kind in ("chat", "embed", "image"))
     request = Request(id="req_1", kind="complete", model="m", body={"prompt": "p"})
     assert parse_frame(dump_frame(request)) == request
     named = Error(id="req_1", status=400, message="no insert", param="suffix")

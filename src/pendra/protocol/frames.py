@@ -94,6 +94,9 @@ ModelName = Annotated[str, Field(min_length=1, max_length=256)]
 Token = Annotated[str, Field(min_length=1, max_length=256)]
 ErrorKind = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
+# How many requests one worker may take at once: the hello and inventory frames are held to it,
+# and so is the worker's own MAX_CONCURRENT setting (config.py reads these bounds from here).
+MAX_CONCURRENT_MIN, MAX_CONCURRENT_MAX = 1, 64
 
 
 def _clamp(low: int, high: int) -> AfterValidator:
@@ -130,7 +133,7 @@ class Hello(Frame):
     name: Annotated[str, Field(max_length=128)]
     nonce: Token
     signature: Token  # base64 Ed25519 signature over signing.handshake_message(nonce, worker_id)
-    max_concurrent: int = Field(ge=1, le=64)
+    max_concurrent: int = Field(ge=MAX_CONCURRENT_MIN, le=MAX_CONCURRENT_MAX)
     software_version: Annotated[str, Field(max_length=64)] = ""
 
 
@@ -165,7 +168,7 @@ class Inventory(Frame):
     type: Literal["inventory"] = "inventory"
     backends: list[BackendStatus] = Field(max_length=MAX_BACKENDS)
     models: list[ModelInfo] = Field(max_length=MAX_MODELS)
-    max_concurrent: int = Field(ge=1, le=64)
+    max_concurrent: int = Field(ge=MAX_CONCURRENT_MIN, le=MAX_CONCURRENT_MAX)
 
 
 # --- requests ------------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ InvalidRequest).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from pendra.config import ServerSettings
-from pendra.server import enrolment
+from pendra.server import enrolment, usage_csv
 from pendra.server.limits import KeyLimits
 from pendra.server.store import admin, keys, usage, workers
 from pendra.server.store.db import Store
@@ -58,8 +59,20 @@ async def remove_worker(settings: ServerSettings, worker: str) -> Any:
     return await _with_store(settings, lambda s: workers.remove_worker(s, worker))
 
 
-async def usage_summary(settings: ServerSettings, since: datetime | None) -> dict[str, Any]:
-    return await _with_store(settings, lambda s: usage.usage_summary(s, since))
+async def usage_summary(settings: ServerSettings, since: datetime | None,
+                        until: datetime | None = None) -> dict[str, Any]:
+    return await _with_store(settings, lambda s: usage.usage_summary(s, since, until))
+
+
+async def export_usage(settings: ServerSettings, since: datetime | None, until: datetime | None,
+                       write: Callable[[str], None]) -> None:
+    """Write the CSV of the records of [since, until) (server/usage_csv.py) a batch at a time."""
+    store = await Store.open(settings.database_url)
+    try:
+        async for chunk in usage_csv.export(store, since, until):
+            write(chunk)
+    finally:
+        await store.close()
 
 
 async def reset_admin_password(settings: ServerSettings, password: str | None) -> str:

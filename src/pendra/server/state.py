@@ -1,8 +1,10 @@
 """The running control plane's local breadcrumb: ``$PENDRA_HOME/server.yaml`` (0600).
 
 Holds the URL the server listens on and a per-start admin token, so CLI commands on the same host
-(``pendra status``, ``pendra workers list``) can reach the live server without an API key. The token
-is only as secret as the file, which is private to the user who runs the server.
+(``pendra status``, ``pendra workers list``) can reach the live server without an API key, and the
+public URL the server resolved at start (server/public_url.py), so the commands it prints for other
+hosts (``pendra workers add``) match the console's. The token is only as secret as the file, which
+is private to the user who runs the server.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from pendra.home import Home, write_private
 class ServerState:
     url: str
     admin_token: str
+    public_url: str = ""
 
 
 def new_admin_token() -> str:
     return "pdr_admin_" + secrets.token_urlsafe(24)
 
 
-def write_server_state(home: Home, url: str, admin_token: str) -> ServerState:
-    write_private(home.server_state_file, yaml.safe_dump({"url": url, "admin_token": admin_token}))
-    return ServerState(url, admin_token)
+def write_server_state(home: Home, url: str, admin_token: str,
+                       public_url: str = "") -> ServerState:
+    write_private(home.server_state_file, yaml.safe_dump(
+        {"url": url, "admin_token": admin_token, "public_url": public_url}))
+    return ServerState(url, admin_token, public_url)
 
 
 def read_server_state(home: Home) -> ServerState | None:
@@ -39,7 +44,8 @@ def read_server_state(home: Home) -> ServerState | None:
         return None
     if not isinstance(data, dict) or not data.get("url") or not data.get("admin_token"):
         return None
-    return ServerState(str(data["url"]), str(data["admin_token"]))
+    return ServerState(str(data["url"]), str(data["admin_token"]),
+                       str(data.get("public_url") or ""))
 
 
 def clear_server_state(home: Home) -> None:

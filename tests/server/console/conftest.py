@@ -24,7 +24,7 @@ from pendra.home import Home
 from pendra.server import state
 from pendra.server.app import create_app
 from pendra.server.console import install_console
-from pendra.server.serve import serving
+from pendra.server.serve import bind, serving
 from pendra.server.store import admin as admin_store
 from pendra.server.store.db import Store
 
@@ -64,16 +64,18 @@ async def console(pendra_home: Path) -> AsyncIterator[Console]:
     home = Home(pendra_home)
     settings = replace(cfg.load_server(home, {}), host="127.0.0.1", port=0,
                        admin_token=state.new_admin_token())
-    app = console_app(settings)
-    async with serving(app, settings.host, settings.port) as running:
-        store = await Store.open(settings.database_url)
-        try:
-            async with store.session() as session:
-                await admin_store.set_admin_password(session, PASSWORD)
-                await session.commit()
-            yield Console(app, running.base_url, settings, store)
-        finally:
-            await store.close()
+    with bind(settings.host, 0) as sock:  # as the daemons do: the real port before the app
+        settings = replace(settings, port=sock.getsockname()[1])
+        app = console_app(settings)
+        async with serving(app, settings.host, settings.port, sock=sock) as running:
+            store = await Store.open(settings.database_url)
+            try:
+                async with store.session() as session:
+                    await admin_store.set_admin_password(session, PASSWORD)
+                    await session.commit()
+                yield Console(app, running.base_url, settings, store)
+            finally:
+                await store.close()
 
 
 @pytest.fixture

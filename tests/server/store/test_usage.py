@@ -71,9 +71,10 @@ async def test_record_clips_client_strings_and_refuses_unknown_kinds(store: Stor
 
 
 async def test_summary_totals_and_breakdowns(store: Store) -> None:
-    """Totals count requests, errors (status >= 400), tokens and latency (nearest-rank p50, mean);
-    breakdowns per model served, per key name, per worker name and per kind (the API a request
-    came in by, with its readable label), busiest first."""
+    """Totals count requests, errors (status >= 400) by class, tokens and the latency of served
+    requests (nearest-rank percentiles, mean); breakdowns per model served, per key name, per
+    worker name and per kind (the API a request came in by, with its readable label), busiest
+    first."""
     now = utcnow()
     async with store.session() as session:
         alice, _ = await keys.create_key(session, "alice")
@@ -101,15 +102,20 @@ async def test_summary_totals_and_breakdowns(store: Store) -> None:
         summary = await usage.usage_summary(session, now - timedelta(days=1))
         everything = await usage.usage_summary(session, None)
 
-    assert summary["since"] == (now - timedelta(days=1)).isoformat()
-    assert summary["totals"] == {"requests": 5, "errors": 2, "prompt_tokens": 10,
+    assert summary["since"] == (now - timedelta(days=1)).isoformat() and summary["until"] is None
+    assert summary["totals"] == {"requests": 5, "served": 3, "errors": 2, "client_errors": 1,
+                                 "client_closed": 0, "server_errors": 1, "prompt_tokens": 10,
                                  "completion_tokens": 8, "latency_p50_ms": 20,
-                                 "latency_avg_ms": 212.2}
+                                 "latency_p95_ms": 30, "latency_p99_ms": 30,
+                                 "latency_avg_ms": 20.0}
+    assert summary["failures"] == [{"status": 404, "class": "client_errors", "requests": 1},
+                                   {"status": 502, "class": "server_errors", "requests": 1}]
     by_model = {row["model"]: row for row in summary["per_model"]}
     assert [row["model"] for row in summary["per_model"]][0] == "llama3:8b"
-    assert by_model["llama3:8b"] == {"model": "llama3:8b", "requests": 3, "errors": 1,
-                                         "prompt_tokens": 6, "completion_tokens": 8,
-                                         "latency_avg_ms": 346.7}
+    assert by_model["llama3:8b"] == {"model": "llama3:8b", "requests": 3, "served": 2,
+                                     "errors": 1, "client_errors": 0, "client_closed": 0,
+                                     "server_errors": 1, "prompt_tokens": 6,
+                                     "completion_tokens": 8, "latency_avg_ms": 20.0}
     assert by_model["nomic"]["requests"] == 1 and by_model[None]["errors"] == 1
     by_key = {row["key"]: row for row in summary["per_key"]}
     assert summary["per_key"][0]["key"] == "alice"
@@ -123,6 +129,9 @@ async def test_summary_totals_and_breakdowns(store: Store) -> None:
                        "completions": ("Completions", 1)}
     assert everything["since"] is None
     assert everything["totals"]["requests"] == 6
+    async with store.session() as session:
+        before = await usage.usage_summary(session, None, now - timedelta(days=1))
+    assert before["totals"]["requests"] == 1 and before["until"] is not None
     assert {r["worker"]: r["requests"] for r in everything["per_worker"]}["gpu-1"] == 3
 
 
@@ -130,11 +139,61 @@ async def test_summary_of_nothing(store: Store) -> None:
     """With no records the totals are zeros, latencies are None and breakdowns are empty."""
     async with store.session() as session:
         summary = await usage.usage_summary(session, None)
-    assert summary["totals"] == {"requests": 0, "errors": 0, "prompt_tokens": 0,
+    assert summary["totals"] == {"requests": 0, "served": 0, "errors": 0, "client_errors": 0,
+                                 "client_closed": 0, "server_errors": 0, "prompt_tokens": 0,
                                  "completion_tokens": 0, "latency_p50_ms": None,
+                                 "latency_p95_ms": None, "latency_p99_ms": None,
                                  "latency_avg_ms": None}
+    assert summary["failures"] == []
     assert summary["per_model"] == summary["per_key"] == summary["per_worker"] == []
     assert summary["per_kind"] == []
+
+
+async def test_latency_leaves_out_failures_which_are_counted_by_class(store: Store) -> None:
+    """Most requests failing fast (404s, 499s, 503s in 0–1 ms) do not drag the percentiles down:
+    p50/p95/p99 and the mean are the served requests' alone, and the failures are counted by
+    class (client 4xx, client closed 499, server 5xx)."""
+    async with store.session() as session:
+        for n, status in enumerate([404] * 5 + [499] * 2 + [503] * 4):
+            await usage.record_usage(session, _rec(n, status=status, latency_ms=0))
+        for n, latency in enumerate([400, 100, 300, 200], start=100):
+            await usage.record_usage(session, _rec(n, latency_ms=latency))
+        await session.commit()
+        totals = (await usage.usage_summary(session, None))["totals"]
+        failures = await usage.failures_by_status(session, None)
+    assert (totals["requests"], totals["served"], totals["errors"]) == (15, 4, 11)
+    assert (totals["client_errors"], totals["client_closed"], totals["server_errors"]) == (5, 2, 4)
+    assert (totals["latency_p50_ms"], totals["latency_p95_ms"], totals["latency_p99_ms"]) == \
+        (200, 400, 400)
+    assert totals["latency_avg_ms"] == 250.0
+    assert failures == [{"status": 404, "class": "client_errors", "requests": 5},
+                        {"status": 503, "class": "server_errors", "requests": 4},
+                        {"status": 499, "class": "client_closed", "requests": 2}]
+
+
+def test_nearest_rank() -> None:
+    """Nearest-rank percentiles: the value at rank ceil(p/100 × n), 0-based here."""
+    assert [usage.nearest_rank(50, n) for n in (1, 2, 3, 4, 10)] == [0, 0, 1, 1, 4]
+    assert [usage.nearest_rank(99, n) for n in (1, 10, 100, 1000)] == [0, 9, 98, 989]
+
+
+async def test_export_pages_through_a_period_in_order(store: Store,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export yields exactly the records of [since, until), oldest first, in bounded batches
+    (the batch size shrunk here so paging is exercised); an empty or reversed period is refused."""
+    monkeypatch.setattr(usage, "EXPORT_BATCH", 3)
+    now = utcnow()
+    async with store.session() as session:
+        for n in range(10):
+            await usage.record_usage(session, _rec(n, created_at=now - timedelta(hours=10 - n)))
+        await session.commit()
+        batches = [b async for b in usage.export_rows(session, now - timedelta(hours=8, minutes=1),
+                                                        now - timedelta(hours=1, minutes=1))]
+        assert [len(b) for b in batches] == [3, 3, 1]
+        assert [r.request_id for b in batches for r in b] == [f"req-{n}" for n in range(2, 9)]
+        assert len([r async for b in usage.export_rows(session, None, None) for r in b]) == 10
+        with pytest.raises(InvalidRequest, match="after its start"):
+            [b async for b in usage.export_rows(session, now, now - timedelta(hours=1))]
 
 
 async def test_deleting_a_key_keeps_its_usage(store: Store) -> None:

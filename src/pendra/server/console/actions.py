@@ -28,9 +28,10 @@ from pendra.server.console.rendering import NO_STORE, PageDep
 from pendra.server.console.views import (account_page, keys_page, safe_next, sign_in_page,
                                          workers_page)
 from pendra.server.deps import (HubDep, InstallsDep, KeyIndexDep, LimiterDep, SessionsDep,
-                                SignInThrottleDep, StoreDep)
+                                SettingsDep, SignInThrottleDep, StoreDep)
 from pendra.server.enrolment import enrol_worker, worker_command, worker_ws_url
 from pendra.server.limits import LIMIT_FIELDS, KeyLimits, parse_limits
+from pendra.server.public_url import public_base
 from pendra.server.sessions import (clear_session_cookie, end_session, password_fingerprint,
                                     read_form, same_origin, set_session_cookie)
 from pendra.server.store import admin as admin_store
@@ -179,7 +180,7 @@ async def remove_model(request: Request, page: PageDep, worker_id: str, _: Conso
 
 @router.post("/workers")
 async def add_worker(request: Request, page: PageDep, session: ConsoleSession, store: StoreDep,
-                     hub: HubDep) -> Response:
+                     hub: HubDep, settings: SettingsDep) -> Response:
     name = (await read_form(request)).get("name", "")
     try:
         enrolled = await store.change(lambda db: enrol_worker(db, name))
@@ -187,7 +188,7 @@ async def add_worker(request: Request, page: PageDep, session: ConsoleSession, s
         return page.render("workers.html", await workers_page(store, hub, error=exc.message),
                            session=session, status=exc.status)
     new = {"id": enrolled.worker_id, "name": enrolled.name, "private_key": enrolled.private_key,
-           "command": worker_command(enrolled, worker_ws_url(str(request.base_url)))}
+           "command": worker_command(enrolled, worker_ws_url(public_base(settings).url))}
     return page.render("workers.html", await workers_page(store, hub, new_worker=new),
                        session=session, status=201, headers=NO_STORE)
 
@@ -210,9 +211,10 @@ async def remove_worker(page: PageDep, worker_id: str, _: ConsoleSession, store:
 
 @router.post("/api-keys")
 async def create_key(request: Request, page: PageDep, session: ConsoleSession,
-                     store: StoreDep, keys: KeyIndexDep, limiter: LimiterDep) -> Response:
+                     store: StoreDep, keys: KeyIndexDep, limiter: LimiterDep,
+                     settings: SettingsDep) -> Response:
     form = await read_form(request)
-    base_url = str(request.base_url)
+    base_url = public_base(settings).url
     try:
         row, raw = await keys.create(form.get("name", ""), _form_limits(form))
     except PendraError as exc:

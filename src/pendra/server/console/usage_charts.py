@@ -175,5 +175,5 @@ def charts(points: list[dict[str, Any]], win: Window) -> list[dict[str, Any]]:
                                    ("completion_tokens", "completion", "Completion tokens")],
                      "Tokens"),
         line_chart(win, points, [("latency_avg_ms", "avg", "Average"),
-                                 ("latency_max_ms", "max", "Slowest")], "Latency", " ms"),
+                                 ("latency_max_ms", "max", "Slowest")], "Latency (served)", " ms"),
     ]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pendra.catalogue.installable import SOURCES, installable_kinds
@@ -23,10 +23,11 @@ from pendra.server.console import usage_charts
 from pendra.server.console.auth import ConsoleSession
 from pendra.server.console.rendering import PageDep, size
 from pendra.server.deps import (CatalogueDep, CurrentSession, HubDep, InstallsDep, LimiterDep,
-                                StoreDep)
+                                SettingsDep, StoreDep)
 from pendra.server.hub import Hub
 from pendra.server.installs import Installs
 from pendra.server.limits import KeyLimits
+from pendra.server.public_url import public_base
 from pendra.server.store import keys as key_store
 from pendra.server.store import usage as usage_store
 from pendra.server.store import workers as worker_store
@@ -202,8 +203,15 @@ async def usage_page(store: Store, period: str) -> dict[str, Any]:
     return {
         "title": "Usage", "page": "usage", "period": window.period,
         "periods": list(usage_charts.PERIODS), "since": window.since,
-        "totals": summary["totals"], "per_model": summary["per_model"],
-        "per_key": summary["per_key"], "per_worker": summary["per_worker"], "per_kind": summary["per_kind"],
+        "totals": summary["totals"], "failures": summary["failures"],
+        "failure_classes": [{"name": name, "label": label}
+                            for name, label, *_ in usage_store.FAILURE_CLASSES],
+        "none_labels": usage_store.NONE_LABELS,
+        "export_url": "/api/v1/usage/export?" + urlencode(
+            {"since": window.since.isoformat(timespec="seconds")}),
+        "per_model": summary["per_model"],
+        "per_key": summary["per_key"], "per_worker": summary["per_worker"],
+        "per_kind": summary["per_kind"],
         "charts": usage_charts.charts(series, window),
         "recent": [{"created_at": r.created_at, "kind": r.kind,
                     "model_requested": r.model_requested, "model_served": r.model_served,
@@ -247,9 +255,9 @@ async def workers(page: PageDep, session: ConsoleSession, store: StoreDep,
 
 
 @router.get("/api-keys", response_class=HTMLResponse)
-async def api_keys(request: Request, page: PageDep, session: ConsoleSession,
-                   store: StoreDep, limiter: LimiterDep) -> Response:
-    return page.render("api_keys.html", await keys_page(store, str(request.base_url),
+async def api_keys(page: PageDep, session: ConsoleSession, store: StoreDep,
+                   limiter: LimiterDep, settings: SettingsDep) -> Response:
+    return page.render("api_keys.html", await keys_page(store, public_base(settings).url,
                                                         defaults=limiter.defaults),
                        session=session)
 

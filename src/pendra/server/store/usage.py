@@ -7,12 +7,22 @@ Rules:
   ``avg``, ``CASE``, and the median as one ``ORDER BY … LIMIT 1 OFFSET`` (nearest rank).
 - Time series (``usage_series``) bucket in SQL too, one grouped query: whole epoch seconds minus
   the window start, integer-divided by the bucket length (each dialect's epoch function).
-- An error is any request that ended with an HTTP status of 400 or more.
+- An error is any request that ended with an HTTP status of 400 or more; a request is *served*
+  otherwise. Errors are also counted by class (``FAILURE_CLASSES``): the client's own mistakes
+  (4xx), the client closing the connection before the answer (499, nginx's convention) and the
+  fleet's failures (5xx: no capacity, a worker or backend failing).
+- Latency figures (percentiles and averages) are over served requests only: a refused request
+  answers in a millisecond, and counting it would make a failing fleet look fast. Percentiles are
+  nearest-rank (the value at rank ceil(p × n)), each one ``ORDER BY … LIMIT 1 OFFSET`` query.
+- ``export_rows`` reads a period's records in id order, ``EXPORT_BATCH`` rows a query (keyset
+  paging), so an export of millions of rows holds one batch in memory at a time.
 - Functions flush but do not commit; the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +38,25 @@ from pendra.server.store.tables import (MODEL_MAX_CHARS, NAME_MAX_CHARS, REQUEST
 
 ERROR_STATUS = 400
 RECENT_MAX = 1000
+EXPORT_BATCH = 1000
+PERCENTILES = (50, 95, 99)
+# Failure classes, in the order they are shown: name, label, and the statuses they hold.
+FAILURE_CLASSES: tuple[tuple[str, str, int, int], ...] = (
+    ("client_errors", "client errors (4xx)", 400, 498),
+    ("client_closed", "client closed (499)", 499, 499),
+    ("server_errors", "server errors (5xx)", 500, 599),
+)
+# What a breakdown shows for a group with no name: no model was served (the request failed before
+# a worker answered), no key (refused before authentication), no worker.
+NONE_LABELS = {"model": "(none served)", "key": "(no key)", "worker": "(no worker)", "kind": "—"}
+
+
+def failure_class(status: int) -> str | None:
+    """The failure class of ``status`` (None for a served request)."""
+    for name, _, low, high in FAILURE_CLASSES:
+        if low <= status <= high:
+            return name
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,35 +123,48 @@ async def recent_usage(session: AsyncSession, limit: int = 50) -> list[Usage]:
     return list(rows)
 
 
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
 def _measures() -> list[ColumnElement[Any]]:
     return [
         func.count().label("requests"),
-        func.coalesce(func.sum(case((Usage.status >= ERROR_STATUS, 1), else_=0)), 0)
-        .label("errors"),
+        _count_where(Usage.status >= ERROR_STATUS).label("errors"),
+        *(_count_where(Usage.status.between(low, high)).label(name)
+          for name, _, low, high in FAILURE_CLASSES),
         func.coalesce(func.sum(Usage.prompt_tokens), 0).label("prompt_tokens"),
         func.coalesce(func.sum(Usage.completion_tokens), 0).label("completion_tokens"),
-        func.avg(Usage.latency_ms).label("latency_avg_ms"),
+        # avg ignores NULLs: failed requests take no part in the latency figures.
+        func.avg(case((Usage.status < ERROR_STATUS, Usage.latency_ms))).label("latency_avg_ms"),
     ]
 
 
-def _since(stmt: Select[Any], since: datetime | None) -> Select[Any]:
-    return stmt if since is None else stmt.where(Usage.created_at >= since)
+def _since(stmt: Select[Any], since: datetime | None,
+           until: datetime | None = None) -> Select[Any]:
+    """``stmt`` limited to the records of [since, until) (either end open)."""
+    if since is not None:
+        stmt = stmt.where(Usage.created_at >= since)
+    return stmt if until is None else stmt.where(Usage.created_at < until)
 
 
 def _numbers(row: Any) -> dict[str, Any]:
     avg = row.latency_avg_ms
-    return {"requests": int(row.requests), "errors": int(row.errors),
+    return {"requests": int(row.requests), "served": int(row.requests) - int(row.errors),
+            "errors": int(row.errors),
+            **{name: int(getattr(row, name)) for name, *_ in FAILURE_CLASSES},
             "prompt_tokens": int(row.prompt_tokens),
             "completion_tokens": int(row.completion_tokens),
             "latency_avg_ms": None if avg is None else round(float(avg), 1)}
 
 
 async def _breakdown(session: AsyncSession, since: datetime | None, label: str,
-                     *group: ColumnElement[Any], outer_key: bool = False) -> list[dict[str, Any]]:
+                     *group: ColumnElement[Any], outer_key: bool = False,
+                     until: datetime | None = None) -> list[dict[str, Any]]:
     stmt = select(*group, *_measures()).select_from(Usage)
     if outer_key:
         stmt = stmt.outerjoin(ApiKey, ApiKey.id == Usage.key_id)
-    stmt = _since(stmt, since).group_by(*group).order_by(func.count().desc(), *group)
+    stmt = _since(stmt, since, until).group_by(*group).order_by(func.count().desc(), *group)
     rows = (await session.execute(stmt)).all()
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -131,42 +173,93 @@ async def _breakdown(session: AsyncSession, since: datetime | None, label: str,
     return out
 
 
-async def _median_latency(session: AsyncSession, since: datetime | None, count: int) -> int | None:
-    if count == 0:
-        return None
-    stmt = _since(select(Usage.latency_ms), since).order_by(Usage.latency_ms)
-    return await session.scalar(stmt.limit(1).offset((count - 1) // 2))
+def nearest_rank(percentile: int, count: int) -> int:
+    """The 0-based index of the ``percentile``-th value of ``count`` sorted values."""
+    return max(math.ceil(percentile * count / 100) - 1, 0)
 
 
-async def usage_summary(session: AsyncSession, since: datetime | None) -> dict[str, Any]:
-    """Totals and per-model, per-key and per-worker breakdowns of the records since ``since``.
+async def _served_latency(session: AsyncSession, since: datetime | None, until: datetime | None,
+                          served: int) -> dict[str, int | None]:
+    """``latency_p50_ms`` … of the served requests (None each when none was served)."""
+    stmt = (_since(select(Usage.latency_ms), since, until).where(Usage.status < ERROR_STATUS)
+            .order_by(Usage.latency_ms))
+    out: dict[str, int | None] = {}
+    for p in PERCENTILES:
+        out[f"latency_p{p}_ms"] = None if served == 0 else await session.scalar(
+            stmt.limit(1).offset(nearest_rank(p, served)))
+    return out
 
-    ``{"since", "totals": {requests, errors, prompt_tokens, completion_tokens, latency_p50_ms,
-    latency_avg_ms}, "per_model": [...], "per_key": [...], "per_worker": [...], "per_kind":
-    [...]}``; each
-    breakdown row has the same numbers (no p50) and its group's name (None for requests with no
-    key, no model served or no worker), busiest first.
+
+async def usage_summary(session: AsyncSession, since: datetime | None,
+                        until: datetime | None = None) -> dict[str, Any]:
+    """Totals and per-model, per-key, per-worker and per-kind breakdowns of the records of
+    [since, until) (``until`` open by default).
+
+    ``{"since", "until", "totals": {requests, served, errors, client_errors, client_closed,
+    server_errors, prompt_tokens, completion_tokens, latency_p50_ms, latency_p95_ms,
+    latency_p99_ms, latency_avg_ms}, "failures": [...], "per_model": [...], "per_key": [...],
+    "per_worker": [...], "per_kind": [...]}``; each breakdown row has the same numbers (no
+    percentiles) and its group's name (None for requests with no key, no model served or no
+    worker), busiest first. Latency figures are over served requests only (None when none was
+    served).
     """
-    totals_row = (await session.execute(_since(select(*_measures()), since))).one()
+    if since is not None and until is not None and until <= since:
+        raise InvalidRequest("the end of the period must come after its start")
+    totals_row = (await session.execute(_since(select(*_measures()), since, until))).one()
     totals = _numbers(totals_row)
-    p50 = await _median_latency(session, since, totals["requests"])
     avg = totals.pop("latency_avg_ms")
-    totals |= {"latency_p50_ms": p50, "latency_avg_ms": avg}
+    totals |= (await _served_latency(session, since, until, totals["served"])
+               | {"latency_avg_ms": avg})
     return {
         "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
         "totals": totals,
-        "per_model": await _breakdown(session, since, "model", Usage.model_served),
+        "failures": await failures_by_status(session, since, until),
+        "per_model": await _breakdown(session, since, "model", Usage.model_served, until=until),
         "per_key": await _breakdown(session, since, "key", Usage.key_id, ApiKey.name,
-                                    outer_key=True),
-        "per_worker": await _breakdown(session, since, "worker", Usage.worker_name),
-        "per_kind": await per_kind(session, since),
+                                    outer_key=True, until=until),
+        "per_worker": await _breakdown(session, since, "worker", Usage.worker_name,
+                                       until=until),
+        "per_kind": await per_kind(session, since, until),
     }
 
 
-async def per_kind(session: AsyncSession, since: datetime | None) -> list[dict[str, Any]]:
+async def failures_by_status(session: AsyncSession, since: datetime | None,
+                             until: datetime | None = None) -> list[dict[str, Any]]:
+    """Failed requests per status (``status``, ``class``, ``requests``), commonest first."""
+    stmt = (_since(select(Usage.status, func.count().label("requests")), since, until)
+            .where(Usage.status >= ERROR_STATUS).group_by(Usage.status)
+            .order_by(func.count().desc(), Usage.status))
+    return [{"status": int(row.status), "class": failure_class(int(row.status)),
+             "requests": int(row.requests)} for row in (await session.execute(stmt)).all()]
+
+
+EXPORT_COLUMNS = ("created_at", "request_id", "key_id", "kind", "model_requested",
+                  "model_served", "worker_id", "worker_name", "status", "prompt_tokens",
+                  "completion_tokens", "latency_ms", "stream", "error")
+
+
+async def export_rows(session: AsyncSession, since: datetime | None,
+                      until: datetime | None) -> AsyncIterator[list[Usage]]:
+    """The records with ``since <= created_at < until`` (either end open), oldest first, in
+    batches of at most ``EXPORT_BATCH``."""
+    if since is not None and until is not None and until <= since:
+        raise InvalidRequest("the end of the period must come after its start")
+    after = 0
+    while True:
+        stmt = _since(select(Usage), since, until).where(Usage.id > after)
+        batch = list(await session.scalars(stmt.order_by(Usage.id).limit(EXPORT_BATCH)))
+        if not batch:
+            return
+        yield batch
+        after = batch[-1].id
+
+
+async def per_kind(session: AsyncSession, since: datetime | None,
+                   until: datetime | None = None) -> list[dict[str, Any]]:
     """Requests, errors and tokens per usage kind — the API or dialect a request came in by
     (chat, completions, embed, ...; each row's ``label`` is its readable name), busiest first."""
-    rows = await _breakdown(session, since, "kind", Usage.kind)
+    rows = await _breakdown(session, since, "kind", Usage.kind, until=until)
     return [{**row, "label": usage_kind_label(row["kind"])} for row in rows]
 
 
@@ -179,11 +272,12 @@ def _epoch_seconds(dialect: str) -> ColumnElement[int]:
 async def usage_series(session: AsyncSession, since: datetime, bucket_s: int,
                        buckets: int) -> list[dict[str, Any]]:
     """``buckets`` buckets of ``bucket_s`` seconds from ``since``, one dict each (empty ones too):
-    its start, requests, errors, prompt/completion tokens, latency average and maximum (None
-    when empty)."""
+    its start, requests, errors, prompt/completion tokens, and the served requests' latency
+    average and maximum (None when none was served)."""
     dialect = (await session.connection()).dialect.name
     bucket = ((_epoch_seconds(dialect) - int(since.timestamp())) // bucket_s).label("bucket")
-    stmt = (select(bucket, *_measures(), func.max(Usage.latency_ms).label("latency_max_ms"))
+    served_latency = case((Usage.status < ERROR_STATUS, Usage.latency_ms))
+    stmt = (select(bucket, *_measures(), func.max(served_latency).label("latency_max_ms"))
             .where(Usage.created_at >= since).group_by(bucket))
     found = {int(row.bucket): row for row in (await session.execute(stmt)).all()}
     out = []
@@ -195,8 +289,10 @@ async def usage_series(session: AsyncSession, since: datetime, bucket_s: int,
             "errors": int(row.errors) if row else 0,
             "prompt_tokens": int(row.prompt_tokens) if row else 0,
             "completion_tokens": int(row.completion_tokens) if row else 0,
-            "latency_avg_ms": float(row.latency_avg_ms) if row and row.requests else None,
-            "latency_max_ms": int(row.latency_max_ms) if row and row.requests else None,
+            "latency_avg_ms": (None if row is None or row.latency_avg_ms is None
+                               else float(row.latency_avg_ms)),
+            "latency_max_ms": (None if row is None or row.latency_max_ms is None
+                               else int(row.latency_max_ms)),
         })
     return out
 

@@ -79,11 +79,30 @@
   // --- live install progress ---------------------------------------------------------------------
 
   const watching = new Map();
+  // The newest snapshot seen per install. Snapshots only move forward (queued, running, then an
+  // end; bytes done never fall), so an older one never overwrites a newer one: not from a late
+  // event, and not from a region refresh whose HTML was rendered before the last event arrived.
+  const latest = new Map();
+  const STATE_RANK = { queued: 0, running: 1 };
+
+  function progressRank(state, completed) {
+    return [state in STATE_RANK ? STATE_RANK[state] : 2, Number(completed) || 0];
+  }
+
+  function olderThan(a, b) {
+    return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+  }
 
   function applyInstall(data) {
+    const known = latest.get(data.id);
+    const rank = progressRank(data.state, data.completed);
+    if (known && olderThan(rank, progressRank(known.state, known.completed))) return;
+    latest.set(data.id, data);
     const item = document.querySelector(`[data-install="${CSS.escape(data.id)}"]`);
     if (!item) return;
+    if (olderThan(rank, progressRank(item.dataset.state, item.dataset.completed))) return;
     item.dataset.state = data.state;
+    item.dataset.completed = data.completed;
     item.className = `install install-${data.state}`;
     const bar = $("[data-field=bar]", item);
     if (bar) bar.value = data.bar;
@@ -145,6 +164,7 @@
       });
       const subtitle = fresh.querySelector(".page-head p");
       if (subtitle && $(".page-head p")) $(".page-head p").replaceWith(document.adoptNode(subtitle));
+      latest.forEach((data) => applyInstall(data));  // the refresh may predate the last event
       watchInstalls();
     } finally {
       refreshing = false;
