@@ -13,9 +13,8 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -26,6 +25,9 @@ from pendra import config as cfg
 from pendra.errors import ConfigError, PendraError
 from pendra.home import Home
 from pendra.logs import LogFormat, configure
+
+if TYPE_CHECKING:  # the HTTP client is imported by the commands that call a server: a
+    import httpx  # worker (`pendra worker`) never does, and its memory is smaller without it
 
 T = TypeVar("T")
 
@@ -322,6 +324,7 @@ def _fail_from(response: httpx.Response) -> None:
 
 
 def _remote_install(model: str, variant: str, worker: str) -> None:
+    import httpx
     url, headers = _admin_client()
     with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(30, read=None)) as http:
         response = http.post("/api/v1/installs",
@@ -349,6 +352,7 @@ def models_remove(model: Annotated[str, typer.Argument(help="Installed model, e.
                   worker: WorkerOption = None) -> None:
     """Remove an installed model (Ollama's DELETE /api/delete)."""
     if worker is not None:
+        import httpx
         url, headers = _admin_client()
         response = httpx.delete(f"{url}/api/v1/workers/{worker}/models/{model}", headers=headers,
                                 timeout=90)
@@ -399,6 +403,7 @@ def _through_live_server(path: str, payload: dict[str, Any] | None = None) -> di
     token = os.environ.get("PENDRA_ADMIN_TOKEN") or (live.admin_token if live else None)
     if not url or not token:
         return None
+    import httpx
     try:
         response = httpx.post(url.rstrip("/") + path, json=payload,
                               headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -653,6 +658,7 @@ def _live_status(settings: cfg.ServerSettings) -> dict[str, Any] | None:
     token = os.environ.get("PENDRA_API_KEY") or (live.admin_token if live else None)
     if not url or not token:
         return None
+    import httpx
     try:
         response = httpx.get(url.rstrip("/") + "/api/v1/status", timeout=5.0,
                              headers={"Authorization": f"Bearer {token}"})
