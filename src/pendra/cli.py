@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pendra import __version__
+from pendra import __version__, heap
 from pendra import config as cfg
 from pendra.errors import ConfigError, PendraError
 from pendra.home import Home
@@ -129,6 +129,7 @@ def up(host: HostOption = None, port: PortOption = None,
     from pendra.up import run_up
 
     _setup_logging(log_format)
+    heap.daemon_process()
     _run(lambda: _until_signalled(
         lambda stop: run_up(_home(), host=host, port=port, stop=stop, announce=_announce)),
         loop_factory=_daemon_loop())
@@ -141,6 +142,7 @@ def server(host: HostOption = None, port: PortOption = None,
     from pendra.server.daemon import run_server
 
     _setup_logging(log_format)
+    heap.daemon_process()
     _run(lambda: _until_signalled(
         lambda stop: run_server(_home(), host=host, port=port, stop=stop, announce=_announce)),
         loop_factory=_daemon_loop())
@@ -155,6 +157,7 @@ def worker(metrics_port: MetricsPortOption = None,
     from pendra.worker.daemon import run_worker
 
     _setup_logging(log_format)
+    heap.daemon_process()
     settings = _run_sync(lambda: cfg.load_worker(_home()))
     if metrics_port is not None:
         settings = replace(settings, metrics_port=metrics_port)
