@@ -155,3 +155,19 @@ def test_the_hot_path_is_taken_for_the_hot_frames_only(monkeypatch: pytest.Monke
     with pytest.raises(ProtocolError):  # a hot frame out of bounds: validation words the refusal
         parse_frame('{"type":"chunk","id":"","data":{}}')
     assert calls == ["validated", "validated"]
+
+
+def test_the_hand_checks_bounds_are_the_models_bounds() -> None:
+    """If a model's bound changes, the hot path's copy must change with it (or this fails)."""
+    chunk = Chunk.model_json_schema()["properties"]
+    chunks = Chunks.model_json_schema()["properties"]
+    end = End.model_json_schema()["properties"]
+    for props in (chunk, chunks, end):
+        assert (props["id"]["minLength"], props["id"]["maxLength"]) == (1, 64)
+    assert chunks["data"]["minItems"] == 1
+    assert chunks["data"]["maxItems"] == MAX_CHUNKS_PER_FRAME
+    assert set(Chunk.model_fields) == frames._CHUNK_KEYS == set(Chunks.model_fields)
+    assert set(End.model_fields) == frames._END_KEYS
+    assert set(end["usage"]["propertyNames"]["enum"]) == frames._USAGE_KEYS
+    finish = next(option for option in end["finish_reason"]["anyOf"] if option.get("type") == "string")
+    assert finish["maxLength"] == frames._END_FINISH_MAX
