@@ -286,16 +286,21 @@ class HttpClient:
 
     def __init__(self, base_url: str, *, max_connections: int, timeouts: Timeouts) -> None:
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        # A URL this client cannot use fails each request (ConnectError), as an unreachable one does.
+        self._unusable = "" if parts.scheme in ("http", "https") and parts.hostname else \
+            f"not an http(s) URL: {base_url[:200]!r}"
         self.timeouts = timeouts
         self._tls = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port or (443 if self._tls else 80)
+        self._host = parts.hostname or ""
+        try:
+            self._port = parts.port or (443 if self._tls else 80)
+        except ValueError:  # a port out of range
+            self._port, self._unusable = 0, f"not a valid port in {base_url[:200]!r}"
         self._prefix = parts.path.rstrip("/")
         default_port = self._port == (443 if self._tls else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self._host_header = (host if default_port else f"{host}:{self._port}").encode("idna")
+        self._host_header = (host if default_port else f"{host}:{self._port}").encode("ascii",
+                                                                                    "replace")
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._closed = False
@@ -305,8 +310,8 @@ class HttpClient:
         """Send a request and wait for the head of its answer; the caller must close the
         response. ``body`` is sent as JSON."""
         timeouts = timeouts or self.timeouts
-        if self._closed:
-            raise ConnectError("the client is closed")
+        if self._closed or self._unusable:
+            raise ConnectError(self._unusable or "the client is closed")
         try:
             async with asyncio.timeout(timeouts.pool):
                 await self._slots.acquire()
