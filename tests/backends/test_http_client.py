@@ -220,3 +220,50 @@ async def test_nothing_listening_and_unusable_urls_are_connect_errors() -> None:
         with pytest.raises(ConnectError):
             await client.send("GET", "/")
         await client.aclose()
+
+
+def test_multipart_form_is_read_back_by_an_independent_parser() -> None:
+    """What ``multipart_form`` builds, python-multipart (the parser Starlette uses) reads back
+    field by field, file bytes intact, a quote in a file name escaped rather than breaking out."""
+    from python_multipart.multipart import parse_options_header, MultipartParser
+
+    from pendra.backends.http import multipart_form
+
+    audio = bytes(range(256)) * 4 + b"\r\n--not-a-boundary\r\n"
+    body, content_type = multipart_form({"model": "whisper", "language": "en"},
+                                        {"file": ('say "hi".wav', audio, "audio/wav")})
+    _, params = parse_options_header(content_type)
+    parts: list[dict[str, bytes]] = []
+    headers: dict[bytes, bytes] = {}
+    field: dict[str, bytearray] = {"name": bytearray(), "value": bytearray(), "data": bytearray()}
+
+    def on_part_begin() -> None:
+        headers.clear()
+        field["data"] = bytearray()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        field["name"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        field["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        headers[bytes(field["name"]).lower()] = bytes(field["value"])
+        field["name"], field["value"] = bytearray(), bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        field["data"] += data[start:end]
+
+    def on_part_end() -> None:
+        parts.append({"disposition": headers[b"content-disposition"],
+                      "type": headers.get(b"content-type", b""), "data": bytes(field["data"])})
+
+    parser = MultipartParser(params[b"boundary"], {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_part_data": on_part_data, "on_part_end": on_part_end})
+    parser.write(body)
+    parser.finalize()
+    assert [p["data"] for p in parts] == [b"whisper", b"en", audio]
+    assert parts[2]["type"] == b"audio/wav"
+    assert parts[2]["disposition"] == b'form-data; name="file"; filename="say \\"hi\\".wav"'
