@@ -15,19 +15,21 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pendra import __version__
+from pendra import __version__, heap
 from pendra import config as cfg
 from pendra.cli_output import Column, emit_json, emit_table
 from pendra.errors import ConfigError, PendraError
 from pendra.home import Home
 from pendra.logs import LogFormat, configure
+
+if TYPE_CHECKING:  # the HTTP client is imported by the commands that call a server: a
+    import httpx  # worker (`pendra worker`) never does, and its memory is smaller without it
 
 T = TypeVar("T")
 
@@ -135,6 +137,7 @@ def up(host: HostOption = None, port: PortOption = None,
 
     _setup_logging(log_format)
     checked = _checked_public_url(public_url)
+    heap.daemon_process()
     _run(lambda: _until_signalled(
         lambda stop: run_up(_home(), host=host, port=port, public_url=checked, stop=stop,
                             announce=_announce)),
@@ -150,6 +153,7 @@ def server(host: HostOption = None, port: PortOption = None,
 
     _setup_logging(log_format)
     checked = _checked_public_url(public_url)
+    heap.daemon_process()
     _run(lambda: _until_signalled(
         lambda stop: run_server(_home(), host=host, port=port, public_url=checked, stop=stop,
                                 announce=_announce)),
@@ -176,6 +180,7 @@ def worker(metrics_port: MetricsPortOption = None,
     from pendra.worker.daemon import run_worker
 
     _setup_logging(log_format)
+    heap.daemon_process()
     settings = _run_sync(lambda: cfg.load_worker(_home()))
     if metrics_port is not None:
         settings = replace(settings, metrics_port=metrics_port)
@@ -359,6 +364,8 @@ def _fail_from(response: httpx.Response) -> None:
 
 
 def _remote_install(model: str, variant: str, worker: str, backend: str | None = None) -> None:
+    import httpx
+
     from pendra.cli_progress import InstallView
 
     url, headers = _admin_client()
@@ -390,6 +397,7 @@ def models_remove(model: Annotated[str, typer.Argument(help="Installed model, e.
                   worker: WorkerOption = None) -> None:
     """Remove an installed model (Ollama's DELETE /api/delete)."""
     if worker is not None:
+        import httpx
         url, headers = _admin_client()
         response = httpx.delete(f"{url}/api/v1/workers/{worker}/models/{model}", headers=headers,
                                 timeout=90)
@@ -441,6 +449,7 @@ def _through_live_server(path: str, payload: dict[str, Any] | None = None) -> di
     token = os.environ.get("PENDRA_ADMIN_TOKEN") or (live.admin_token if live else None)
     if not url or not token:
         return None
+    import httpx
     try:
         response = httpx.post(url.rstrip("/") + path, json=payload,
                               headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -753,6 +762,7 @@ def _live_status(settings: cfg.ServerSettings) -> dict[str, Any] | None:
     token = os.environ.get("PENDRA_API_KEY") or (live.admin_token if live else None)
     if not url or not token:
         return None
+    import httpx
     try:
         response = httpx.get(url.rstrip("/") + "/api/v1/status", timeout=5.0,
                              headers={"Authorization": f"Bearer {token}"})

@@ -18,9 +18,15 @@ Rules:
   exactly what a ``chunk``'s ``data`` would be. A run of one stays a ``chunk``.
 - ``dump_frame`` writes the hot frames (``chunk``, ``chunks``, ``end``) with orjson and every other
   frame, or one orjson refuses (an integer past 64 bits, text that is not valid Unicode, nesting
-  past its depth), with pydantic: the output parses to the same frame either way. Parsing stays
-  pydantic's strict ``validate_json`` for every frame (measured: 2.3 µs for a chunk frame, which a
-  hand-checked path would cut by well under a microsecond; coalescing makes it per batch anyway).
+  past its depth), with pydantic: the output parses to the same frame either way.
+- Parsing is pydantic's strict ``validate_json``, except for the hot frames (``chunk``, ``chunks``,
+  ``end``) in ``dump_frame``'s form: those are read by pydantic's own JSON parser
+  (``pydantic_core.from_json``: the same grammar, nesting limit, Unicode and number rules) and
+  checked by hand against the same bounds as their models (``_hot_frame``). Anything that check
+  does not accept outright — a bound crossed, a field missing, extra or of the wrong type, JSON
+  the parser refuses — goes to ``validate_json``, which refuses it with the usual message, so the
+  outcome and the refusal are the same either way; only the cost differs (a ``chunks`` frame of
+  20 pieces: ~3x less; validating every value of ``dict[str, Any]`` was most of it).
 - A model operation ends with ``done`` or ``failed``, and its outcome is typed (``outcome``:
   succeeded, failed or cancelled): a ``failed`` frame with ``CANCELLED_STATUS`` is a cancellation,
   any other status a failure; the message is for people and is never compared.
@@ -36,7 +42,7 @@ from typing import Annotated, Any, Literal, Union
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from pendra.errors import ProtocolError
 from pendra.protocol.inventory import MAX_BACKENDS, MAX_MODELS, BackendStatus, ModelInfo
@@ -322,10 +328,76 @@ def parse_frame(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
         if not head.startswith(_LARGE_FRAME_STARTS):
             raise ProtocolError(f"a frame over {LARGE_FRAME_BYTES} bytes must be a request or a "
                                 "chunk or chunks frame, written with its type first")
+    if raw.startswith(_HOT_STARTS_TEXT if isinstance(raw, str) else _HOT_STARTS_BYTES):
+        frame = _hot_frame(raw)
+        if frame is not None:
+            return frame
     try:
         return _ADAPTER.validate_json(raw, strict=True)
     except ValidationError as exc:
         raise ProtocolError(_refusal(exc)) from exc
+
+
+# The hot frames as dump_frame writes them ('{"type":"chunk' also starts every chunks frame).
+_HOT_STARTS_TEXT = ('{"type":"chunk', '{"type":"end"')
+_HOT_STARTS_BYTES = tuple(start.encode() for start in _HOT_STARTS_TEXT)
+_CHUNK_KEYS = frozenset(("type", "id", "data"))
+_END_KEYS = frozenset(("type", "id", "usage", "finish_reason"))
+_USAGE_KEYS = frozenset(("prompt_tokens", "completion_tokens", "total_tokens"))
+_END_FINISH_MAX = 64
+_INT64 = 2**63  # integers pydantic's parser may hand over as such; anything bigger: pydantic decides
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _built(cls: type[Frame], values: dict[str, Any]) -> Frame:
+    """A frame model holding ``values``, which have been checked against its fields (what
+    validation would have made of them, without validating again)."""
+    frame = _new(cls)
+    _set(frame, "__dict__", values)
+    _set(frame, "__pydantic_fields_set__", set(values))
+    _set(frame, "__pydantic_extra__", None)
+    _set(frame, "__pydantic_private__", None)
+    return frame
+
+
+def _frame_id(value: Any) -> bool:
+    return type(value) is str and 1 <= len(value) <= 64
+
+
+def _hot_frame(raw: str | bytes) -> Frame | None:
+    """A ``chunk``, ``chunks`` or ``end`` frame that meets every bound of its model, or None: let
+    ``validate_json`` decide (and word the refusal). Never accepts what validation refuses."""
+    try:
+        value = from_json(raw)
+    except ValueError:
+        return None
+    if type(value) is not dict:
+        return None
+    kind = value.get("type")
+    if kind == "chunk":
+        if value.keys() == _CHUNK_KEYS and _frame_id(value["id"]) and type(value["data"]) is dict:
+            return _built(Chunk, {"type": kind, "id": value["id"], "data": value["data"]})
+    elif kind == "chunks":
+        data = value.get("data")
+        if (value.keys() == _CHUNK_KEYS and _frame_id(value["id"]) and type(data) is list
+                and 1 <= len(data) <= MAX_CHUNKS_PER_FRAME
+                and all(type(item) is dict for item in data)):
+            return _built(Chunks, {"type": kind, "id": value["id"], "data": data})
+    elif kind == "end":
+        usage = value.get("usage", {})
+        finish = value.get("finish_reason")
+        if (value.keys() <= _END_KEYS and _frame_id(value.get("id")) and type(usage) is dict
+                and usage.keys() <= _USAGE_KEYS
+                and all(type(count) is int and -_INT64 <= count < _INT64
+                        for count in usage.values())
+                and (finish is None or (type(finish) is str and len(finish) <= _END_FINISH_MAX))):
+            clamped = {key: min(max(count, 0), MAX_TOKEN_COUNT) for key, count in usage.items()}
+            frame = _built(End, {"type": kind, "id": value["id"], "usage": clamped,
+                                 "finish_reason": finish})
+            _set(frame, "__pydantic_fields_set__", set(value))
+            return frame
+    return None
 
 
 def _refusal(exc: ValidationError) -> str:

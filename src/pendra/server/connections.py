@@ -19,6 +19,11 @@ Pendra's code runs:
   cap while it is open, and the header deadline bounds how long that is.
 - Refusals and timeouts are logged as one summary line per kind at most a minute
   (``flood_log.FloodLog``), never one line per connection (a flood must not flood the log).
+- **One write per response tick.** What a response writes within one turn of the event loop
+  goes to the socket as one write at the end of that turn (``_TickWriter``): uvicorn writes a
+  response's head and its body separately, and on a small answer each write is a system call and
+  a TCP segment of its own (the chat profile's largest block on the control plane's side). Nothing
+  waits longer than the turn it was written in; closing writes what is pending first.
 
 It works by subclassing uvicorn's httptools protocol (``Config(http=edge_protocol(limits))``) and
 relies on these hooks of ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`` (uvicorn
@@ -94,6 +99,42 @@ def _overloaded_app(max_connections: int) -> Any:
     return overloaded
 
 
+class _TickWriter:
+    """The transport as one response's writer sees it: writes made in one turn of the event loop
+    leave as one write at the end of it (see the module rules). uvicorn's response cycle uses only
+    ``write``, ``close`` and ``is_closing``."""
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if not pending or self._transport.is_closing():
+            return
+        if len(pending) == 1:
+            self._transport.write(pending[0])
+        else:
+            self._transport.writelines(pending)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol with a header deadline and a connection cap.
 
@@ -130,6 +171,9 @@ class EdgeProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._stop_deadline()
         super().on_headers_complete()
+        cycle = self.cycle  # a new one for this request, unless it is a WebSocket upgrade
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _TickWriter(self.transport, self.loop)  # type: ignore[assignment]
 
     def _should_upgrade(self) -> bool:
         return not self._refused and super()._should_upgrade()

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from pendra import config as cfg
+from pendra import config as cfg, heap
 from pendra.home import Home
 from pendra.server import state
 from pendra.server.app import create_app
@@ -53,6 +53,7 @@ async def run_server(home: Home, *, host: str | None, port: int | None,
             announce(f"  Public URL: {public.url}  ({public.source})")
             announce(f"  Workers connect to {public.ws_url}/ws/gpu  "
                      "(enrol one: pendra workers add --name NAME)")
+            heap.settle()
             try:
                 await stop.wait()
             finally:

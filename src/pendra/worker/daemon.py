@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-from pendra import __version__
+from pendra import __version__, heap
 from pendra.backends.registry import BackendRegistry
 from pendra.config import WorkerSettings
 from pendra.errors import PendraError
@@ -95,6 +95,7 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
                 sock = None  # serving_metrics closes it
             await registry.refresh()
             log_start(registry, settings)
+            heap.settle()  # after the first discovery: what a worker keeps for good exists now
             try:
                 await _serve(settings, registry, stop, metrics)
             except* PendraError as errors:

@@ -12,6 +12,7 @@ large blob for minutes without a line.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -234,13 +235,13 @@ class OllamaBackend:
         fields = {"model": model.id, "response_format": job.response_format}
         fields.update({name: value for name, value in (("language", job.language),
                                                        ("prompt", job.prompt)) if value is not None})
-        response = await self._require().post_form(
+        content = await self._require().post_form(
             "/v1/audio/transcriptions", fields,
             {"file": (job.filename, job.audio, job.content_type)})
         if job.response_format == "text":
-            return text_answer(response.text), Usage()
+            return text_answer(content.decode("utf-8", "replace")), Usage()
         try:
-            answer = response.json()
+            answer = json.loads(content)
         except ValueError as exc:
             raise BackendRejected("Ollama's transcription did not answer JSON", status=502) from exc
         if not isinstance(answer, dict):

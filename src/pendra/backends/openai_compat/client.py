@@ -25,12 +25,16 @@ from typing import Any
 
 import httpx
 
-from pendra.backends.ollama.client import (INFERENCE_TIMEOUT, LIMITED_STREAM_TIMEOUT,
-                                           POOL_CONNECTIONS, PROBE_TIMEOUT, StreamLimits)
+from pendra.backends.ollama.client import POOL_CONNECTIONS, StreamLimits
 from pendra.errors import BackendRejected, BackendTimeout, BackendUnavailable, ModelNotFound
 
 __all__ = ["OpenAICompatClient", "StreamLimits", "error_message", "raise_for"]
 
+# The same bounds as the Ollama client's: discovery must not hang a refresh tick; inference may
+# think for a long time between chunks; a stream with StreamLimits is bounded by those instead.
+PROBE_TIMEOUT = httpx.Timeout(3.0, connect=1.0)
+INFERENCE_TIMEOUT = httpx.Timeout(connect=3.0, read=600.0, write=60.0, pool=10.0)
+LIMITED_STREAM_TIMEOUT = httpx.Timeout(connect=3.0, read=None, write=60.0, pool=10.0)
 # An error message relayed from a backend is clipped to this many characters.
 MAX_MESSAGE = 2000
 
