@@ -45,9 +45,12 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workers_app, name="workers")
 app.add_typer(models_app, name="models")
-admin_app = typer.Typer(help="The console's admin account (run on the control-plane host).",
+admin_app = typer.Typer(help="The console's first owner, `admin` (run on the control-plane host).",
                         no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+users_app = typer.Typer(help="Console users and their roles (run on the control-plane host).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 out = Console()
 err = Console(stderr=True)
@@ -495,18 +498,21 @@ def _describe_limits(limits: dict[str, Any]) -> str:
 def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")],
                 rpm: RpmOption = None, tpm: TpmOption = None,
                 max_concurrent: ConcurrentOption = None, models: ModelsOption = None,
-                monthly_tokens: MonthlyOption = None) -> None:
+                monthly_tokens: MonthlyOption = None,
+                user: Annotated[str | None, typer.Option(
+                    help="Whose key it is: a console user's name (default: the first owner).")
+                ] = None) -> None:
     """Create an API key, optionally with limits, and print it once."""
     from pendra.server import local_admin
     from pendra.server.limits import parse_limits
 
     limits = _limits_given(rpm, tpm, max_concurrent, models, monthly_tokens)
-    made = _through_live_server("/api/v1/keys", {"name": name} | limits)
+    made = _through_live_server("/api/v1/keys", {"name": name, "user": user} | limits)
     if made is not None:
         key_id, key_name, raw = made["id"], made["name"], made["key"]
     else:
         row, raw = _run(lambda: local_admin.create_key(_server_settings(), name,
-                                                       parse_limits(limits)))
+                                                       parse_limits(limits), user))
         key_id, key_name = row.id, row.name
     _announce(f"Created key {key_id} ({key_name}). Copy it now, it is not shown again:")
     _announce(raw)
@@ -550,13 +556,15 @@ def keys_list(as_json: JsonOption = False) -> None:
     from pendra.server import local_admin
 
     rows = _run(lambda: local_admin.list_keys(_server_settings()))
-    data = [{"id": r.id, "name": r.name, "prefix": r.prefix, "created_at": _iso(r.created_at),
+    data = [{"id": r.id, "name": r.name, "prefix": r.prefix, "user": owner,
+             "created_at": _iso(r.created_at),
              "last_used_at": _iso(r.last_used_at), "revoked_at": _iso(r.revoked_at),
-             "limits": _key_limits(r)} for r in rows]
+             "limits": _key_limits(r)} for r, owner in rows]
     if as_json:
         emit_json(out, data)
         return
     emit_table(out, [Column("id", "id", whole=True), Column("name", "name", whole=True),
+                     Column("user", "user", whole=True),
                      Column("prefix", "prefix", whole=True, show=lambda p: p + "…"),
                      Column("created", "created_at"),
                      Column("last used", "last_used_at", empty="never"),
@@ -584,8 +592,9 @@ def admin_reset_password(
         password_stdin: Annotated[bool, typer.Option(
             "--password-stdin", help="Read the new password from the first line of stdin "
             "instead of generating one.")] = False) -> None:
-    """Set a new console admin password (generated and printed once unless --password-stdin);
-    every console session ends. Works whether or not the server is running."""
+    """Set a new password for the first owner (`admin`; generated and printed once unless
+    --password-stdin); every console session of theirs ends. Works whether or not the server is
+    running. For other users: `pendra users reset-password NAME`."""
     from pendra.server import local_admin
 
     given = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
@@ -598,6 +607,97 @@ def admin_reset_password(
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
+
+
+RoleOption = Annotated[str, typer.Option(help="owner (may do everything) or member (the API, "
+                                              "their own keys and usage).")]
+
+
+@users_app.command("add")
+def users_add(name: Annotated[str, typer.Argument(help="An email or a name.")],
+              role: RoleOption = "member") -> None:
+    """Invite a console user: prints a one-time password, shown once; they choose their own at
+    first sign-in."""
+    from pendra.server import local_admin
+
+    row, password = _run(lambda: local_admin.add_user(_server_settings(), name, role))
+    _announce(f"Added {row.name} ({row.role}, {row.id}). One-time password (copy it now, it is "
+              "not shown again):")
+    _announce(password)
+    _announce("They sign in to the console with this name and password, then choose their own.")
+
+
+@users_app.command("list")
+def users_list(as_json: JsonOption = False) -> None:
+    """List console users, their roles and state."""
+    from pendra.server import local_admin
+
+    rows = _run(lambda: local_admin.list_users(_server_settings()))
+    data = [{"id": r.id, "name": r.name, "role": r.role, "created_at": _iso(r.created_at),
+             "disabled_at": _iso(r.disabled_at), "must_change_password": r.must_change_password,
+             "live_keys": live} for r, live in rows]
+    if as_json:
+        _announce(json.dumps(data, indent=2))
+        return
+    table = Table("id", "name", "role", "created", "state", "live keys")
+    for d in data:
+        state = "disabled" if d["disabled_at"] else (
+            "invited" if d["must_change_password"] else "active")
+        table.add_row(d["id"], d["name"], d["role"], d["created_at"] or "", state,
+                      str(d["live_keys"]))
+    out.print(table)
+
+
+UserArgument = Annotated[str, typer.Argument(help="The user's name or id.")]
+
+
+@users_app.command("disable")
+def users_disable(name: UserArgument) -> None:
+    """Disable a user: their console sessions end and their live API keys are revoked."""
+    from pendra.server import local_admin
+
+    row, revoked = _run(lambda: local_admin.set_user_disabled(_server_settings(), name, True))
+    _announce(f"Disabled {row.name}; {len(revoked)} API key(s) revoked.")
+
+
+@users_app.command("enable")
+def users_enable(name: UserArgument) -> None:
+    """Let a disabled user sign in again (revoked keys stay revoked)."""
+    from pendra.server import local_admin
+
+    row, _ = _run(lambda: local_admin.set_user_disabled(_server_settings(), name, False))
+    _announce(f"Enabled {row.name}.")
+
+
+@users_app.command("remove")
+def users_remove(name: UserArgument) -> None:
+    """Remove a user: sessions end, live keys are revoked, and their keys (with their usage
+    history) go to the first owner."""
+    from pendra.server import local_admin
+
+    row, revoked = _run(lambda: local_admin.remove_user(_server_settings(), name))
+    _announce(f"Removed {row.name}; {len(revoked)} API key(s) revoked, their keys now belong to "
+              "the first owner.")
+
+
+@users_app.command("role")
+def users_role(name: UserArgument,
+               role: Annotated[str, typer.Argument(help="owner or member.")]) -> None:
+    """Change a user's role."""
+    from pendra.server import local_admin
+
+    row = _run(lambda: local_admin.set_user_role(_server_settings(), name, role))
+    _announce(f"{row.name} is now {'an' if row.role == 'owner' else 'a'} {row.role}.")
+
+
+@users_app.command("reset-password")
+def users_reset_password(name: UserArgument) -> None:
+    """Give a user a new one-time password (printed once); their sessions end."""
+    from pendra.server import local_admin
+
+    row, password = _run(lambda: local_admin.reset_user_password(_server_settings(), name, None))
+    _announce(f"New one-time password for {row.name} (copy it now, it is not shown again):")
+    _announce(password)
 
 
 def _public_url(settings: cfg.ServerSettings) -> str:
@@ -751,6 +851,26 @@ def usage(since: Annotated[str | None, typer.Option(
         emit_json(out, summary)
         return
     _usage_text(summary, start, end)
+
+
+@app.command()
+def audit(since: Annotated[str | None, typer.Option(help="Period, e.g. 24h or 7d.")] = "24h",
+          as_json: JsonOption = False) -> None:
+    """Who changed keys, limits, workers, users and models, when and from where (newest first)."""
+    from pendra.server import local_admin
+
+    start = _parse_since(since)
+    rows = _run(lambda: local_admin.list_audit(_server_settings(), start))
+    data = [{"created_at": _iso(r.created_at), "actor": r.actor, "address": r.address,
+             "action": r.action, "target": r.target, "detail": r.detail} for r in rows]
+    if as_json:
+        _announce(json.dumps(data, indent=2))
+        return
+    table = Table("time", "who", "from", "action", "target", "detail")
+    for d in data:
+        table.add_row(d["created_at"] or "", d["actor"], d["address"], d["action"], d["target"],
+                      d["detail"])
+    out.print(table)
 
 
 def _live_status(settings: cfg.ServerSettings) -> dict[str, Any] | None:

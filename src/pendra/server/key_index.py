@@ -7,8 +7,9 @@ Rules:
 - Creating, revoking and changing the limits of keys *in this process* goes through ``create``,
   ``revoke`` and ``set_limits`` (the
   console's forms, the admin API, and so ``pendra keys create/revoke`` on the control-plane host,
-  which reach the running server through the admin API): the store is written first, then the
-  index, before the caller gets its answer; so a revoked key is refused, a new key accepted, and
+  which reach the running server through the admin API): the store is written first (with the
+  change's audit row, in the same transaction, when an actor is given), then the index, before
+  the caller gets its answer; so a revoked key is refused, a new key accepted, and
   new limits applied, on the very next request.
 - A change made *elsewhere* (another control plane sharing a PostgreSQL store, ``pendra keys``
   writing the store directly when no server answered it, a test seeding the store) reaches the
@@ -31,8 +32,12 @@ import asyncio
 import logging
 from types import TracebackType
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pendra.errors import Forbidden
 from pendra.server.limits import KeyLimits
-from pendra.server.store import keys
+from pendra.server.store import audit, keys
+from pendra.server.store.audit import Actor
 from pendra.server.store.db import Store
 from pendra.server.store.keys import KeyRow, KeyVersion
 from pendra.server.store.retry import brief, transient
@@ -44,6 +49,11 @@ log = logging.getLogger(__name__)
 # How often the store is asked whether keys changed elsewhere: a key revoked on another control
 # plane (or written to the store directly) is refused here within this, plus one query.
 SYNC_INTERVAL_S = 0.5
+OTHERS_KEYS = "only an owner may revoke other people's API keys"
+
+
+async def _owner_name(db: AsyncSession, row: ApiKey) -> str:
+    return (await keys.owners(db)).get(row.user_id or "", "nobody")
 
 
 class KeyIndex:
@@ -95,24 +105,62 @@ class KeyIndex:
             self._live[row.hash] = row
             self._by_id[row.id] = row
 
-    async def create(self, name: str,
-                     limits: KeyLimits | None = None) -> tuple[ApiKey, str]:
-        """Make a key in the store and accept it here at once; returns its row and the raw key."""
-        row, raw = await self._store.change(lambda db: keys.create_key(db, name, limits))
+    def apply(self, rows: list[ApiKey]) -> None:
+        """Take key rows changed in the store by someone else in this process (a user disabled or
+        removed, their keys revoked) so the change counts on the next request."""
+        for row in rows:
+            self._accept(keys.key_row(row))
+
+    async def create(self, name: str, limits: KeyLimits | None = None, *,
+                     user_id: str | None = None,
+                     actor: Actor | None = None) -> tuple[ApiKey, str]:
+        """Make a key for ``user_id`` (the first owner when None) in the store, with its audit
+        row when ``actor`` is given, and accept it here at once; returns its row and the raw key."""
+        async def work(db: AsyncSession) -> tuple[ApiKey, str]:
+            row, raw = await keys.create_key(db, name, limits, user_id=user_id)
+            if actor is not None:
+                detail = f"for {await _owner_name(db, row)}"
+                if limits is not None and limits.describe() != "none":
+                    detail += f"; limits: {limits.describe()}"
+                await audit.record(db, actor, "key.created", f"{row.name} ({row.id})", detail)
+            return row, raw
+
+        row, raw = await self._store.change(work)
         self._accept(keys.key_row(row))
         return row, raw
 
-    async def revoke(self, key_id_or_prefix: str) -> ApiKey:
-        """Revoke a key in the store (see ``keys.revoke_key``) and refuse it here at once."""
-        row = await self._store.change(lambda db: keys.revoke_key(db, key_id_or_prefix))
+    async def revoke(self, key_id_or_prefix: str, *, actor: Actor | None = None,
+                     only_of: str | None = None) -> ApiKey:
+        """Revoke a key in the store (see ``keys.revoke_key``) and refuse it here at once. With
+        ``only_of`` (a member's user id) a key of anyone else is refused with 403."""
+        async def work(db: AsyncSession) -> ApiKey:
+            if only_of is not None:
+                found = await keys.find_key(db, key_id_or_prefix)
+                if found.user_id != only_of:
+                    raise Forbidden(OTHERS_KEYS)
+            already = (await keys.find_key(db, key_id_or_prefix)).revoked
+            row = await keys.revoke_key(db, key_id_or_prefix)
+            if actor is not None and not already:
+                await audit.record(db, actor, "key.revoked", f"{row.name} ({row.id})",
+                                   f"of {await _owner_name(db, row)}")
+            return row
+
+        row = await self._store.change(work)
         self._accept(keys.key_row(row))
         return row
 
     async def set_limits(self, key_id_or_prefix: str, limits: KeyLimits, *,
-                         replace: bool = False) -> ApiKey:
-        """Change a key's limits in the store (``keys.set_limits``) and apply them here at once."""
-        row = await self._store.change(
-            lambda db: keys.set_limits(db, key_id_or_prefix, limits, replace=replace))
+                         replace: bool = False, actor: Actor | None = None) -> ApiKey:
+        """Change a key's limits in the store (``keys.set_limits``), with its audit row when
+        ``actor`` is given, and apply them here at once."""
+        async def work(db: AsyncSession) -> ApiKey:
+            row = await keys.set_limits(db, key_id_or_prefix, limits, replace=replace)
+            if actor is not None:
+                await audit.record(db, actor, "key.limits_changed", f"{row.name} ({row.id})",
+                                   keys.limits_of(row).describe())
+            return row
+
+        row = await self._store.change(work)
         self._accept(keys.key_row(row))
         return row
 

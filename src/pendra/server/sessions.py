@@ -1,15 +1,19 @@
-"""Admin sessions: signed session cookies, their revocation, and CSRF tokens.
+"""Console users' sessions: signed session cookies, their revocation, and CSRF tokens.
 
-The console signs the admin in and out with these, and the admin API (admin_auth.py) accepts a
+The console signs users in and out with these, and the admin API (admin_auth.py) accepts a
 session as a credential, so they belong to the server, not to the console's pages.
 
 Rules:
 - A session lives in one cookie, ``<payload>.<signature>``: the payload is base64url JSON
-  ``{"sid", "exp", "pw"}`` and the signature HMAC-SHA256 over it with the session secret. The
+  ``{"sid", "exp", "uid", "pw"}`` and the signature HMAC-SHA256 over it with the session secret. The
   secret is 32 random bytes made once and kept in ``$PENDRA_HOME/console-secret`` (0600), so
   sessions survive a restart; it is read on first use, not when the app is built.
-- ``pw`` is a fingerprint of the stored admin password hash: changing the password ends every
-  session but the one that changed it (which gets a fresh cookie).
+- ``uid`` is the user's id and ``pw`` a fingerprint of their stored password hash. Every request
+  that rides on a session reads that user (``current_session``): a removed or disabled user's
+  sessions end on their next request, and a password change ends every session of that user but
+  the one that changed it (which gets a fresh cookie). The session carries the user's name and
+  role as they are now, not as they were at sign-in. (A cookie from before users existed has no
+  ``uid`` and is refused: sign in again.)
 - Sessions expire ``SESSION_TTL_S`` after sign-in. Signing out (``end_session``) revokes the
   session id in the store until it would have expired anyway (store/sessions.py), so the cookie
   stays refused after a restart and on every replica; ``current_session`` refuses a revoked id.
@@ -37,8 +41,8 @@ from fastapi import Request
 
 from pendra.errors import PayloadTooLarge
 from pendra.home import write_private
-from pendra.server.store import admin as admin_store
 from pendra.server.store import sessions as session_store
+from pendra.server.store import users as user_store
 from pendra.server.store.db import Store
 
 COOKIE_NAME = "pendra_session"
@@ -57,11 +61,19 @@ CSRF_MESSAGE = ("this form has expired or did not come from the console; reload 
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in admin session."""
+    """A signed-in user's session, with who they are as of this request."""
 
     sid: str
     expires_at: float
     csrf_token: str
+    user_id: str = ""
+    user_name: str = ""
+    role: str = ""
+    must_change_password: bool = False
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == "owner"
 
 
 def _b64(data: bytes) -> str:
@@ -89,7 +101,7 @@ def load_secret(path: Path) -> bytes:
 
 
 def password_fingerprint(password_hash: str) -> str:
-    """Changes whenever the admin password does (each hash has a fresh salt)."""
+    """Changes whenever the user's password does (each hash has a fresh salt)."""
     return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:16]
 
 
@@ -139,27 +151,41 @@ class Sessions:
     def _csrf_for(self, sid: str) -> str:
         return _b64(hmac.new(self._secret, f"csrf:{sid}".encode(), hashlib.sha256).digest())
 
-    def issue(self, fingerprint: str) -> tuple[str, Session]:
-        """A new session for the admin whose password has ``fingerprint``: cookie value and all."""
+    def issue(self, user_id: str, fingerprint: str) -> tuple[str, Session]:
+        """A new session for the user ``user_id`` whose password has ``fingerprint``."""
         sid = secrets.token_urlsafe(16)
         expires_at = time.time() + self._ttl_s
-        cookie = self.sign({"sid": sid, "exp": int(expires_at), "pw": fingerprint})
-        return cookie, Session(sid, expires_at, self._csrf_for(sid))
+        cookie = self.sign({"sid": sid, "exp": int(expires_at), "uid": user_id,
+                            "pw": fingerprint})
+        return cookie, Session(sid, expires_at, self._csrf_for(sid), user_id)
 
-    def read(self, cookie: str, fingerprint: str | None) -> Session | None:
-        """The session in ``cookie`` if it is genuine, unexpired and current (revocations are the
-        store's: see ``current_session``)."""
+    def claims(self, cookie: str) -> tuple[str, float, str, str] | None:
+        """``(sid, exp, uid, pw)`` of a genuine, unexpired cookie; None otherwise."""
         data = self.unsign(cookie)
-        if data is None or fingerprint is None:
+        if data is None:
             return None
-        sid, exp, pw = data.get("sid"), data.get("exp"), data.get("pw")
-        if not isinstance(sid, str) or not isinstance(exp, int) or not isinstance(pw, str):
+        sid, exp, uid, pw = data.get("sid"), data.get("exp"), data.get("uid"), data.get("pw")
+        if not (isinstance(sid, str) and isinstance(exp, int) and isinstance(uid, str)
+                and isinstance(pw, str)):
             return None
         if exp <= time.time():
             return None
-        if not hmac.compare_digest(pw, fingerprint):
+        return sid, float(exp), uid, pw
+
+    def read(self, cookie: str, user: object | None) -> Session | None:
+        """The session in ``cookie`` if it is genuine, unexpired, for ``user`` (a store row with
+        ``id``, ``name``, ``role``, ``password_hash``, ``disabled_at``) and made with their
+        current password; revocations are the store's (see ``current_session``)."""
+        claims = self.claims(cookie)
+        if claims is None or user is None or getattr(user, "disabled_at", None) is not None:
             return None
-        return Session(sid, float(exp), self._csrf_for(sid))
+        sid, exp, uid, pw = claims
+        if uid != getattr(user, "id", None):
+            return None
+        if not hmac.compare_digest(pw, password_fingerprint(getattr(user, "password_hash"))):
+            return None
+        return Session(sid, exp, self._csrf_for(sid), uid, getattr(user, "name"),
+                       getattr(user, "role"), bool(getattr(user, "must_change_password")))
 
     @staticmethod
     def csrf_ok(session: Session, token: str | None) -> bool:
@@ -170,13 +196,14 @@ class Sessions:
 
 
 async def current_session(sessions: Sessions, store: Store, cookie: str | None) -> Session | None:
-    """The valid session in ``cookie``: genuine, unexpired, signed with the current password,
-    and not signed out; None otherwise. A cookie that fails its signature costs no store read."""
-    if not cookie or sessions.unsign(cookie) is None:
+    """The valid session in ``cookie``: genuine, unexpired, of a user who exists and is enabled,
+    signed with their current password, and not signed out; None otherwise. A cookie that fails
+    its signature costs no store read."""
+    claims = sessions.claims(cookie) if cookie else None
+    if claims is None or cookie is None:
         return None
     async with store.session() as db:
-        stored = await admin_store.stored_hash(db)
-        session = sessions.read(cookie, None if stored is None else password_fingerprint(stored))
+        session = sessions.read(cookie, await user_store.get_user(db, claims[2]))
         if session is not None and await session_store.is_revoked(db, session.sid):
             return None
     return session

@@ -85,8 +85,10 @@ async def client(console: Console) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def sign_in(http: httpx.AsyncClient, password: str = PASSWORD) -> SignedIn:
-    response = await http.post("/sign-in", data={"password": password, "next": "/models"})
+async def sign_in(http: httpx.AsyncClient, password: str = PASSWORD,
+                  name: str = "admin") -> SignedIn:
+    response = await http.post("/sign-in", data={"name": name, "password": password,
+                                                 "next": "/models"})
     assert response.status_code == 303, response.text
     page = await http.get("/account")
     assert page.status_code == 200

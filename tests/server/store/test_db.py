@@ -20,9 +20,9 @@ from pendra.server.store.tables import Base
 
 from .conftest import POSTGRES_URL, Target
 
-TABLES = {"api_keys", "workers", "usage", "admin", "installs", "revoked_sessions",
+TABLES = {"api_keys", "workers", "usage", "users", "audit", "installs", "revoked_sessions",
           "stored_responses"}
-HEAD = "0004"
+HEAD = "0005"
 PUBLIC_KEY = "A" * 43 + "="  # base64 of 32 zero bytes
 
 

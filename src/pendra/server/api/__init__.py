@@ -2,7 +2,7 @@
 
 ``mount_api(app)`` puts every route at ``/api/v1/...`` (documented in the OpenAPI schema) and again
 at ``/v1/...`` (same handlers, left out of the schema), so SDKs configured with either base URL
-work. The admin-only routes (``installs``, ``keys``, ``usage``) live under ``/api/v1`` only.
+work. The admin-only routes (``installs``, ``keys``, ``usage``, ``users``) live under ``/api/v1`` only.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from pendra.server.api import (anthropic, audio, catalogue, chat, completions, embeddings,
-                               images, installs, keys, models, responses, status, usage)
+                               images, installs, keys, models, responses, status, usage, users)
 
 API_PREFIX = "/api/v1"
 ALIAS_PREFIX = "/v1"
@@ -27,3 +27,4 @@ def mount_api(app: FastAPI) -> None:
     app.include_router(installs.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(usage.router, prefix=API_PREFIX)
+    app.include_router(users.router, prefix=API_PREFIX)

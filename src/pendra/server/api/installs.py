@@ -1,10 +1,13 @@
-"""Installs and removals of catalogue models on workers (admin only).
+"""Installs and removals of catalogue models on workers (starting, cancelling and removing are
+owner-only; any console user or the admin token may watch them).
 
 ``POST /installs`` starts (or attaches to) an install, ``GET /installs/{id}/events`` streams its
 progress as server-sent events (a snapshot first, then every change, then the final state, with
 ``sse``'s keep-alive comments while it is quiet),
 ``POST /installs/{id}/cancel`` stops it, and ``DELETE /workers/{worker}/models/{model}`` removes an
-installed model from the backend of that worker serving it (where that backend allows it).
+installed model from the backend of that worker serving it (where that backend allows it). Each
+accepted start, cancel and removal leaves an audit row (written once the installs service accepted
+it: the install itself runs on a worker).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pendra.server import sse
 from pendra.server.admin_auth import Admin
 from pendra.server.deps import InstallsDep as InstallService
+from pendra.server.deps import StoreDep
+from pendra.server.roles import require_owner
+from pendra.server.store import audit
 
 router = APIRouter(tags=["installs"])
 
@@ -37,10 +43,14 @@ class InstallCreate(BaseModel):
 
 
 @router.post("/installs", status_code=202)
-async def create_install(body: InstallCreate, installs: InstallService,
+async def create_install(body: InstallCreate, installs: InstallService, store: StoreDep,
                          admin: Admin) -> dict[str, Any]:
-    snapshot = await installs.start(body.model, body.variant, body.worker, requested_by=admin,
-                                    backend=body.backend)
+    require_owner(admin, "install models")
+    snapshot = await installs.start(body.model, body.variant, body.worker,
+                                    requested_by=admin.name, backend=body.backend)
+    await store.change(lambda db: audit.record(
+        db, admin, "model.install_requested", f"{snapshot.model_tag} on {snapshot.worker_name}",
+        snapshot.id))
     return snapshot.to_dict()
 
 
@@ -67,11 +77,21 @@ async def install_events(op_id: str, installs: InstallService, _: Admin) -> Stre
 
 
 @router.post("/installs/{op_id}/cancel")
-async def cancel_install(op_id: str, installs: InstallService, _: Admin) -> dict[str, Any]:
-    return (await installs.cancel(op_id)).to_dict()
+async def cancel_install(op_id: str, installs: InstallService, store: StoreDep,
+                         admin: Admin) -> dict[str, Any]:
+    require_owner(admin, "cancel installs")
+    snapshot = await installs.cancel(op_id)
+    await store.change(lambda db: audit.record(
+        db, admin, "model.install_cancelled", f"{snapshot.model_tag} on {snapshot.worker_name}",
+        snapshot.id))
+    return snapshot.to_dict()
 
 
 @router.delete("/workers/{worker}/models/{model:path}", status_code=204)
-async def remove_model(worker: str, model: str, installs: InstallService, _: Admin) -> Response:
+async def remove_model(worker: str, model: str, installs: InstallService, store: StoreDep,
+                       admin: Admin) -> Response:
+    require_owner(admin, "remove models")
     await installs.remove(worker, model)
+    await store.change(lambda db: audit.record(db, admin, "model.remove_requested",
+                                               f"{model} on {worker}"))
     return Response(status_code=204)

@@ -1,5 +1,11 @@
-"""API keys, administered over HTTP (admin only): what ``pendra keys create/revoke`` call on the
-running control plane.
+"""API keys, administered over HTTP: what ``pendra keys create/revoke/update`` call on the running
+control plane (with the admin token, an owner), and what a console user's session may call too.
+
+Roles (server/roles.py): an owner makes keys for anyone (``user``: a user's name or id; the
+first owner by default for the admin token, the caller for a signed-in user), revokes any key and
+sets limits. A member makes keys only for themselves and without limits (the organisation's
+defaults apply), revokes only their own keys, and may not change limits: 403 otherwise. Every
+change writes its audit row in the change's own transaction.
 
 ``POST /keys`` makes a key, with optional limits, and returns it once (``key``, with
 ``Cache-Control: no-store``); ``POST /keys/revoke`` revokes the key named in the body by its id,
@@ -20,7 +26,9 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pendra.server.admin_auth import Admin
-from pendra.server.deps import KeyIndexDep
+from pendra.server.deps import KeyIndexDep, StoreDep
+from pendra.server.people import key_owner
+from pendra.server.roles import require_owner
 from pendra.server.limits import (BOUNDS, MAX_MODEL_PATTERNS, MODEL_PATTERN_MAX_CHARS, KeyLimits,
                                   parse_limits)
 from pendra.server.store.keys import limits_of
@@ -55,6 +63,8 @@ class Limits(BaseModel):
 
 class KeyCreate(Limits):
     name: str = Field(max_length=NAME_FIELD_MAX_CHARS, description="What the key is for")
+    user: str | None = Field(None, max_length=NAME_FIELD_MAX_CHARS,
+                             description="Whose key it is: a user's name or id (owners only)")
 
 
 class KeyRef(BaseModel):
@@ -79,22 +89,28 @@ def _iso(value: datetime | None) -> str | None:
 def key_public(row: ApiKey) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "prefix": row.prefix,
             "created_at": _iso(row.created_at), "revoked_at": _iso(row.revoked_at),
-            "limits": limits_of(row).as_dict()}
+            "limits": limits_of(row).as_dict(), "user_id": row.user_id}
 
 
 @router.post("/keys", status_code=201)
-async def create_key(body: KeyCreate, keys: KeyIndexDep, response: Response,
-                     _: Admin) -> dict[str, Any]:
-    row, raw = await keys.create(body.name, body.limits())
+async def create_key(body: KeyCreate, keys: KeyIndexDep, store: StoreDep, response: Response,
+                     admin: Admin) -> dict[str, Any]:
+    limits = body.limits()
+    if limits != KeyLimits():
+        require_owner(admin, "set key limits")
+    row, raw = await keys.create(body.name, limits, user_id=await key_owner(store, admin, body.user),
+                                 actor=admin)
     response.headers["Cache-Control"] = "no-store"
     return key_public(row) | {"key": raw}
 
 
 @router.post("/keys/revoke")
-async def revoke_key(body: KeyRevoke, keys: KeyIndexDep, _: Admin) -> dict[str, Any]:
-    return key_public(await keys.revoke(body.key))
+async def revoke_key(body: KeyRevoke, keys: KeyIndexDep, admin: Admin) -> dict[str, Any]:
+    only_of = None if admin.is_owner else admin.user_id or ""
+    return key_public(await keys.revoke(body.key, actor=admin, only_of=only_of))
 
 
 @router.post("/keys/update")
-async def update_key(body: KeyUpdate, keys: KeyIndexDep, _: Admin) -> dict[str, Any]:
-    return key_public(await keys.set_limits(body.key, body.limits()))
+async def update_key(body: KeyUpdate, keys: KeyIndexDep, admin: Admin) -> dict[str, Any]:
+    require_owner(admin, "change key limits")
+    return key_public(await keys.set_limits(body.key, body.limits(), actor=admin))

@@ -2,14 +2,16 @@
 
 ``install_console(app)`` adds everything to an app made by ``create_app``: the pages
 (``views``), the forms behind them (``actions``), the event streams (``events``), the static
-files under ``/console/static`` and three exception handlers (a page without a session redirects to
-sign-in; a form without its CSRF token gets a 403 page; a throttled password attempt gets a 429
+files under ``/console/static`` and five exception handlers (a page without a session redirects to
+sign-in; a user who must change their password is sent to Account first; a form without its CSRF
+token gets a 403 page; a member asking for an owner-only action gets a 403 page naming the role
+needed (the admin API's JSON envelope on API paths); a throttled password attempt gets a 429
 page, or the JSON error envelope when the caller asked for JSON, with ``Retry-After``). Its routes
 get the store, hub, installs service, sessions and throttle through server/deps.py at request
 time, so it may be called before the lifespan has run; nothing here touches ``app.state``.
 
-Pages live at the root (``/models``, ``/workers``, ``/api-keys``, ``/usage``, ``/account``,
-``/sign-in``); the public API keeps ``/api/v1`` and ``/v1``.
+Pages live at the root (``/models``, ``/workers``, ``/api-keys``, ``/usage``, ``/users``,
+``/audit``, ``/account``, ``/sign-in``); the public API keeps ``/api/v1`` and ``/v1``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from pendra.server.console import actions, events, views
-from pendra.server.console.auth import CsrfRefused, SignInRequired
+from pendra.server.console.auth import CsrfRefused, PasswordChangeRequired, SignInRequired
 from pendra.server.console.rendering import Page
-from pendra.server.errors import error_response, request_id_of, retry_after
+from pendra.server.errors import (error_response, pendra_error_response, request_id_of,
+                                  retry_after)
+from pendra.server.roles import OwnerOnly
 from pendra.server.throttle import SignInThrottled
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -55,6 +59,21 @@ async def _throttled(request: Request, exc: Exception) -> Response:
                                 status=exc.status, headers=headers)
 
 
+async def _owner_only(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OwnerOnly)
+    path = request.url.path
+    if path.startswith(("/api/", "/v1/")):
+        return pendra_error_response(exc, request_id_of(request.scope), path)
+    return Page(request).render("error.html", {"title": "Owners only", "status": 403,
+                                               "message": exc.message[:1].upper() + exc.message[1:]
+                                               + "."}, status=403)
+
+
+async def _change_password_first(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PasswordChangeRequired)
+    return RedirectResponse("/account", status_code=303)
+
+
 def install_console(app: FastAPI) -> None:
     """Add the console's routes, static files and its exception handlers to ``app``."""
     app.include_router(views.router)
@@ -64,6 +83,8 @@ def install_console(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, _sign_in_redirect)
     app.add_exception_handler(CsrfRefused, _csrf_refused)
     app.add_exception_handler(SignInThrottled, _throttled)
+    app.add_exception_handler(OwnerOnly, _owner_only)
+    app.add_exception_handler(PasswordChangeRequired, _change_password_first)
 
 
 __all__ = ["install_console"]

@@ -8,6 +8,10 @@ Rules:
   page (GET) redirects to sign-in remembering where it was, an action redirects to sign-in alone.
 - An unsafe console request without the session's CSRF token, or from another origin, gets a 403
   page (``CsrfRefused``).
+- A user whose password was chosen by someone else (an invite, a reset) is sent to Account to
+  choose their own before any other page or action (``PasswordChangeRequired``); signing out
+  still works.
+- Roles are checked by each action (server/roles.py ``require_owner``), server-side.
 """
 
 from __future__ import annotations
@@ -17,12 +21,20 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from pendra.errors import Forbidden
+from pendra.server.admin_auth import client_address
 from pendra.server.deps import CurrentSession
 from pendra.server.sessions import CSRF_MESSAGE, SAFE_METHODS, Session, csrf_passes
 
 
+PASSWORD_CHANGE_PATHS = frozenset({"/account", "/sign-out"})
+
+
 class CsrfRefused(Forbidden):
     """A console form came without this session's CSRF token (or from another site)."""
+
+
+class PasswordChangeRequired(Exception):
+    """The user must choose their own password first; the handler redirects to Account."""
 
 
 class SignInRequired(Exception):
@@ -31,11 +43,6 @@ class SignInRequired(Exception):
     def __init__(self, next_url: str) -> None:
         super().__init__(next_url)
         self.next_url = next_url
-
-
-def client_address(request: Request) -> str:
-    """The address password attempts are counted against (uvicorn's, proxy headers applied)."""
-    return request.client.host if request.client else "unknown"
 
 
 async def require_session(request: Request, session: CurrentSession) -> Session:
@@ -47,6 +54,8 @@ async def require_session(request: Request, session: CurrentSession) -> Session:
         raise SignInRequired(target if request.method in SAFE_METHODS else "/")
     if not await csrf_passes(request, session):
         raise CsrfRefused(CSRF_MESSAGE)
+    if session.must_change_password and request.url.path not in PASSWORD_CHANGE_PATHS:
+        raise PasswordChangeRequired()
     return session
 
 

@@ -182,7 +182,10 @@ class Page:
         """Render ``template`` with ``data`` plus the page frame (session, flash, version)."""
         flash = self._take_flash()
         frame = {"csrf_token": session.csrf_token if session else "",
-                 "signed_in": session is not None, "flash": flash, "version": __version__,
+                 "signed_in": session is not None, "flash": flash,
+                 "role": session.role if session else "",
+                 "is_owner": session is not None and session.is_owner,
+                 "user_name": session.user_name if session else "", "version": __version__,
                  "path": self.request.url.path}
         html = ENV.get_template(template).render(frame | data)
         response = HTMLResponse(html, status_code=status,

@@ -28,7 +28,11 @@ from pendra.server.hub import Hub
 from pendra.server.installs import Installs
 from pendra.server.limits import KeyLimits
 from pendra.server.public_url import public_base
+from pendra.server.roles import require_owner
+from pendra.server.sessions import Session
+from pendra.server.store import audit as audit_store
 from pendra.server.store import keys as key_store
+from pendra.server.store import users as user_store
 from pendra.server.store import usage as usage_store
 from pendra.server.store import workers as worker_store
 from pendra.server.store.db import Store
@@ -38,6 +42,7 @@ router = APIRouter(include_in_schema=False)
 # The installs panel shows every running install and at most this many finished ones.
 RECENT_INSTALLS = 6
 RECENT_REQUESTS = 50
+AUDIT_ROWS = 500
 
 
 # --- shared reads ---------------------------------------------------------------------------------
@@ -80,8 +85,8 @@ def install_view(snapshot: dict[str, Any]) -> dict[str, Any]:
 # --- pages ----------------------------------------------------------------------------------------
 
 
-def sign_in_page(next_url: str, error: str | None = None) -> dict[str, Any]:
-    return {"title": "Sign in", "next": safe_next(next_url), "error": error}
+def sign_in_page(next_url: str, error: str | None = None, name: str = "") -> dict[str, Any]:
+    return {"title": "Sign in", "next": safe_next(next_url), "error": error, "name": name}
 
 
 def safe_next(url: str | None) -> str:
@@ -178,30 +183,44 @@ async def workers_page(store: Store, hub: Hub, new_worker: dict[str, Any] | None
             "new_worker": new_worker, "error": error}
 
 
-async def keys_page(store: Store, base_url: str, new_key: dict[str, Any] | None = None,
-                    error: str | None = None,
+async def keys_page(store: Store, base_url: str, session: Session,
+                    new_key: dict[str, Any] | None = None, error: str | None = None,
                     defaults: KeyLimits | None = None) -> dict[str, Any]:
+    """Owners see every key and whose it is; members see their own."""
     async with store.session() as db:
-        rows = await key_store.list_keys(db)
+        rows = await key_store.list_keys(db, None if session.is_owner else session.user_id)
+        owners = await key_store.owners(db)
+        people = await user_store.list_users(db) if session.is_owner else []
     keys = [{"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at,
              "last_used_at": k.last_used_at, "revoked_at": k.revoked_at,
-             "active": k.revoked_at is None, "limits": key_store.limits_of(k)} for k in rows]
+             "active": k.revoked_at is None, "limits": key_store.limits_of(k),
+             "owner": owners.get(k.user_id or "", "—"),
+             "mine": k.user_id == session.user_id} for k in rows]
     defaults_text = (defaults or KeyLimits()).describe()
     return {"title": "API keys", "page": "api-keys", "keys": keys,
+            "users": [{"id": u.id, "name": u.name} for u in people if u.disabled_at is None],
+            "me": session.user_id,
             "defaults_text": "no limits" if defaults_text == "none" else defaults_text,
             "api_base": base_url.rstrip("/") + "/api/v1",
             "active": sum(k["active"] for k in keys), "new_key": new_key, "error": error}
 
 
-async def usage_page(store: Store, period: str) -> dict[str, Any]:
+async def usage_page(store: Store, period: str, session: Session) -> dict[str, Any]:
+    """Owners see everyone's usage; members only that of their own keys."""
     window = usage_charts.window(period, datetime.now(UTC))
+    mine = None if session.is_owner else session.user_id
     async with store.session() as db:
-        summary = await usage_store.usage_summary(db, window.since)
+        summary = await usage_store.usage_summary(db, window.since, user_id=mine)
         series = await usage_store.usage_series(db, window.since,
-                                                int(window.bucket.total_seconds()), window.buckets)
-        recent = await usage_store.recent_usage(db, RECENT_REQUESTS)
+                                                int(window.bucket.total_seconds()), window.buckets,
+                                                user_id=mine)
+        recent = await usage_store.recent_usage(db, RECENT_REQUESTS, user_id=mine)
+        key_owner = {k.id: k.user_id for k in await key_store.list_keys(db, mine)}
+        owners = await key_store.owners(db)
+    for row in summary["per_key"]:
+        row["owner"] = owners.get(key_owner.get(row.get("key_id") or "") or "", "—")
     return {
-        "title": "Usage", "page": "usage", "period": window.period,
+        "title": "Usage", "page": "usage", "period": window.period, "own_only": mine is not None,
         "periods": list(usage_charts.PERIODS), "since": window.since,
         "totals": summary["totals"], "failures": summary["failures"],
         "failure_classes": [{"name": name, "label": label}
@@ -222,8 +241,37 @@ async def usage_page(store: Store, period: str) -> dict[str, Any]:
     }
 
 
-def account_page(error: str | None = None) -> dict[str, Any]:
-    return {"title": "Account", "page": "account", "error": error}
+def account_page(session: Session, error: str | None = None) -> dict[str, Any]:
+    return {"title": "Account", "page": "account", "error": error, "name": session.user_name,
+            "role": session.role, "must_change": session.must_change_password}
+
+
+async def users_page(store: Store, session: Session, new_user: dict[str, Any] | None = None,
+                     error: str | None = None) -> dict[str, Any]:
+    async with store.session() as db:
+        rows = await user_store.list_users(db)
+        keys = await key_store.list_keys(db)
+    live: dict[str, int] = {}
+    for key in keys:
+        if key.revoked_at is None and key.user_id:
+            live[key.user_id] = live.get(key.user_id, 0) + 1
+    users = [{"id": u.id, "name": u.name, "role": u.role, "created_at": u.created_at,
+              "disabled": u.disabled_at is not None, "disabled_at": u.disabled_at,
+              "must_change_password": u.must_change_password, "keys": live.get(u.id, 0),
+              "me": u.id == session.user_id} for u in rows]
+    return {"title": "Users", "page": "users", "users": users, "new_user": new_user,
+            "error": error, "roles": ["member", "owner"]}
+
+
+async def audit_page(store: Store, period: str) -> dict[str, Any]:
+    window = usage_charts.window(period, datetime.now(UTC))
+    async with store.session() as db:
+        rows = await audit_store.list_audit(db, window.since, AUDIT_ROWS)
+    return {"title": "Audit log", "page": "audit", "period": window.period,
+            "periods": list(usage_charts.PERIODS), "since": window.since,
+            "rows": [{"created_at": r.created_at, "actor": r.actor, "address": r.address,
+                      "action": r.action, "target": r.target, "detail": r.detail} for r in rows],
+            "limit": AUDIT_ROWS}
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -257,7 +305,7 @@ async def workers(page: PageDep, session: ConsoleSession, store: StoreDep,
 @router.get("/api-keys", response_class=HTMLResponse)
 async def api_keys(page: PageDep, session: ConsoleSession, store: StoreDep,
                    limiter: LimiterDep, settings: SettingsDep) -> Response:
-    return page.render("api_keys.html", await keys_page(store, public_base(settings).url,
+    return page.render("api_keys.html", await keys_page(store, public_base(settings).url, session,
                                                         defaults=limiter.defaults),
                        session=session)
 
@@ -266,9 +314,23 @@ async def api_keys(page: PageDep, session: ConsoleSession, store: StoreDep,
 async def usage(page: PageDep, session: ConsoleSession, store: StoreDep,
                 period: Annotated[str, Query(max_length=8)] = usage_charts.DEFAULT_PERIOD
                 ) -> Response:
-    return page.render("usage.html", await usage_page(store, period), session=session)
+    return page.render("usage.html", await usage_page(store, period, session), session=session)
 
 
 @router.get("/account", response_class=HTMLResponse)
 async def account(page: PageDep, session: ConsoleSession) -> Response:
-    return page.render("account.html", account_page(), session=session)
+    return page.render("account.html", account_page(session), session=session)
+
+
+@router.get("/users", response_class=HTMLResponse)
+async def users(page: PageDep, session: ConsoleSession, store: StoreDep) -> Response:
+    require_owner(session, "manage users")
+    return page.render("users.html", await users_page(store, session), session=session)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit(page: PageDep, session: ConsoleSession, store: StoreDep,
+                period: Annotated[str, Query(max_length=8)] = usage_charts.DEFAULT_PERIOD
+                ) -> Response:
+    require_owner(session, "read the audit log")
+    return page.render("audit.html", await audit_page(store, period), session=session)

@@ -14,6 +14,9 @@ Rules:
   reading it whole.
 - A key's limits are stored as ``server/limits.py`` defines them (NULL: the default applies);
   ``set_limits`` changes only the ones it is given.
+- Every key belongs to a user (``user_id``): ``create_key`` without one gives it to the first
+  owner. ``revoke_keys_of`` and ``reassign_keys`` serve store/users.py when a user is disabled or
+  removed.
 - ``last_used_at`` is written later, in bulk, by ``stamp_last_used`` (see server/last_used.py),
   and only moves forward.
 - Functions flush but do not commit; the caller owns the transaction.
@@ -32,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest, NotFound
 from pendra.server.limits import NUMERIC, KeyLimits
-from pendra.server.store.tables import ApiKey, clean_name, utcnow
+from pendra.server.store.tables import ApiKey, User, clean_name, utcnow
 
 KEY_PREFIX = "pdr_sk_"
 KEY_RANDOM_BYTES = 32
@@ -54,6 +57,7 @@ class KeyRow:
     hash: str
     revoked: bool
     limits: KeyLimits = field(default_factory=KeyLimits)
+    user_id: str | None = None
 
 
 def limits_of(row: ApiKey) -> KeyLimits:
@@ -82,12 +86,26 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-async def create_key(session: AsyncSession, name: str,
-                     limits: KeyLimits | None = None) -> tuple[ApiKey, str]:
-    """Make a key; returns its row and the raw key, which exists only in this return value."""
+async def _first_owner_id(session: AsyncSession) -> str | None:
+    return await session.scalar(
+        select(User.id).where(User.role == "owner", User.disabled_at.is_(None))
+        .order_by(User.created_at, User.id).limit(1))
+
+
+async def create_key(session: AsyncSession, name: str, limits: KeyLimits | None = None, *,
+                     user_id: str | None = None) -> tuple[ApiKey, str]:
+    """Make a key for ``user_id`` (the first owner when None); returns its row and the raw key,
+    which exists only in this return value."""
+    if user_id is None:
+        user_id = await _first_owner_id(session)
+    else:
+        owner = await session.get(User, user_id)
+        if owner is None or owner.disabled_at is not None:
+            raise InvalidRequest("a key can only be made for an enabled user")
     raw = KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
     row = ApiKey(id="key_" + secrets.token_hex(8), name=clean_name(name, "key"),
-                 prefix=raw[:PREFIX_CHARS], hash=hash_key(raw), created_at=utcnow())
+                 prefix=raw[:PREFIX_CHARS], hash=hash_key(raw), created_at=utcnow(),
+                 user_id=user_id)
     _store_limits(row, limits or KeyLimits(), only_given=False)
     session.add(row)
     await session.flush()
@@ -123,10 +141,44 @@ async def set_limits(session: AsyncSession, key_id_or_prefix: str, limits: KeyLi
     return row
 
 
-async def list_keys(session: AsyncSession) -> list[ApiKey]:
-    """Every key, revoked ones included, newest first."""
-    rows = await session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id))
-    return list(rows)
+async def list_keys(session: AsyncSession, user_id: str | None = None) -> list[ApiKey]:
+    """Every key (or every key of ``user_id``), revoked ones included, newest first."""
+    stmt = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id)
+    if user_id is not None:
+        stmt = stmt.where(ApiKey.user_id == user_id)
+    return list(await session.scalars(stmt))
+
+
+async def owners(session: AsyncSession) -> dict[str, str]:
+    """Each user's name by id, for showing whose keys are whose."""
+    return {row.id: row.name for row in await session.execute(select(User.id, User.name))}
+
+
+async def revoke_keys_of(session: AsyncSession, user_id: str) -> list[ApiKey]:
+    """Revoke every live key of ``user_id``; returns the keys revoked."""
+    rows = list(await session.scalars(select(ApiKey).where(ApiKey.user_id == user_id,
+                                                           ApiKey.revoked_at.is_(None))))
+    now = utcnow()
+    for row in rows:
+        row.revoked_at = now
+    await session.flush()
+    return rows
+
+
+async def reassign_keys(session: AsyncSession, from_user: str, to_user: str) -> int:
+    """Hand every key of ``from_user`` to ``to_user``; how many."""
+    result = await session.execute(update(ApiKey).where(ApiKey.user_id == from_user)
+                                   .values(user_id=to_user)
+                                   .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def adopt_orphans(session: AsyncSession, user_id: str) -> int:
+    """Give every key without an owner to ``user_id``; how many."""
+    result = await session.execute(update(ApiKey).where(ApiKey.user_id.is_(None))
+                                   .values(user_id=user_id)
+                                   .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> ApiKey:
@@ -165,7 +217,7 @@ async def key_rows(session: AsyncSession) -> list[KeyRow]:
 
 def key_row(row: ApiKey) -> KeyRow:
     return KeyRow(row.id, row.name, row.prefix, row.hash, row.revoked_at is not None,
-                  limits_of(row))
+                  limits_of(row), row.user_id)
 
 
 async def stamp_last_used(session: AsyncSession, stamps: dict[str, datetime]) -> None:

@@ -58,6 +58,14 @@ REQUEST_ID_MAX_CHARS = 100
 SESSION_ID_MAX_CHARS = 64
 # Usage errors are a one-line reason for the operator, not a stack trace.
 USAGE_ERROR_MAX_CHARS = 500
+# Console users' roles (server/roles.py says what each may do).
+ROLES = ("owner", "member")
+# Audit rows: who did it (a user's name, "admin token", "cli"), from where, to what.
+AUDIT_ACTOR_MAX_CHARS = NAME_MAX_CHARS + 20
+AUDIT_ADDRESS_MAX_CHARS = 64
+AUDIT_ACTION_MAX_CHARS = 40
+AUDIT_TARGET_MAX_CHARS = 200
+AUDIT_DETAIL_MAX_CHARS = 500
 
 # SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a 64-bit identity.
 _ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -127,6 +135,10 @@ class ApiKey(Base):
     models: Mapped[str | None] = mapped_column(Text)  # a JSON list of ids and patterns
     # When the limits last changed (the key index's version check watches it).
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Whose key it is (a console user). NULL only for a key made before any user existed (a tool
+    # seeding an empty store); the first owner adopts those when it is created (store/users.py).
+    user_id: Mapped[str | None] = mapped_column(
+        String(ID_MAX_CHARS), ForeignKey("users.id", ondelete="RESTRICT"), index=True)
 
     @property
     def revoked(self) -> bool:
@@ -168,16 +180,43 @@ class Usage(Base):
     error: Mapped[str | None] = mapped_column(String(USAGE_ERROR_MAX_CHARS))
 
 
-class Admin(Base):
-    """The console's single admin account (always row ``id = 1``)."""
+class User(Base):
+    """A console user: a name (an email or a name) and a password, an ``owner`` or a ``member``
+    (server/roles.py). A disabled user (``disabled_at``) cannot sign in and their sessions end."""
 
-    __tablename__ = "admin"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('owner', 'member')", name="role"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(ID_MAX_CHARS), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_CHARS), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Set for a password someone else chose (an invite, a reset): the console asks for a new one.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
+
+class Audit(Base):
+    """Who changed what, when, from where: one row per administrative change, written in the
+    change's own transaction (store/audit.py). Never prompt content, never secrets."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # The user's id when a console user did it; NULL for the admin token or the CLI.
+    user_id: Mapped[str | None] = mapped_column(String(ID_MAX_CHARS))
+    actor: Mapped[str] = mapped_column(String(AUDIT_ACTOR_MAX_CHARS))
+    address: Mapped[str] = mapped_column(String(AUDIT_ADDRESS_MAX_CHARS), default="")
+    action: Mapped[str] = mapped_column(String(AUDIT_ACTION_MAX_CHARS))
+    target: Mapped[str] = mapped_column(String(AUDIT_TARGET_MAX_CHARS), default="")
+    detail: Mapped[str] = mapped_column(String(AUDIT_DETAIL_MAX_CHARS), default="")
 
 
 class RevokedSession(Base):

@@ -14,6 +14,8 @@ Rules:
 - Latency figures (percentiles and averages) are over served requests only: a refused request
   answers in a millisecond, and counting it would make a failing fleet look fast. Percentiles are
   nearest-rank (the value at rank ceil(p × n)), each one ``ORDER BY … LIMIT 1 OFFSET`` query.
+- Every read takes an optional ``user_id``: then only requests made with that user's keys count
+  (a member's view of the Usage page and of the export).
 - ``export_rows`` reads a period's records in id order, ``EXPORT_BATCH`` rows a query (keyset
   paging), so an export of millions of rows holds one batch in memory at a time.
 - Functions flush but do not commit; the caller owns the transaction.
@@ -114,12 +116,13 @@ async def record_usages(session: AsyncSession, records: list[UsageRecord]) -> No
         await session.execute(insert(Usage), [_values(rec) for rec in records])
 
 
-async def recent_usage(session: AsyncSession, limit: int = 50) -> list[Usage]:
+async def recent_usage(session: AsyncSession, limit: int = 50, *,
+                       user_id: str | None = None) -> list[Usage]:
     """The latest ``limit`` records, newest first."""
     if not 1 <= limit <= RECENT_MAX:
         raise InvalidRequest(f"limit must be between 1 and {RECENT_MAX}")
-    rows = await session.scalars(
-        select(Usage).order_by(Usage.created_at.desc(), Usage.id.desc()).limit(limit))
+    rows = await session.scalars(_of_user(
+        select(Usage).order_by(Usage.created_at.desc(), Usage.id.desc()), user_id).limit(limit))
     return list(rows)
 
 
@@ -140,9 +143,18 @@ def _measures() -> list[ColumnElement[Any]]:
     ]
 
 
-def _since(stmt: Select[Any], since: datetime | None,
-           until: datetime | None = None) -> Select[Any]:
-    """``stmt`` limited to the records of [since, until) (either end open)."""
+def _of_user(stmt: Select[Any], user_id: str | None) -> Select[Any]:
+    """``stmt`` limited to requests made with ``user_id``'s keys (all when None)."""
+    if user_id is None:
+        return stmt
+    return stmt.where(Usage.key_id.in_(select(ApiKey.id).where(ApiKey.user_id == user_id)))
+
+
+def _since(stmt: Select[Any], since: datetime | None, until: datetime | None = None,
+           user_id: str | None = None) -> Select[Any]:
+    """``stmt`` limited to the records of [since, until) (either end open), of ``user_id``'s
+    keys when given."""
+    stmt = _of_user(stmt, user_id)
     if since is not None:
         stmt = stmt.where(Usage.created_at >= since)
     return stmt if until is None else stmt.where(Usage.created_at < until)
@@ -160,11 +172,12 @@ def _numbers(row: Any) -> dict[str, Any]:
 
 async def _breakdown(session: AsyncSession, since: datetime | None, label: str,
                      *group: ColumnElement[Any], outer_key: bool = False,
-                     until: datetime | None = None) -> list[dict[str, Any]]:
+                     until: datetime | None = None,
+                     user_id: str | None = None) -> list[dict[str, Any]]:
     stmt = select(*group, *_measures()).select_from(Usage)
     if outer_key:
         stmt = stmt.outerjoin(ApiKey, ApiKey.id == Usage.key_id)
-    stmt = _since(stmt, since, until).group_by(*group).order_by(func.count().desc(), *group)
+    stmt = _since(stmt, since, until, user_id).group_by(*group).order_by(func.count().desc(), *group)
     rows = (await session.execute(stmt)).all()
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -179,9 +192,9 @@ def nearest_rank(percentile: int, count: int) -> int:
 
 
 async def _served_latency(session: AsyncSession, since: datetime | None, until: datetime | None,
-                          served: int) -> dict[str, int | None]:
+                          served: int, user_id: str | None = None) -> dict[str, int | None]:
     """``latency_p50_ms`` … of the served requests (None each when none was served)."""
-    stmt = (_since(select(Usage.latency_ms), since, until).where(Usage.status < ERROR_STATUS)
+    stmt = (_since(select(Usage.latency_ms), since, until, user_id).where(Usage.status < ERROR_STATUS)
             .order_by(Usage.latency_ms))
     out: dict[str, int | None] = {}
     for p in PERCENTILES:
@@ -191,7 +204,8 @@ async def _served_latency(session: AsyncSession, since: datetime | None, until: 
 
 
 async def usage_summary(session: AsyncSession, since: datetime | None,
-                        until: datetime | None = None) -> dict[str, Any]:
+                        until: datetime | None = None, *,
+                        user_id: str | None = None) -> dict[str, Any]:
     """Totals and per-model, per-key, per-worker and per-kind breakdowns of the records of
     [since, until) (``until`` open by default).
 
@@ -205,29 +219,32 @@ async def usage_summary(session: AsyncSession, since: datetime | None,
     """
     if since is not None and until is not None and until <= since:
         raise InvalidRequest("the end of the period must come after its start")
-    totals_row = (await session.execute(_since(select(*_measures()), since, until))).one()
+    totals_row = (await session.execute(_since(select(*_measures()), since, until,
+                                               user_id))).one()
     totals = _numbers(totals_row)
     avg = totals.pop("latency_avg_ms")
-    totals |= (await _served_latency(session, since, until, totals["served"])
+    totals |= (await _served_latency(session, since, until, totals["served"], user_id)
                | {"latency_avg_ms": avg})
     return {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "totals": totals,
-        "failures": await failures_by_status(session, since, until),
-        "per_model": await _breakdown(session, since, "model", Usage.model_served, until=until),
+        "failures": await failures_by_status(session, since, until, user_id=user_id),
+        "per_model": await _breakdown(session, since, "model", Usage.model_served, until=until,
+                                      user_id=user_id),
         "per_key": await _breakdown(session, since, "key", Usage.key_id, ApiKey.name,
-                                    outer_key=True, until=until),
+                                    outer_key=True, until=until, user_id=user_id),
         "per_worker": await _breakdown(session, since, "worker", Usage.worker_name,
-                                       until=until),
-        "per_kind": await per_kind(session, since, until),
+                                       until=until, user_id=user_id),
+        "per_kind": await per_kind(session, since, until, user_id=user_id),
     }
 
 
 async def failures_by_status(session: AsyncSession, since: datetime | None,
-                             until: datetime | None = None) -> list[dict[str, Any]]:
+                             until: datetime | None = None, *,
+                             user_id: str | None = None) -> list[dict[str, Any]]:
     """Failed requests per status (``status``, ``class``, ``requests``), commonest first."""
-    stmt = (_since(select(Usage.status, func.count().label("requests")), since, until)
+    stmt = (_since(select(Usage.status, func.count().label("requests")), since, until, user_id)
             .where(Usage.status >= ERROR_STATUS).group_by(Usage.status)
             .order_by(func.count().desc(), Usage.status))
     return [{"status": int(row.status), "class": failure_class(int(row.status)),
@@ -240,14 +257,15 @@ EXPORT_COLUMNS = ("created_at", "request_id", "key_id", "kind", "model_requested
 
 
 async def export_rows(session: AsyncSession, since: datetime | None,
-                      until: datetime | None) -> AsyncIterator[list[Usage]]:
+                      until: datetime | None, *,
+                      user_id: str | None = None) -> AsyncIterator[list[Usage]]:
     """The records with ``since <= created_at < until`` (either end open), oldest first, in
     batches of at most ``EXPORT_BATCH``."""
     if since is not None and until is not None and until <= since:
         raise InvalidRequest("the end of the period must come after its start")
     after = 0
     while True:
-        stmt = _since(select(Usage), since, until).where(Usage.id > after)
+        stmt = _since(select(Usage), since, until, user_id).where(Usage.id > after)
         batch = list(await session.scalars(stmt.order_by(Usage.id).limit(EXPORT_BATCH)))
         if not batch:
             return
@@ -256,10 +274,11 @@ async def export_rows(session: AsyncSession, since: datetime | None,
 
 
 async def per_kind(session: AsyncSession, since: datetime | None,
-                   until: datetime | None = None) -> list[dict[str, Any]]:
+                   until: datetime | None = None, *,
+                   user_id: str | None = None) -> list[dict[str, Any]]:
     """Requests, errors and tokens per usage kind — the API or dialect a request came in by
     (chat, completions, embed, ...; each row's ``label`` is its readable name), busiest first."""
-    rows = await _breakdown(session, since, "kind", Usage.kind, until=until)
+    rows = await _breakdown(session, since, "kind", Usage.kind, until=until, user_id=user_id)
     return [{**row, "label": usage_kind_label(row["kind"])} for row in rows]
 
 
@@ -270,7 +289,7 @@ def _epoch_seconds(dialect: str) -> ColumnElement[int]:
 
 
 async def usage_series(session: AsyncSession, since: datetime, bucket_s: int,
-                       buckets: int) -> list[dict[str, Any]]:
+                       buckets: int, *, user_id: str | None = None) -> list[dict[str, Any]]:
     """``buckets`` buckets of ``bucket_s`` seconds from ``since``, one dict each (empty ones too):
     its start, requests, errors, prompt/completion tokens, and the served requests' latency
     average and maximum (None when none was served)."""
@@ -279,6 +298,7 @@ async def usage_series(session: AsyncSession, since: datetime, bucket_s: int,
     served_latency = case((Usage.status < ERROR_STATUS, Usage.latency_ms))
     stmt = (select(bucket, *_measures(), func.max(served_latency).label("latency_max_ms"))
             .where(Usage.created_at >= since).group_by(bucket))
+    stmt = _of_user(stmt, user_id)
     found = {int(row.bucket): row for row in (await session.execute(stmt)).all()}
     out = []
     for index in range(buckets):
