@@ -14,7 +14,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import StatementError
 
 from pendra.errors import ConfigError
-from pendra.server.store import admin, installs, keys, usage, workers
+from pendra.server.store import admin, installs, keys, usage, users, workers
 from pendra.server.store.db import (MIGRATIONS_DIR, Store, current_revision, downgrade, upgrade)
 from pendra.server.store.tables import Base
 
@@ -216,3 +216,35 @@ async def test_unreachable_or_invalid_databases_are_config_errors(tmp_path: Path
         await Store.open(f"sqlite:///{tmp_path / 'x.db'}", schema="s")
     with pytest.raises(ConfigError, match="plain SQL identifier"):
         await Store.open(POSTGRES_URL, schema='x"; DROP TABLE y; --')
+
+
+async def test_0005_turns_the_admin_into_the_first_owner(store: Store) -> None:
+    """An install at 0004 with an admin password and keys comes out of 0005 with an owner named
+    admin holding the same password hash (so its sessions survive) and owning every key; and
+    downgrading gives the admin row back."""
+    await downgrade(store.engine, "0004")
+    stored = users.hash_password("the old admin password")
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with store.engine.begin() as connection:
+        await connection.execute(text(
+            "INSERT INTO admin (id, password_hash, created_at, updated_at) "
+            "VALUES (1, :h, :c, :u)"), {"h": stored, "c": when.replace(tzinfo=None),
+                                        "u": when.replace(tzinfo=None)})
+        for n in (1, 2):
+            await connection.execute(text(
+                "INSERT INTO api_keys (id, name, prefix, hash, created_at) "
+                "VALUES (:id, :name, 'pdr_sk_xxxxx', :hash, :c)"),
+                {"id": f"key_{n}", "name": f"k{n}", "hash": f"{n}" * 64,
+                 "c": when.replace(tzinfo=None)})
+    await upgrade(store.engine, "head")
+    async with store.session() as session:
+        owner = await users.first_owner(session)
+        assert owner is not None and owner.name == "admin" and owner.role == "owner"
+        assert owner.password_hash == stored and not owner.must_change_password
+        assert await users.verify_password("the old admin password", owner.password_hash)
+        assert {k.user_id for k in await keys.list_keys(session)} == {owner.id}
+    await downgrade(store.engine, "0004")
+    async with store.engine.connect() as connection:
+        row = (await connection.execute(text("SELECT id, password_hash FROM admin"))).one()
+    assert tuple(row) == (1, stored)
+    await upgrade(store.engine, "head")
