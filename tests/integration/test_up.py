@@ -81,7 +81,7 @@ async def test_first_start_prints_credentials_once_and_serves_chat(tmp_path: Pat
             key = (await proc.wait_for_line(r"API key:\s+(pdr_sk_\S+)", 10)).group(1)
             password = (await proc.wait_for_line(r"Admin password:\s+(\S+)", 10)).group(1)
             async with httpx.AsyncClient(base_url=url, timeout=10 * WAIT) as http:
-                signed_in = await http.post("/sign-in", data={"password": password},
+                signed_in = await http.post("/sign-in", data={"name": "admin", "password": password},
                                             headers={"Origin": url})  # makes the console secret
                 assert signed_in.status_code == 303, signed_in.text
             assert (home / "console-secret").exists() and (home / "pendra.db-wal").exists()

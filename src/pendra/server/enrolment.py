@@ -9,6 +9,8 @@ Rules:
   same id, named ``"<name> (local)"`` when another worker already has the name.
 - ``worker_command`` quotes every value with ``shlex.quote``, so a POSIX shell hands the worker
   exactly these values whatever the name holds (spaces, quotes, ``$``); CLI and console print it.
+- ``enrol_recorded`` and ``remove_recorded`` are what the console and the CLI call: the change and
+  its audit row in one transaction.
 - Functions taking a session flush but do not commit; the caller owns the transaction.
 """
 
@@ -20,7 +22,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.protocol import signing
+from pendra.server.store import audit
 from pendra.server.store import workers as worker_store
+from pendra.server.store.audit import Actor
+from pendra.server.store.tables import Worker
 
 LOCAL_WORKER_NAME_SUFFIX = "(local)"
 
@@ -73,3 +78,19 @@ def worker_command(enrolment: Enrolment, ws_url: str) -> str:
     env = {"GPU_WORKER_PRIVATE_KEY": enrolment.private_key, "WORKER_ID": enrolment.worker_id,
            "WORKER_NAME": enrolment.name, "APP_SERVER_WS_URL": ws_url}
     return " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items()) + " pendra worker"
+
+
+async def enrol_recorded(session: AsyncSession, actor: Actor, name: str) -> Enrolment:
+    """``enrol_worker`` with its audit row, in the caller's transaction (owner-only: the caller
+    checks the role)."""
+    enrolled = await enrol_worker(session, name)
+    await audit.record(session, actor, "worker.added", f"{enrolled.name} ({enrolled.worker_id})")
+    return enrolled
+
+
+async def remove_recorded(session: AsyncSession, actor: Actor, worker: str) -> Worker:
+    """Remove an enrolled worker (by id or name) with its audit row, in the caller's
+    transaction."""
+    row = await worker_store.remove_worker(session, worker)
+    await audit.record(session, actor, "worker.removed", f"{row.name} ({row.id})")
+    return row

@@ -82,12 +82,7 @@ async def revoke_key(settings: ServerSettings, key: str) -> Any:
 
 async def add_worker(settings: ServerSettings, name: str) -> enrolment.Enrolment:
     """Enrol a worker (server/enrolment.py: only the public half of its key pair is stored)."""
-    async def work(s: AsyncSession) -> enrolment.Enrolment:
-        enrolled = await enrolment.enrol_worker(s, name)
-        await audit.record(s, CLI, "worker.added", f"{enrolled.name} ({enrolled.worker_id})")
-        return enrolled
-
-    return await _with_store(settings, work)
+    return await _with_store(settings, lambda s: enrolment.enrol_recorded(s, CLI, name))
 
 
 async def list_workers(settings: ServerSettings) -> list[Any]:
@@ -95,12 +90,7 @@ async def list_workers(settings: ServerSettings) -> list[Any]:
 
 
 async def remove_worker(settings: ServerSettings, worker: str) -> Any:
-    async def work(s: AsyncSession) -> Any:
-        row = await workers.remove_worker(s, worker)
-        await audit.record(s, CLI, "worker.removed", f"{row.name} ({row.id})")
-        return row
-
-    return await _with_store(settings, work)
+    return await _with_store(settings, lambda s: enrolment.remove_recorded(s, CLI, worker))
 
 
 async def _people(settings: ServerSettings, action: Any) -> Any:

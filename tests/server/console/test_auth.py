@@ -35,9 +35,9 @@ async def test_root_and_sign_in_page(client: httpx.AsyncClient) -> None:
 
 async def test_wrong_password_is_refused_with_a_plain_message(client: httpx.AsyncClient) -> None:
     """A wrong password gets 401, one sentence, and no cookie; it says nothing about why."""
-    response = await client.post("/sign-in", data={"password": "not the password"})
+    response = await client.post("/sign-in", data={"name": "admin", "password": "not the password"})
     assert response.status_code == 401
-    assert "That password is not correct." in response.text
+    assert "That name and password do not match an enabled user." in response.text
     assert COOKIE_NAME not in response.headers.get("set-cookie", "")
     assert "scrypt" not in response.text and "hash" not in response.text
     assert (await client.get("/models")).status_code == 303
@@ -45,7 +45,7 @@ async def test_wrong_password_is_refused_with_a_plain_message(client: httpx.Asyn
 
 async def test_session_cookie_flags(client: httpx.AsyncClient) -> None:
     """The session cookie is HttpOnly, SameSite=Lax, site-wide and expiring; not Secure on http."""
-    response = await client.post("/sign-in", data={"password": PASSWORD, "next": "/usage"})
+    response = await client.post("/sign-in", data={"name": "admin", "password": PASSWORD, "next": "/usage"})
     assert response.status_code == 303 and response.headers["location"] == "/usage"
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE_NAME}=")
@@ -57,7 +57,7 @@ async def test_session_cookie_flags(client: httpx.AsyncClient) -> None:
 
 async def test_session_cookie_is_secure_over_https(client: httpx.AsyncClient) -> None:
     """Behind a TLS proxy (X-Forwarded-Proto from the local proxy) the cookie is also Secure."""
-    response = await client.post("/sign-in", data={"password": PASSWORD},
+    response = await client.post("/sign-in", data={"name": "admin", "password": PASSWORD},
                                  headers={"X-Forwarded-Proto": "https"})
     assert response.status_code == 303
     assert "secure" in {p.strip().lower() for p in response.headers["set-cookie"].split(";")}
@@ -66,7 +66,7 @@ async def test_session_cookie_is_secure_over_https(client: httpx.AsyncClient) ->
 async def test_open_redirects_are_refused(client: httpx.AsyncClient) -> None:
     """``next`` may only name a path on this site."""
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
-        response = await client.post("/sign-in", data={"password": PASSWORD, "next": target})
+        response = await client.post("/sign-in", data={"name": "admin", "password": PASSWORD, "next": target})
         assert response.headers["location"] == "/models"
 
 
@@ -74,7 +74,7 @@ async def test_tampered_or_foreign_cookies_are_ignored(console: Console,
                                                        client: httpx.AsyncClient) -> None:
     """A cookie signed with another secret, or edited, is no session."""
     other = Sessions(b"x" * 32)
-    forged, _ = other.issue("0" * 16)
+    forged, _ = other.issue("user_0", "0" * 16)
     client.cookies.set(COOKIE_NAME, forged)
     assert (await client.get("/models")).status_code == 303
     client.cookies.clear()
@@ -130,7 +130,7 @@ async def test_change_password_signs_out_other_sessions(console: Console,
         assert (await admin.http.get("/account")).status_code == 200
         assert (await other.http.get("/account")).status_code == 303
     async with httpx.AsyncClient(base_url=console.base_url) as fresh:
-        assert (await fresh.post("/sign-in", data={"password": PASSWORD})).status_code == 401
+        assert (await fresh.post("/sign-in", data={"name": "admin", "password": PASSWORD})).status_code == 401
         await sign_in(fresh, "new password 1")
 
 

@@ -30,7 +30,7 @@ async def test_reset_password_from_stdin_ends_sessions_and_the_new_one_signs_in(
     assert NEW_PASSWORD not in done.stdout + done.stderr
     assert (await admin.http.get("/account")).status_code == 303
     async with httpx.AsyncClient(base_url=console.base_url) as http:
-        assert (await http.post("/sign-in", data={"password": PASSWORD})).status_code == 401
+        assert (await http.post("/sign-in", data={"name": "admin", "password": PASSWORD})).status_code == 401
         await sign_in(http, NEW_PASSWORD)
 
 

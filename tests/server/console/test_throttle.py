@@ -80,7 +80,7 @@ async def test_parallel_attempts_from_one_address_get_429(
 
     async def attempt(n: int) -> httpx.Response:
         accept = "application/json" if n % 2 else "text/html"
-        return await client.post("/sign-in", data={"password": WRONG}, headers={"Accept": accept})
+        return await client.post("/sign-in", data={"name": "admin", "password": WRONG}, headers={"Accept": accept})
 
     replies = await asyncio.gather(*(attempt(n) for n in range(60)))
     statuses = [r.status_code for r in replies]
@@ -98,7 +98,7 @@ async def test_parallel_attempts_from_one_address_get_429(
     assert all("127.0.0.1" in line for line in failures)
     assert not any(WRONG in r.getMessage() for r in caplog.records)
     # The right password from this address waits its turn too: the throttle counts attempts.
-    assert (await client.post("/sign-in", data={"password": PASSWORD})).status_code == 429
+    assert (await client.post("/sign-in", data={"name": "admin", "password": PASSWORD})).status_code == 429
 
 
 async def test_a_flood_from_many_addresses_is_held_globally_and_the_api_keeps_answering(
@@ -123,7 +123,7 @@ async def test_a_flood_from_many_addresses_is_held_globally_and_the_api_keeps_an
     async def flood() -> list[httpx.Response]:
         try:
             return await asyncio.gather(*(
-                client.post("/sign-in", data={"password": WRONG},
+                client.post("/sign-in", data={"name": "admin", "password": WRONG},
                             headers={"X-Forwarded-For": f"10.9.{n // 250}.{n % 250}"})
                 for n in range(150)))
         finally:

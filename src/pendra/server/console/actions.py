@@ -22,12 +22,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from pendra.errors import InvalidRequest, PendraError
 from pendra.protocol.close import CloseReason
@@ -37,7 +34,8 @@ from pendra.server.console.views import (account_page, keys_page, safe_next, sig
                                          users_page, workers_page)
 from pendra.server.deps import (HubDep, InstallsDep, KeyIndexDep, LimiterDep, SessionsDep,
                                 SettingsDep, SignInThrottleDep, StoreDep)
-from pendra.server.enrolment import enrol_worker, worker_command, worker_ws_url
+from pendra.server.enrolment import (enrol_recorded, remove_recorded, worker_command,
+                                     worker_ws_url)
 from pendra.server.limits import LIMIT_FIELDS, KeyLimits, parse_limits
 from pendra.server.public_url import public_base
 from pendra.server.sessions import (clear_session_cookie, end_session, password_fingerprint,
@@ -49,7 +47,6 @@ from pendra.server.store import audit
 from pendra.server.store import users as user_store
 from pendra.server.store.audit import Actor
 from pendra.server.store.tables import NAME_MAX_CHARS
-from pendra.server.store import workers as worker_store
 from pendra.server.store.db import Store
 from pendra.server.throttle import SignInThrottle, clip_address
 
@@ -228,14 +225,8 @@ async def add_worker(request: Request, page: PageDep, session: ConsoleSession, s
     require_owner(session, "add workers")
     name = (await read_form(request)).get("name", "")
     actor = _actor(request, session)
-
-    async def work(db: AsyncSession) -> Any:
-        enrolled = await enrol_worker(db, name)
-        await audit.record(db, actor, "worker.added", f"{enrolled.name} ({enrolled.worker_id})")
-        return enrolled
-
     try:
-        enrolled = await store.change(work)
+        enrolled = await store.change(lambda db: enrol_recorded(db, actor, name))
     except PendraError as exc:
         return page.render("workers.html", await workers_page(store, hub, error=exc.message),
                            session=session, status=exc.status)
@@ -250,14 +241,8 @@ async def remove_worker(request: Request, page: PageDep, worker_id: str, session
                         store: StoreDep, hub: HubDep) -> Response:
     require_owner(session, "remove workers")
     actor = _actor(request, session)
-
-    async def work(db: AsyncSession) -> Any:
-        row = await worker_store.remove_worker(db, worker_id)
-        await audit.record(db, actor, "worker.removed", f"{row.name} ({row.id})")
-        return row
-
     try:
-        row = await store.change(work)
+        row = await store.change(lambda db: remove_recorded(db, actor, worker_id))
     except PendraError as exc:
         return page.redirect("/workers", error=exc.message)
     if hub.get(row.id) is not None:
