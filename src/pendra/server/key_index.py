@@ -34,8 +34,8 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pendra.errors import Forbidden
 from pendra.server.limits import KeyLimits
+from pendra.server.roles import OwnerOnly
 from pendra.server.store import audit, keys
 from pendra.server.store.audit import Actor
 from pendra.server.store.db import Store
@@ -137,7 +137,7 @@ class KeyIndex:
             if only_of is not None:
                 found = await keys.find_key(db, key_id_or_prefix)
                 if found.user_id != only_of:
-                    raise Forbidden(OTHERS_KEYS)
+                    raise OwnerOnly(OTHERS_KEYS)
             already = (await keys.find_key(db, key_id_or_prefix)).revoked
             row = await keys.revoke_key(db, key_id_or_prefix)
             if actor is not None and not already:

@@ -41,7 +41,7 @@ from pendra.server.public_url import public_base
 from pendra.server.sessions import (clear_session_cookie, end_session, password_fingerprint,
                                     read_form, same_origin, set_session_cookie)
 from pendra.server import people
-from pendra.server.roles import actor_of, require_owner
+from pendra.server.roles import OwnerOnly, actor_of, require_owner
 from pendra.server.sessions import Session
 from pendra.server.store import audit
 from pendra.server.store import users as user_store
@@ -268,6 +268,8 @@ async def create_key(request: Request, page: PageDep, session: ConsoleSession,
         owner = form.get("user", "").strip()
         user_id = await people.key_owner(store, actor, owner) if owner else session.user_id
         row, raw = await keys.create(form.get("name", ""), limits, user_id=user_id, actor=actor)
+    except OwnerOnly:
+        raise  # a 403 page, not a form error
     except PendraError as exc:
         return page.render("api_keys.html", await keys_page(store, base_url, session,
                                                             error=exc.message,
@@ -305,6 +307,8 @@ async def revoke_key(request: Request, page: PageDep, key_id: str, session: Cons
     only_of = None if session.is_owner else session.user_id
     try:
         row = await keys.revoke(key_id, actor=_actor(request, session), only_of=only_of)
+    except OwnerOnly:
+        raise  # a 403 page, not a form error
     except PendraError as exc:
         return page.redirect("/api-keys", error=exc.message)
     return page.redirect("/api-keys",
@@ -326,7 +330,7 @@ async def add_user(request: Request, page: PageDep, session: ConsoleSession,
         return page.render("users.html", await users_page(store, session, error=exc.message),
                            session=session, status=exc.status)
     new_user = {"id": row.id, "name": row.name, "role": row.role, "password": password,
-                "sign_in_url": str(request.base_url).rstrip("/") + "/sign-in"}
+                "reset": False, "sign_in_url": str(request.base_url).rstrip("/") + "/sign-in"}
     return page.render("users.html", await users_page(store, session, new_user=new_user),
                        session=session, status=201, headers=NO_STORE)
 

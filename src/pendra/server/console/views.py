@@ -257,7 +257,7 @@ async def users_page(store: Store, session: Session, new_user: dict[str, Any] | 
             live[key.user_id] = live.get(key.user_id, 0) + 1
     users = [{"id": u.id, "name": u.name, "role": u.role, "created_at": u.created_at,
               "disabled": u.disabled_at is not None, "disabled_at": u.disabled_at,
-              "must_change_password": u.must_change_password, "keys": live.get(u.id, 0),
+              "must_change_password": u.must_change_password, "live_keys": live.get(u.id, 0),
               "me": u.id == session.user_id} for u in rows]
     return {"title": "Users", "page": "users", "users": users, "new_user": new_user,
             "error": error, "roles": ["member", "owner"]}
