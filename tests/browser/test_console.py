@@ -46,9 +46,11 @@ async def test_sign_in(page: Page, fleet: Fleet) -> None:
     await page.goto("/usage")
     await expect(page).to_have_url(f"{fleet.base_url}/sign-in?next=/usage")
     await screenshot(page, "sign_in")
+    await page.fill("input[name=name]", "admin")
     await page.fill("input[name=password]", "not-the-password")
     await page.click("button[type=submit]")
-    await expect(page.locator(".flash-error")).to_have_text("That password is not correct.")
+    await expect(page.locator(".flash-error")).to_have_text(
+        "That name and password do not match an enabled user.")
     await page.fill("input[name=password]", fleet.admin_password)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{fleet.base_url}/usage")

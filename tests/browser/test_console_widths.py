@@ -23,13 +23,15 @@ from .conftest import LIVE_TIMEOUT_MS, Fleet, screenshot
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 WIDTHS = {"phone": 390, "laptop": 1280}
-PAGES = ["models", "workers", "api-keys", "usage", "account"]
+PAGES = ["models", "workers", "api-keys", "usage", "users", "audit", "account"]
 # What a person must be able to reach on each page (besides the navigation).
 CONTROLS = {
     "models": ".model-action .btn, [data-installed] button[type=submit]",
     "workers": ".page-actions .btn, .worker-head button[type=submit]",
     "api-keys": "form[action='/api-keys'] button[type=submit], #keys button[type=submit]",
     "usage": ".segmented a, [data-export=csv]",
+    "users": "form[action='/users'] button[type=submit], #users button[type=submit]",
+    "audit": ".segmented a",
     "account": "form[action='/account'] button[type=submit]",
 }
 CHAT_MODEL = "llama3.2:latest"  # served by the fleet's local emulator
@@ -63,6 +65,7 @@ async def sized(request: pytest.FixtureRequest, browser: Browser,
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
     await page.goto("/sign-in")
+    await page.fill("input[name=name]", "admin")
     await page.fill("input[name=password]", fleet.admin_password)
     await page.click("button[type=submit]")
     await expect(page.locator("h1")).to_be_visible()

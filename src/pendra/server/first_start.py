@@ -1,6 +1,7 @@
-"""The control plane's first start: the admin password and a first API key, made once.
+"""The control plane's first start: the first owner (console user ``admin``) with its password, and
+a first API key (the owner's), made once.
 
-Rules: ``first_start`` creates both in one transaction the first time it finds no admin password
+Rules: ``first_start`` creates both in one transaction the first time it finds no console user
 in the store, and returns them so the caller prints them at once (``announce``); every later call
 returns None and changes nothing. ``pendra server`` and ``pendra up`` both use it. The secrets are
 printed, never logged.
@@ -25,6 +26,7 @@ class FirstStart:
     def announce(self, announce: Callable[[str], None]) -> None:
         """Print both secrets, once, the way the operator is told to save them."""
         announce("First start: save these now, they are shown only once.")
+        announce("  Console user:   admin (owner)")
         announce(f"  Admin password: {self.admin_password}")
         announce(f"  API key:        {self.api_key}")
 
