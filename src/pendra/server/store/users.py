@@ -17,7 +17,8 @@ Rules:
   person who may not sign in may not use the API either); enabling them again does not bring the
   keys back (a revocation is never undone). A removed user's keys, revoked, are handed to the owner
   who removed them, so every key keeps an owner and its usage history stays listed.
-- ``ensure_first_owner`` makes the first owner (named ``admin``) on first start, with a generated
+- ``ensure_first_owner`` makes the first owner (named ``admin``) on first start (when there is no
+  owner yet), with a generated
   password returned once, and gives it every key that has no owner yet.
 - Functions flush but do not commit; the caller owns the transaction.
 """
@@ -177,8 +178,8 @@ async def add_user(session: AsyncSession, name: str, role: str,
 
 async def ensure_first_owner(session: AsyncSession) -> str | None:
     """Create the first owner (``admin``) with a generated password and return the password; None
-    when there are users already. Keys without an owner become the first owner's."""
-    if await session.scalar(select(func.count()).select_from(User)):
+    when there is an owner already. Keys without an owner become the first owner's."""
+    if await session.scalar(select(func.count()).select_from(User).where(User.role == OWNER)):
         return None
     row, password = await add_user(session, FIRST_OWNER_NAME, OWNER)
     row.must_change_password = False  # printed to the operator who started the server
