@@ -599,7 +599,8 @@ def admin_reset_password(
 
     given = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     password = _run(lambda: local_admin.reset_admin_password(_server_settings(), given))
-    _announce("Admin password changed; every console session has been signed out.")
+    _announce("Password of the first owner (admin) changed; its console sessions have been signed "
+              "out.")
     if given is None:
         _announce("New password (copy it now, it is not shown again):")
         _announce(password)
