@@ -99,3 +99,33 @@ async def test_a_removal_names_the_model_as_the_worker_lists_it(api: Api, alpha:
         response = await removal
     assert response.status_code == 204
     assert frame.model == "llama3.2:latest"
+
+
+async def test_install_cancel_and_removal_are_audited(api: Api, alpha: FakeWorker) -> None:
+    """Each accepted install, cancel and removal leaves an audit row naming the admin token as who,
+    the model and the worker."""
+    from pendra.server.store import audit
+    from pendra.server.store.db import Store
+
+    async with admin(api) as http:
+        op_id, _ = await start(http, alpha)
+        assert (await http.post(f"/api/v1/installs/{op_id}/cancel")).status_code == 200
+        await alpha.wait_for(lambda: CancelOp(op_id=op_id) in alpha.ops)
+        await alpha.send(OpFailed.cancelled(op_id))
+        await ended(http, op_id)
+        removal = asyncio.create_task(http.delete("/api/v1/workers/alpha/models/llama3.2"))
+        await alpha.wait_for(lambda: any(isinstance(f, Uninstall) for f in alpha.ops))
+        (frame,) = [f for f in alpha.ops if isinstance(f, Uninstall)]
+        await alpha.send(OpDone(op_id=frame.op_id))
+        assert (await removal).status_code == 204
+    store = await Store.open(api.settings.database_url)
+    try:
+        async with store.session() as session:
+            rows = list(reversed(await audit.list_audit(session)))
+    finally:
+        await store.close()
+    assert [(r.action, r.actor) for r in rows] == [
+        ("model.install_requested", "admin token"), ("model.install_cancelled", "admin token"),
+        ("model.remove_requested", "admin token")]
+    assert rows[0].target == "gemma3:1b on alpha" and rows[0].detail == op_id
+    assert rows[2].target == "llama3.2 on alpha" and rows[2].address == "127.0.0.1"
