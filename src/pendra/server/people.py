@@ -96,12 +96,9 @@ async def remove_user(store: Store, keys: KeyIndex | None, actor: Actor,
         row = await user_store.find_user(db, name)
         _not_self(actor, row, "remove")
         target = _target(row)
-        removed, revoked = await user_store.remove_user(db, name, actor.user_id)
-        heir = await user_store.get_user(db, actor.user_id) if actor.user_id else None
-        heir = heir or await user_store.first_owner(db)
+        removed, revoked, heir = await user_store.remove_user(db, name, actor.user_id)
         await audit.record(db, actor, "user.removed", target,
-                           f"{len(revoked)} API key(s) revoked; keys handed to "
-                           f"{heir.name if heir else 'the first owner'}")
+                           f"{len(revoked)} API key(s) revoked; keys handed to {heir.name}")
         return removed, revoked
 
     row, revoked = await store.change(work)

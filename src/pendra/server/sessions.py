@@ -44,6 +44,7 @@ from pendra.home import write_private
 from pendra.server.store import sessions as session_store
 from pendra.server.store import users as user_store
 from pendra.server.store.db import Store
+from pendra.server.store.tables import User
 
 COOKIE_NAME = "pendra_session"
 CSRF_FIELD = "csrf_token"
@@ -172,20 +173,17 @@ class Sessions:
             return None
         return sid, float(exp), uid, pw
 
-    def read(self, cookie: str, user: object | None) -> Session | None:
-        """The session in ``cookie`` if it is genuine, unexpired, for ``user`` (a store row with
-        ``id``, ``name``, ``role``, ``password_hash``, ``disabled_at``) and made with their
-        current password; revocations are the store's (see ``current_session``)."""
+    def read(self, cookie: str, user: User | None) -> Session | None:
+        """The session in ``cookie`` if it is genuine, unexpired, for ``user`` (enabled) and made
+        with their current password; revocations are the store's (see ``current_session``)."""
         claims = self.claims(cookie)
-        if claims is None or user is None or getattr(user, "disabled_at", None) is not None:
+        if claims is None or user is None or user.disabled_at is not None:
             return None
         sid, exp, uid, pw = claims
-        if uid != getattr(user, "id", None):
+        if uid != user.id or not hmac.compare_digest(pw, password_fingerprint(user.password_hash)):
             return None
-        if not hmac.compare_digest(pw, password_fingerprint(getattr(user, "password_hash"))):
-            return None
-        return Session(sid, exp, self._csrf_for(sid), uid, getattr(user, "name"),
-                       getattr(user, "role"), bool(getattr(user, "must_change_password")))
+        return Session(sid, exp, self._csrf_for(sid), uid, user.name, user.role,
+                       bool(user.must_change_password))
 
     @staticmethod
     def csrf_ok(session: Session, token: str | None) -> bool:

@@ -97,7 +97,8 @@ async def test_disabling_revokes_keys_and_removal_hands_them_over(store: Store) 
             await keys.create_key(session, "x", user_id=member.id)
         await users.set_disabled(session, "member", False)
         second, _ = await keys.create_key(session, "m2", user_id=member.id)
-        removed, revoked = await users.remove_user(session, "member", owner.id)
+        removed, revoked, heir = await users.remove_user(session, "member", owner.id)
+        assert heir.id == owner.id
         assert [k.id for k in revoked] == [second.id]
         await session.commit()
     async with store.session() as session:

@@ -238,9 +238,10 @@ async def set_role(session: AsyncSession, name_or_id: str, role: str) -> tuple[U
 
 
 async def remove_user(session: AsyncSession, name_or_id: str,
-                      heir_id: str | None) -> tuple[User, list[ApiKey]]:
+                      heir_id: str | None) -> tuple[User, list[ApiKey], User]:
     """Remove a user: their live keys are revoked and all their keys handed to ``heir_id`` (the
-    owner removing them; the first owner when None). Returns the removed row and revoked keys."""
+    owner removing them; the first owner when None or when that is the user removed). Returns the
+    removed row, the keys revoked, and the owner who has their keys now."""
     row = await find_user(session, name_or_id)
     await _keep_an_owner(session, row, "removed")
     heir = await get_user(session, heir_id) if heir_id else await first_owner(session)
@@ -254,4 +255,4 @@ async def remove_user(session: AsyncSession, name_or_id: str,
     await key_store.reassign_keys(session, row.id, heir.id)
     await session.delete(row)
     await session.flush()
-    return row, revoked
+    return row, revoked, heir
