@@ -294,3 +294,39 @@ async def test_users_keep_an_owner_and_cannot_remove_themselves(console: Console
     async with console.store.session() as session:
         again = await user_store.first_owner(session)
     assert again is not None and again.id == owner.id and again.role == "owner"
+
+
+async def test_the_admin_api_manages_users_with_the_admin_token(console: Console,
+                                                                client: httpx.AsyncClient) -> None:
+    """``/api/v1/users`` with the admin token (an owner): add (password once, no-store), role,
+    disable (keys revoked), enable, remove; a key made for the user through ``/api/v1/keys``;
+    the audit log names the admin token for each."""
+    token = {"Authorization": f"Bearer {console.settings.admin_token}"}
+    added = await client.post("/api/v1/users", json={"name": "carl", "role": "member"},
+                              headers=token)
+    assert added.status_code == 201 and added.headers["cache-control"] == "no-store"
+    assert added.json()["must_change_password"] and len(added.json()["password"]) == 16
+    key = await client.post("/api/v1/keys", json={"name": "carl's", "user": "carl"},
+                            headers=token)
+    assert key.status_code == 201 and key.json()["user_id"] == added.json()["id"]
+    role = await client.post("/api/v1/users/role", json={"user": "carl", "role": "owner"},
+                             headers=token)
+    assert role.json()["role"] == "owner"
+    disabled = await client.post("/api/v1/users/disable", json={"user": "carl"}, headers=token)
+    assert disabled.json()["revoked_keys"] == [key.json()["id"]]
+    bearer = {"Authorization": f"Bearer {key.json()['key']}"}
+    assert (await client.get("/v1/models", headers=bearer)).status_code == 401
+    enabled = await client.post("/api/v1/users/enable", json={"user": "carl"}, headers=token)
+    assert enabled.json()["disabled_at"] is None
+    removed = await client.post("/api/v1/users/remove", json={"user": "carl"}, headers=token)
+    assert removed.json()["removed"] is True
+    missing = await client.post("/api/v1/users/remove", json={"user": "carl"}, headers=token)
+    assert missing.status_code == 404
+    bad = await client.post("/api/v1/users", json={"name": "x", "role": "boss"}, headers=token)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "role"
+    rows = (await client.get("/api/v1/audit", headers=token)).json()["data"]
+    assert [r["action"] for r in reversed(rows)] == [
+        "user.added", "key.created", "user.role_changed", "user.disabled", "user.enabled",
+        "user.removed"]
+    assert {r["actor"] for r in rows} == {"admin token"}
+    assert "keys handed to admin" in rows[0]["detail"]
