@@ -330,3 +330,22 @@ async def test_the_admin_api_manages_users_with_the_admin_token(console: Console
         "user.removed"]
     assert {r["actor"] for r in rows} == {"admin token"}
     assert "keys handed to admin" in rows[0]["detail"]
+
+
+async def test_an_owner_resets_a_members_password(console: Console, admin: SignedIn,
+                                                  member: tuple[SignedIn, str]) -> None:
+    """Reset password shows a new one-time password once; the member's session ends at once, the
+    old password no longer signs in, and the new one leads to Account to choose their own."""
+    signed_in, user_id = member
+    reset = await admin.http.post(f"/users/{user_id}/reset-password", data=admin.form())
+    assert reset.status_code == 200 and reset.headers["cache-control"] == "no-store"
+    once = re.search(r'id="new-user-password"[^>]*value="([^"]+)"', reset.text)
+    assert once and "New password for mia@example.com" in reset.text
+    assert (await signed_in.http.get("/api-keys")).headers["location"].startswith("/sign-in")
+    old = await signed_in.http.post("/sign-in", data={"name": "mia@example.com",
+                                                      "password": MEMBER_PASSWORD})
+    assert old.status_code == 401
+    again = await signed_in.http.post("/sign-in", data={"name": "mia@example.com",
+                                                        "password": once.group(1)})
+    assert again.status_code == 303 and again.headers["location"] == "/account"
+    assert "user.password_reset" in await _actions(console)
