@@ -638,15 +638,15 @@ def users_list(as_json: JsonOption = False) -> None:
              "disabled_at": _iso(r.disabled_at), "must_change_password": r.must_change_password,
              "live_keys": live} for r, live in rows]
     if as_json:
-        _announce(json.dumps(data, indent=2))
+        emit_json(out, data)
         return
-    table = Table("id", "name", "role", "created", "state", "live keys")
     for d in data:
-        state = "disabled" if d["disabled_at"] else (
+        d["state"] = "disabled" if d["disabled_at"] else (
             "invited" if d["must_change_password"] else "active")
-        table.add_row(d["id"], d["name"], d["role"], d["created_at"] or "", state,
-                      str(d["live_keys"]))
-    out.print(table)
+    emit_table(out, [Column("id", "id", whole=True), Column("name", "name", whole=True),
+                     Column("role", "role"), Column("created", "created_at"),
+                     Column("state", "state"),
+                     Column("live keys", "live_keys", numeric=True, show=str)], data)
 
 
 UserArgument = Annotated[str, typer.Argument(help="The user's name or id.")]
@@ -860,18 +860,16 @@ def audit(since: Annotated[str | None, typer.Option(help="Period, e.g. 24h or 7d
     """Who changed keys, limits, workers, users and models, when and from where (newest first)."""
     from pendra.server import local_admin
 
-    start = _parse_since(since)
+    start = _parse_moment(since, "--since")
     rows = _run(lambda: local_admin.list_audit(_server_settings(), start))
     data = [{"created_at": _iso(r.created_at), "actor": r.actor, "address": r.address,
              "action": r.action, "target": r.target, "detail": r.detail} for r in rows]
     if as_json:
-        _announce(json.dumps(data, indent=2))
+        emit_json(out, data)
         return
-    table = Table("time", "who", "from", "action", "target", "detail")
-    for d in data:
-        table.add_row(d["created_at"] or "", d["actor"], d["address"], d["action"], d["target"],
-                      d["detail"])
-    out.print(table)
+    emit_table(out, [Column("time", "created_at"), Column("who", "actor", whole=True),
+                     Column("from", "address"), Column("action", "action"),
+                     Column("target", "target", whole=True), Column("detail", "detail")], data)
 
 
 def _live_status(settings: cfg.ServerSettings) -> dict[str, Any] | None:

@@ -59,12 +59,13 @@ def lines(batch: Iterable[Usage]) -> str:
                   for row in batch)
 
 
-async def export(store: Store, since: datetime | None,
-                 until: datetime | None) -> AsyncIterator[str]:
-    """The CSV of the records in [since, until): the header, then a chunk per batch."""
+async def export(store: Store, since: datetime | None, until: datetime | None, *,
+                 user_id: str | None = None) -> AsyncIterator[str]:
+    """The CSV of the records in [since, until) (of ``user_id``'s keys when given): the header,
+    then a chunk per batch."""
     yield header()
     async with store.session() as session:
-        async for batch in usage_store.export_rows(session, since, until):
+        async for batch in usage_store.export_rows(session, since, until, user_id=user_id):
             yield lines(batch)
 
 

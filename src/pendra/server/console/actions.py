@@ -320,7 +320,7 @@ async def revoke_key(request: Request, page: PageDep, key_id: str, session: Cons
 
 @router.post("/users")
 async def add_user(request: Request, page: PageDep, session: ConsoleSession,
-                   store: StoreDep) -> Response:
+                   store: StoreDep, settings: SettingsDep) -> Response:
     require_owner(session, "add users")
     form = await read_form(request)
     try:
@@ -330,7 +330,7 @@ async def add_user(request: Request, page: PageDep, session: ConsoleSession,
         return page.render("users.html", await users_page(store, session, error=exc.message),
                            session=session, status=exc.status)
     new_user = {"id": row.id, "name": row.name, "role": row.role, "password": password,
-                "reset": False, "sign_in_url": str(request.base_url).rstrip("/") + "/sign-in"}
+                "reset": False, "sign_in_url": public_base(settings).url.rstrip("/") + "/sign-in"}
     return page.render("users.html", await users_page(store, session, new_user=new_user),
                        session=session, status=201, headers=NO_STORE)
 
@@ -387,13 +387,13 @@ async def set_role(request: Request, page: PageDep, user_id: str, session: Conso
 
 @router.post("/users/{user_id}/reset-password")
 async def reset_password(request: Request, page: PageDep, user_id: str, session: ConsoleSession,
-                         store: StoreDep) -> Response:
+                         store: StoreDep, settings: SettingsDep) -> Response:
     require_owner(session, "reset other people's passwords")
     try:
         row, password = await people.reset_password(store, _actor(request, session), user_id)
     except PendraError as exc:
         return page.redirect("/users", error=exc.message)
     new_user = {"id": row.id, "name": row.name, "role": row.role, "password": password,
-                "reset": True, "sign_in_url": str(request.base_url).rstrip("/") + "/sign-in"}
+                "reset": True, "sign_in_url": public_base(settings).url.rstrip("/") + "/sign-in"}
     return page.render("users.html", await users_page(store, session, new_user=new_user),
                        session=session, headers=NO_STORE)
