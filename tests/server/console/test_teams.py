@@ -349,3 +349,33 @@ async def test_an_owner_resets_a_members_password(console: Console, admin: Signe
                                                         "password": once.group(1)})
     assert again.status_code == 303 and again.headers["location"] == "/account"
     assert "user.password_reset" in await _actions(console)
+
+
+async def test_a_member_sees_and_exports_only_their_own_usage(console: Console, admin: SignedIn,
+                                                              member: tuple[SignedIn, str]) -> None:
+    """Usage of the owner's key and of the member's key: the member's Usage page and CSV export
+    hold only their own requests; the owner's hold both, with whose key each is."""
+    from pendra.server.store import usage as usage_store
+
+    signed_in, user_id = member
+    async with console.store.session() as session:
+        owner = await user_store.first_owner(session)
+        assert owner is not None
+        theirs, _ = await key_store.create_key(session, "member key", user_id=user_id)
+        ours, _ = await key_store.create_key(session, "owner key", user_id=owner.id)
+        for key, request_id in ((theirs, "req-member"), (ours, "req-owner")):
+            await usage_store.record_usage(session, usage_store.UsageRecord(
+                request_id=request_id, kind="chat", model_requested="m", model_served="m",
+                key_id=key.id, status=200, latency_ms=5, prompt_tokens=1, completion_tokens=2))
+        await session.commit()
+    mine = await signed_in.http.get("/usage")
+    assert "member key" in mine.text and "owner key" not in mine.text
+    assert "Requests with your own API keys" in mine.text
+    csv = await signed_in.http.get("/api/v1/usage/export")
+    assert csv.status_code == 200
+    assert "req-member" in csv.text and "req-owner" not in csv.text
+    everyone = await admin.http.get("/usage")
+    assert "member key" in everyone.text and "owner key" in everyone.text
+    assert "mia@example.com" in everyone.text  # the key's owner, in the per-key table
+    full = await admin.http.get("/api/v1/usage/export")
+    assert "req-member" in full.text and "req-owner" in full.text
