@@ -82,6 +82,7 @@ async def _painted_fill(page: Page, selector: str) -> float:
 async def test_sign_in(page: Page, fleet: Fleet) -> None:
     """The printed admin password opens the console."""
     await page.goto("/sign-in")
+    await page.fill("input[name=name]", "admin")
     await page.fill("input[name=password]", fleet.admin_password)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{fleet.base_url}/models")
@@ -235,6 +236,7 @@ async def test_usage_with_failures_fits_a_phone(browser: Browser, fleet: Fleet) 
     try:
         page = await context.new_page()
         await page.goto("/sign-in")
+        await page.fill("input[name=name]", "admin")
         await page.fill("input[name=password]", fleet.admin_password)
         await page.click("button[type=submit]")
         await page.goto("/usage?period=1h")
