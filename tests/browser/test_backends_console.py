@@ -46,6 +46,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
 
 async def test_sign_in(page: Page, fleet: Fleet) -> None:
     await page.goto("/workers")
+    await page.fill("input[name=name]", "admin")
     await page.fill("input[name=password]", fleet.admin_password)
     await page.click("button[type=submit]")
     await expect(page.locator("h1")).to_have_text("Workers")
