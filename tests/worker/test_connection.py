@@ -14,10 +14,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from pendra.config import WorkerSettings
 from pendra.protocol import signing
-from pendra.protocol.frames import (Chunk, Chunks, End, Frame, Inventory, dump_frame,
-                                    parse_frame)
+from pendra.protocol.frames import (Chunk, Chunks, End, Frame, Inventory, Ping, Pong,
+                                    dump_frame, parse_frame)
 from pendra.protocol.session import KeyNeeded, ServerSession
-from pendra.worker.connection import Connection
+from pendra.worker.connection import Connection, SendQueue
 from polling import eventually
 from suite_env import WAIT
 
@@ -109,3 +109,18 @@ async def test_send_says_false_when_not_connected() -> None:
     connection = Connection(replace(settings), Quiet(),
                             lambda: Inventory(backends=[], models=[], max_concurrent=1))
     assert not await connection.send(Chunk(id="req_a", data={}))
+
+
+async def test_a_heartbeat_goes_ahead_of_a_backlog_and_never_waits_for_room() -> None:
+    """With the queue full of a busy stream's chunks, a ping is queued at once (no room needed)
+    and is the first frame the writer takes; the chunks behind it keep their order."""
+    queue = SendQueue(limit=3)
+    for n in range(3):
+        assert await queue.put(Chunk(id="req_a", data={"n": n}))
+    assert await asyncio.wait_for(queue.put(Ping(ts=1.0)), timeout=WAIT)
+    first, *rest = await queue.take()
+    assert parse_frame(first) == Ping(ts=1.0)
+    assert [parse_frame(raw) for raw in rest] == [
+        Chunks(id="req_a", data=[{"n": n} for n in range(3)])]
+    queue.close()
+    assert not await queue.put(Pong(ts=1.0))

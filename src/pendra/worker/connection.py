@@ -10,7 +10,9 @@ everything that is waiting at once and merges each run of chunks of one request 
 frames (``frames.coalesce``): a backend that hands over a burst of tokens costs one frame and one
 socket write, not one per token, and nothing waits for company (a lone chunk goes out as soon as
 its sender yields). ``send`` waits while ``SEND_QUEUE_FRAMES`` are queued; ``flush`` waits until
-the queue is written.
+the queue is written. A heartbeat (``ping``/``pong``) goes to the front of the queue and never
+waits for room: it is ordered with nothing, and behind a backlog of a busy stream's chunks it
+would reach the control plane late enough for the worker to think the control plane silent.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from pendra.config import WorkerSettings
 from pendra.errors import AuthenticationFailed, ProtocolError
 from pendra.protocol.close import CloseReason, close_reason_text, describe, retryable
-from pendra.protocol.frames import MAX_FRAME_BYTES, Frame, Inventory, Piece, coalesce, piece
+from pendra.protocol.frames import (MAX_FRAME_BYTES, Frame, Inventory, Piece, Ping, Pong, coalesce,
+                                    piece)
 from pendra.protocol.session import Close, Output, Ready, Received, WorkerSession
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,13 @@ class SendQueue:
     async def put(self, frame: Frame) -> bool:
         """Queue ``frame`` (encoding errors raise here); False once the queue is closed."""
         encoded = piece(frame)
+        if isinstance(frame, Ping | Pong):
+            if self.closed:
+                return False
+            self._pieces.insert(0, encoded)
+            self._waiting.set()
+            self._empty.clear()
+            return True
         while len(self._pieces) >= self._limit and not self.closed:
             self._room.clear()
             await self._room.wait()
