@@ -41,6 +41,15 @@ class StreamLimits:
     first_line_s: float
     stall_s: float
 
+    def exceeded(self, backend: str, path: str, *, started: bool) -> BackendTimeout:
+        """The timeout of a stream from ``backend`` ("Ollama at …") that went silent on ``path``
+        before its first line or, once ``started``, between two lines."""
+        if started:
+            return BackendTimeout(f"{backend} stalled: {path} sent nothing for {self.stall_s:g}s "
+                                  "after the stream had started (STREAM_STALL_TIMEOUT)")
+        return BackendTimeout(f"{backend} sent no first token on {path} within "
+                              f"{self.first_line_s:g}s (FIRST_TOKEN_TIMEOUT)")
+
 
 def _loads(data: bytes) -> Any:
     """JSON from Ollama: orjson, or the standard parser for what orjson refuses (NaN, integers
@@ -205,9 +214,4 @@ class OllamaClient:
 
     def _silent(self, path: str, limits: StreamLimits | None, *, started: bool) -> BackendTimeout:
         assert limits is not None  # only a limited stream has deadlines
-        if started:
-            return BackendTimeout(f"Ollama at {self.base_url} stalled: {path} sent nothing for "
-                                  f"{limits.stall_s:g}s after the stream had started "
-                                  "(STREAM_STALL_TIMEOUT)")
-        return BackendTimeout(f"Ollama at {self.base_url} sent no first token on {path} within "
-                              f"{limits.first_line_s:g}s (FIRST_TOKEN_TIMEOUT)")
+        return limits.exceeded(f"Ollama at {self.base_url}", path, started=started)

@@ -174,9 +174,4 @@ class OpenAICompatClient:
 
     def _silent(self, path: str, limits: StreamLimits | None, *, started: bool) -> BackendTimeout:
         assert limits is not None  # only a limited stream has deadlines
-        if started:
-            return BackendTimeout(f"{self.name} at {self.base_url} stalled: {path} sent nothing "
-                                  f"for {limits.stall_s:g}s after the stream had started "
-                                  "(STREAM_STALL_TIMEOUT)")
-        return BackendTimeout(f"{self.name} at {self.base_url} sent no first token on {path} "
-                              f"within {limits.first_line_s:g}s (FIRST_TOKEN_TIMEOUT)")
+        return limits.exceeded(f"{self.name} at {self.base_url}", path, started=started)
