@@ -175,12 +175,8 @@ class EmulatorProcess:
 
 
 @asynccontextmanager
-async def run_emulator(*, version: str = "0.32.15", models: str = "default",
-                       token_delay_s: float = 0.0, show_delay_s: float = 0.0, port: int = 0,
-                       extra_args: Sequence[str] = ()) -> AsyncIterator[EmulatorProcess]:
-    args = [sys.executable, "-m", "pendra.testing.ollama_emulator", "--host", "127.0.0.1",
-            "--port", str(port), "--version", version, "--models", models,
-            "--token-delay", str(token_delay_s), "--show-delay", str(show_delay_s), *extra_args]
+async def _emulating(args: list[str]) -> AsyncIterator[EmulatorProcess]:
+    """An emulator process started from ``args``, killed (and its log removed) at the end."""
     emulator = EmulatorProcess(args)
     await emulator.start()
     try:
@@ -188,6 +184,17 @@ async def run_emulator(*, version: str = "0.32.15", models: str = "default",
     finally:
         await emulator.kill()
         emulator.child.log.unlink(missing_ok=True)
+
+
+@asynccontextmanager
+async def run_emulator(*, version: str = "0.32.15", models: str = "default",
+                       token_delay_s: float = 0.0, show_delay_s: float = 0.0, port: int = 0,
+                       extra_args: Sequence[str] = ()) -> AsyncIterator[EmulatorProcess]:
+    args = [sys.executable, "-m", "pendra.testing.ollama_emulator", "--host", "127.0.0.1",
+            "--port", str(port), "--version", version, "--models", models,
+            "--token-delay", str(token_delay_s), "--show-delay", str(show_delay_s), *extra_args]
+    async with _emulating(args) as emulator:
+        yield emulator
 
 
 @asynccontextmanager
@@ -199,13 +206,8 @@ async def run_speaches(*, models: Sequence[str] = (), impostor: bool = False, po
     args = [sys.executable, "-m", "pendra.testing.speaches_emulator", "--host", "127.0.0.1",
             "--port", str(port), "--models", json.dumps(list(models)),
             "--download-s", str(download_s), *(["--impostor"] if impostor else [])]
-    emulator = EmulatorProcess(args)
-    await emulator.start()
-    try:
+    async with _emulating(args) as emulator:
         yield emulator
-    finally:
-        await emulator.kill()
-        emulator.child.log.unlink(missing_ok=True)
 
 
 @asynccontextmanager
@@ -216,10 +218,5 @@ async def run_openai_compat(flavour: str, *, models: str = "default", port: int 
     (requests, configure, add_model, remove_model)."""
     args = [sys.executable, "-m", "pendra.testing.openai_compat", "--flavour", flavour,
             "--host", "127.0.0.1", "--port", str(port), "--models", models, *extra_args]
-    emulator = EmulatorProcess(args)
-    await emulator.start()
-    try:
+    async with _emulating(args) as emulator:
         yield emulator
-    finally:
-        await emulator.kill()
-        emulator.child.log.unlink(missing_ok=True)
